@@ -1,0 +1,1 @@
+"""The ``refinedepth`` command line: a thin Click layer over the library."""

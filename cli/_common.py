@@ -1,0 +1,179 @@
+"""Options and helpers shared by the sub-commands. Imports nothing heavy at module level."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+_console = None
+
+
+def console():
+    """The rich console every command draws on: stderr, so stdout stays parseable."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True)
+    return _console
+
+
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"true"`` -> True, ``"[1,2]"`` -> [1, 2], else the string."""
+    lowered = text.strip().lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    if lowered in {"none", "null"}:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_key_values(items: tuple[str, ...] | list[str], option: str = "--backbone-arg") -> dict[str, Any]:
+    """Parse repeated ``key=value`` options into a dict (values through :func:`parse_value`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise click.BadParameter(f"empty key in {item!r}", param_hint=option)
+        out[key] = parse_value(value)
+    return out
+
+
+def backbone_options(required: bool = True, default: str | None = None):
+    """``--backbone NAME``, ``--weights FILE`` and repeated ``--backbone-arg KEY=VALUE``."""
+
+    def decorator(f):
+        f = click.option(
+            "--backbone-arg",
+            "backbone_args",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Backbone option, repeatable (e.g. encoder=resnet18). Recorded with the backbone's config.",
+        )(f)
+        f = click.option(
+            "--weights",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Backbone weights (.safetensors). Without it the backbone keeps its initialisation.",
+        )(f)
+        f = click.option(
+            "--backbone",
+            required=required and default is None,
+            default=default,
+            show_default=default is not None,
+            metavar="NAME",
+            help="First-stage backbone from the registry (see 'refinedepth backbones list').",
+        )(f)
+        return f
+
+    return decorator
+
+
+def dataset_options(default_split: str = "train"):
+    """``--dataset SPEC``, ``--split``, ``--limit``."""
+
+    def decorator(f):
+        f = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")(f)
+        f = click.option("--split", default=default_split, show_default=True, help="Dataset split (train/test/...).")(f)
+        f = click.option(
+            "--dataset",
+            required=True,
+            metavar="SPEC",
+            help="nyu:PATH, make3d:PATH, folder:PATH, synthetic, synthetic:indoor or synthetic:outdoor.",
+        )(f)
+        return f
+
+    return decorator
+
+
+def device_option(f):
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto, cpu, cuda or cuda:N.",
+    )(f)
+
+
+def quiet_option(f):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bars (for logs).")(f)
+
+
+class RichProgress:
+    """Adapts the library's ``progress(done, total, desc=..., **fields)`` callbacks to rich bars."""
+
+    def __init__(self, quiet: bool = False, unit: str = "it") -> None:
+        self.quiet = quiet
+        self.unit = unit
+        self._progress = None
+        self._task = None
+        self._desc = None
+        self._start = 0.0
+
+    def __enter__(self) -> RichProgress:
+        if not self.quiet:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=console(),
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int | None, *, desc: str = "", **fields: Any) -> None:
+        if self._progress is None:
+            return
+        if desc != self._desc or self._task is None:
+            self._task = self._progress.add_task(desc or "working", total=total, rate="", info="")
+            self._desc = desc
+            self._start = time.perf_counter()
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        rate = f"{done / elapsed:.1f} {self.unit}/s" if done else ""
+        info = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+        self._progress.update(self._task, completed=done, total=total, rate=rate, info=info)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@contextlib.contextmanager
+def progress_bar(quiet: bool = False, unit: str = "it") -> Iterator[RichProgress]:
+    with RichProgress(quiet=quiet, unit=unit) as p:
+        yield p
+
+
+EXAMPLE_PREFIX = "\b\nExample:\n"

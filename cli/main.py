@@ -1,0 +1,102 @@
+"""Entry point of the ``refinedepth`` command.
+
+Sub-commands live one per module in this package and are imported only when invoked (or when
+``--help`` lists their one-line summaries), so ``refinedepth --help`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from refinedepth import __version__
+from refinedepth.errors import RefinedepthError
+
+# command name -> "module:attribute"; modules are imported lazily.
+COMMANDS: dict[str, str] = {
+    "backbones": "refinedepth.cli.backbones:backbones",
+    "cache": "refinedepth.cli.cache:cache",
+    "cache-merge": "refinedepth.cli.cache:cache_merge",
+    "inspect": "refinedepth.cli.inspect:inspect_cmd",
+    "export-ab": "refinedepth.cli.cache:export_ab",
+    "convert": "refinedepth.cli.convert:convert",
+    "train-backbone": "refinedepth.cli.train_backbone:train_backbone",
+    "train-refiner": "refinedepth.cli.train_refiner:train_refiner",
+    "evaluate": "refinedepth.cli.evaluate:evaluate",
+    "predict": "refinedepth.cli.predict:predict",
+    "demo": "refinedepth.cli.demo:demo",
+}
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("REFINEDEPTH_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class LazyGroup(click.Group):
+    """A group whose sub-commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [n for n, target in COMMANDS.items() if _module_exists(target.split(":")[0])]
+        return sorted(set(names) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        target = COMMANDS.get(cmd_name)
+        if target is None or not _module_exists(target.split(":")[0]):
+            return None
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RefinedepthError as exc:
+            if debug_enabled():
+                raise
+            raise click.ClickException(_one_line(exc)) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            raise click.Abort() from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="refinedepth")
+def cli() -> None:
+    """refinedepth: refine any monocular depth model's output with a learned cGAN.
+
+    \b
+    Typical pipeline:
+      refinedepth cache --backbone fcrn --dataset synthetic --split train --out train.h5
+      refinedepth train-refiner --train train.h5 --preset small --out runs/refiner
+      refinedepth evaluate --cache test.h5 --refiner runs/refiner
+
+    Set REFINEDEPTH_DEBUG=1 to see tracebacks of expected errors.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="refinedepth")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
