@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from ._common import console, parse_key_values
+from ._common import parse_key_values
 
 
 @click.group()
@@ -87,11 +87,11 @@ def list_cmd(pattern: str | None, check: bool, as_json: bool) -> None:
     }
     errors = _check_imports(third_party) if check else {}
     for name, err in errors.items():
-        console().print(
-            f"[yellow]warning:[/] plugin backbone {name!r} from distribution "
-            f"{sources[name][0]!r} fails to import ({err}); it is listed but cannot be used",
-            markup=True,
-            highlight=False,
+        click.secho(
+            f"warning: plugin backbone {name!r} from distribution {sources[name][0]!r} fails to "
+            f"import ({' '.join(err.split())}); it is listed but cannot be used",
+            fg="yellow",
+            err=True,
         )
     rows = [
         {"name": n, "distribution": sources[n][0], "target": sources[n][1], "ok": n not in errors}

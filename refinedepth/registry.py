@@ -184,11 +184,15 @@ def _lookup(name: str) -> _Entry:
     entries = _entries()
     if name in entries:
         return entries[name]
-    close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.6)
+    if close:
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        names = sorted(entries)
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        hint = f"did you mean one of: {shown}?"
     raise BackboneNotFoundError(
-        f"unknown backbone {name!r}; {hint}run 'refinedepth backbones list' to see the "
-        f"{len(entries)} available"
+        f"unknown backbone {name!r}; {hint} (see 'refinedepth backbones list')"
     )
 
 

@@ -1,0 +1,107 @@
+"""The CLI's conventions: fast --help, --version, error lines and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+import refinedepth
+from refinedepth.cli.main import cli
+
+
+def _run(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "refinedepth", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_imports_no_heavy_modules():
+    code = (
+        "import sys\n"
+        "from refinedepth.cli.main import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = [m for m in ('torch', 'timm', 'h5py', 'transformers', 'numpy') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Commands:" in proc.stdout and "backbones" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"refinedepth, version {refinedepth.__version__}"
+
+
+def test_console_script_and_module_entry_points():
+    script = os.path.join(os.path.dirname(sys.executable), "refinedepth")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and refinedepth.__version__ in proc.stdout
+    assert _run("--version").stdout == proc.stdout
+
+
+def test_unknown_backbone_one_line_exit_1():
+    proc = _run("backbones", "info", "nosuch")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: unknown backbone 'nosuch'; did you mean one of: ")
+    assert "fcrn" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_close_name_suggests_it():
+    result = CliRunner().invoke(cli, ["backbones", "info", "fcnr"])
+    assert result.exit_code == 1
+    assert "did you mean 'fcrn'?" in result.output
+
+
+def test_debug_env_shows_traceback():
+    proc = _run("backbones", "info", "nosuch", env={"REFINEDEPTH_DEBUG": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "BackboneNotFoundError" in proc.stderr
+
+
+def test_usage_error_exit_2():
+    result = CliRunner().invoke(cli, ["backbones", "info"])
+    assert result.exit_code == 2
+    assert "Missing argument 'NAME'" in result.output
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == 2
+
+
+def test_list_json_and_pattern():
+    result = CliRunner().invoke(cli, ["backbones", "list", "f*", "--json", "--no-check"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    names = [r["name"] for r in rows]
+    assert "fcrn" in names and "files" in names and "hf" not in names
+    assert all(r["distribution"] == "refinedepth" for r in rows if r["name"] in ("fcrn", "files"))
+
+
+def test_bad_backbone_arg_is_usage_error():
+    from refinedepth.cli._common import parse_key_values, parse_value
+
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("[228, 304]") == [228, 304] and parse_value("resnet18") == "resnet18"
+    assert parse_key_values(["encoder=resnet18", "input-size=[96,128]"]) == {
+        "encoder": "resnet18",
+        "input_size": [96, 128],
+    }
+    import click
+    import pytest
+
+    with pytest.raises(click.BadParameter, match="expected KEY=VALUE"):
+        parse_key_values(["encoder"])
