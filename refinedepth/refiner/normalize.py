@@ -1,0 +1,137 @@
+"""Input/output spaces of the refiner and the forward pass shared by training and inference.
+
+The generator works in ``[-1, 1]`` (tanh output). Following the paper (§4), metric rough maps and
+ground truth are mapped by a maximum depth: ``unit = depth / max_depth * 2 - 1`` (10 m NYU,
+80 m Make3D). Rough maps of ``relative`` or ``disparity`` backbones carry no scale, so each map is
+normalised on its own (its 2nd..98th percentile to ``[-1, 1]``; disparity is flipped so that near
+is low, like depth); the target is still metric, so the refiner learns to lift relative depth to
+metres. The output always decodes with ``max_depth``: refined maps are metric depth in metres.
+
+Residual refiners predict a correction added to the normalised rough map. At inference the
+correction is computed at the model's size and upsampled onto the rough map at the caller's size,
+so a residual refiner keeps the rough map's full-resolution detail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, ShapeError
+from .presets import INPUT_MODES
+
+OUTPUT_KINDS = ("metric", "relative", "disparity")
+MIN_DEPTH_FRACTION = 1e-3  # refined depth is clamped to [1e-3, 1] x max_depth (logs stay finite)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How rough maps, RGB and ground truth are mapped to the generator's ``[-1, 1]``.
+
+    Attributes:
+        output_kind: kind of the rough maps the refiner was trained on (from the cache's
+            ``output_kind`` attribute).
+        max_depth: metres that map to +1 (the cache's ``max_depth``); 0 m maps to -1.
+        low_percentile / high_percentile: the per-sample range for relative/disparity maps.
+    """
+
+    output_kind: str = "metric"
+    max_depth: float = 10.0
+    low_percentile: float = 2.0
+    high_percentile: float = 98.0
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ConfigError(f"unknown output kind {self.output_kind!r}: expected one of {', '.join(OUTPUT_KINDS)}")
+        if not (self.max_depth > 0 and self.max_depth < float("inf")):
+            raise ConfigError(f"max_depth must be a positive number of metres, got {self.max_depth!r}")
+        object.__setattr__(self, "max_depth", float(self.max_depth))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # -- rough maps ---------------------------------------------------------------------------
+    def rough_to_unit(self, rough: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """``[B,1,h,w]`` rough map of ``kind`` (default: the trained kind) -> ``[-1, 1]``."""
+        kind = kind or self.output_kind
+        if kind not in OUTPUT_KINDS:
+            raise ConfigError(f"unknown output kind {kind!r}: expected one of {', '.join(OUTPUT_KINDS)}")
+        rough = torch.nan_to_num(rough.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        if self.output_kind == "metric":
+            if kind != "metric":
+                raise ConfigError(
+                    f"this refiner was trained on metric rough maps (max depth {self.max_depth:g} m) "
+                    f"but received {kind!r} ones; use a refiner trained on a {kind} backbone's cache"
+                )
+            return (rough.clamp(0, self.max_depth) / self.max_depth * 2 - 1).clamp(-1, 1)
+        if self.output_kind == "disparity" and kind != "disparity":
+            # Depth given to a disparity-trained refiner (e.g. chained after a metric stage).
+            rough = 1.0 / rough.clamp_min(1e-6)
+        unit = _per_sample_unit(rough, self.low_percentile, self.high_percentile)
+        return -unit if self.output_kind == "disparity" else unit
+
+    # -- depth maps (targets and outputs) -----------------------------------------------------
+    def depth_to_unit(self, depth: torch.Tensor) -> torch.Tensor:
+        """Metric depth -> ``[-1, 1]`` (invalid pixels become -1; mask them separately)."""
+        depth = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0)
+        return (depth.clamp(0, self.max_depth) / self.max_depth * 2 - 1).clamp(-1, 1)
+
+    def unit_to_depth(self, unit: torch.Tensor) -> torch.Tensor:
+        """Generator space -> metres, clamped to ``[1e-3, 1] x max_depth``."""
+        depth = (unit.float() + 1) * 0.5 * self.max_depth
+        return depth.clamp(MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+
+
+def _per_sample_unit(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    flat = x.reshape(x.shape[0], -1)
+    q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
+    if flat.shape[1] > 2**20:  # quantile has a size limit; a strided subsample is plenty
+        flat_q = flat[:, :: flat.shape[1] // 2**20 + 1]
+    else:
+        flat_q = flat
+    lo_hi = torch.quantile(flat_q, q, dim=1)  # [2, B]
+    lo = lo_hi[0].view(-1, 1, 1, 1)
+    span = (lo_hi[1].view(-1, 1, 1, 1) - lo).clamp_min(1e-6)
+    return ((x - lo) / span * 2 - 1).clamp(-1, 1)
+
+
+def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB float ``[B,3,h,w]`` in [0,1] -> ``[-1, 1]``."""
+    return rgb.float() * 2 - 1
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``[B,C,h,w]`` to ``size`` (antialiased when shrinking); no-op if equal."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def generator_input(rough_unit: torch.Tensor | None, rgb_unit: torch.Tensor | None, inputs: str) -> torch.Tensor:
+    """Stack the conditioning channels for an input mode (all at the model's size)."""
+    if inputs not in INPUT_MODES:
+        raise ConfigError(f"unknown inputs {inputs!r}: expected one of {', '.join(INPUT_MODES)}")
+    if inputs != "rough" and rgb_unit is None:
+        raise ShapeError(f"this refiner is conditioned on {inputs!r} and needs rgb [B,3,H,W]; got rgb=None")
+    if inputs == "rough":
+        return rough_unit
+    if inputs == "rgb":
+        return rgb_unit
+    return torch.cat([rough_unit, rgb_unit], dim=1)
+
+
+def apply_generator(generator, x: torch.Tensor, rough_unit: torch.Tensor | None, residual: bool) -> torch.Tensor:
+    """Run ``generator`` on ``x``; residual refiners add the output to ``rough_unit``.
+
+    Returns ``(refined_unit, raw_output)`` at the model's size.
+    """
+    out = generator(x)
+    if residual:
+        return rough_unit + out.float(), out
+    return out.float(), out

@@ -1,0 +1,154 @@
+"""Named refiner architectures (SPEC §6): ``paper-nyu``, ``paper-make3d``, ``pix2pix``, ``small``.
+
+A :class:`Preset` fixes the layer lists and the input size; the number of input channels follows
+from what the refiner is conditioned on (rough map, rough + RGB, or RGB alone), so one preset
+serves every input mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .models import DiscriminatorConfig, GeneratorConfig, parse_layers
+
+INPUT_MODES = ("rough", "rough+rgb", "rgb")
+AUGMENTATIONS = ("hflip", "scale", "brightness")
+
+
+def input_channels(inputs: str) -> int:
+    """Generator input channels for an input mode: rough 1, rough+rgb 4, rgb 3."""
+    if inputs not in INPUT_MODES:
+        raise ConfigError(f"unknown inputs {inputs!r}: expected one of {', '.join(INPUT_MODES)}")
+    return {"rough": 1, "rough+rgb": 4, "rgb": 3}[inputs]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A refiner architecture plus the defaults that go with it.
+
+    Attributes:
+        name, description: for listings.
+        encoder, decoder: generator layer lists (see :class:`GeneratorConfig`).
+        disc_layers: discriminator layer list; ``disc_strides`` overrides pix2pix's stride rule.
+        kernel_size: generator kernel (paper 3, pix2pix 4); the discriminator uses ``disc_kernel``.
+        size: generator input ``(height, width)``; rough maps are resized to it.
+        norm, dropout: see :class:`GeneratorConfig`.
+        residual: predict a correction added to the (normalised) rough map instead of the map.
+        augment: default training augmentations (subset of ``hflip``, ``scale``, ``brightness``).
+    """
+
+    name: str
+    description: str
+    encoder: tuple[str, ...]
+    decoder: tuple[str, ...]
+    disc_layers: tuple[str, ...]
+    kernel_size: int = 4
+    disc_kernel: int = 4
+    disc_strides: tuple[int, ...] | None = None
+    size: tuple[int, int] = (256, 256)
+    norm: str = "batch"
+    dropout: float = 0.5
+    residual: bool = False
+    augment: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder", parse_layers(self.encoder))
+        object.__setattr__(self, "decoder", parse_layers(self.decoder))
+        object.__setattr__(self, "disc_layers", parse_layers(self.disc_layers))
+        object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+
+    def generator_config(self, inputs: str = "rough", residual: bool | None = None) -> GeneratorConfig:
+        residual = self.residual if residual is None else residual
+        return GeneratorConfig(
+            encoder=self.encoder,
+            decoder=self.decoder,
+            in_channels=input_channels(inputs),
+            out_channels=1,
+            kernel_size=self.kernel_size,
+            norm=self.norm,
+            dropout=self.dropout,
+            zero_init_output=bool(residual),
+        )
+
+    def discriminator_config(self, inputs: str = "rough") -> DiscriminatorConfig:
+        # D sees the generator's input and a depth map (real or refined) stacked on channels.
+        return DiscriminatorConfig(
+            layers=self.disc_layers,
+            in_channels=input_channels(inputs) + 1,
+            kernel_size=self.disc_kernel,
+            strides=self.disc_strides,
+            norm=self.norm,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("encoder", "decoder", "disc_layers", "size", "augment"):
+            d[key] = list(d[key])
+        d["disc_strides"] = list(self.disc_strides) if self.disc_strides else None
+        return d
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="paper-nyu",
+            description="Sun et al. §4, NYU Depth v2: 3x3 convs, 8+7 layers, D C32-C64-C128-C256 (70x70)",
+            encoder=("C256", "C256", "C512", "C512", "C512", "C256", "C256", "C256"),
+            decoder=("CD512", "CD384", "C576", "C513", "C513", "C257", "C257"),
+            disc_layers=("C32", "C64", "C128", "C256"),
+            kernel_size=3,
+        ),
+        Preset(
+            name="paper-make3d",
+            description="Sun et al. §4, Make3D: 3x3 convs, 8+7 layers, D C1-C1-C1-C1-C1",
+            encoder=("C256", "C512", "C512", "C512", "C512", "C256", "C256", "C256"),
+            decoder=("CD384", "CD320", "C578", "C513", "C513", "C513", "C257"),
+            disc_layers=("C1", "C1", "C1", "C1", "C1"),
+            # Five 4x4 layers cannot see exactly 70x70; strides 1,2,2,2,1 (+ the stride-1 output
+            # layer) give 73x73, the closest to the paper's stated patch size.
+            disc_strides=(1, 2, 2, 2, 1),
+            kernel_size=3,
+        ),
+        Preset(
+            name="pix2pix",
+            description="Isola et al. unet_256 (ngf 64, 4x4) + basic 70x70 PatchGAN (ndf 64)",
+            encoder=("C64", "C128", "C256", "C512", "C512", "C512", "C512", "C512"),
+            # Isola's code puts dropout in the three 512-filter decoder layers after the innermost.
+            decoder=("C512", "CD512", "CD512", "CD512", "C256", "C128", "C64"),
+            disc_layers=("C64", "C128", "C256", "C512"),
+        ),
+        Preset(
+            name="small",
+            description="CPU-sized residual refiner at 128x128 (2.3M G params): trains in minutes",
+            encoder=("C32", "C64", "C96", "C128", "C128", "C128"),
+            decoder=("CD128", "C128", "C96", "C64", "C32"),
+            disc_layers=("C32", "C64", "C96"),
+            size=(128, 128),
+            residual=True,
+            augment=("hflip", "scale", "brightness"),
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look up a preset by name; unknown names get a "did you mean"."""
+    if isinstance(name, Preset):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(PRESETS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown refiner preset {name!r}: expected one of {', '.join(PRESETS)}{hint}"
+        ) from None
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
