@@ -1,0 +1,137 @@
+"""``evaluate_cache`` and ``refinedepth evaluate`` on fabricated caches.
+
+References are computed here independently of the evaluation loop: the metrics module called
+once on whole arrays, the predictions resized with plain ``F.interpolate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from refinedepth.cache import write_cache
+from refinedepth.cli.main import cli
+from refinedepth.evaluate import evaluate_cache, stage_names
+from refinedepth.metrics import METRIC_NAMES, compute_metrics
+
+N, ROUGH, GT = 7, (24, 32), (36, 48)
+
+
+def _scene(n=N, seed=0):
+    """gt with a few invalid pixels, and a rough map = blurred, biased, noisy gt at ROUGH size."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : GT[0], 0 : GT[1]]
+    gt = np.stack([1.0 + 3.0 * (xx / GT[1]) + rng.uniform(0, 2) + 0.5 * (yy > GT[0] // 2) for _ in range(n)])
+    gt = gt.astype(np.float32)
+    gt[:, :2, :3] = 0.0  # invalid corner
+    gt[:, 5, 5] = np.nan
+    small = F.interpolate(torch.from_numpy(np.nan_to_num(gt))[:, None], size=ROUGH, mode="area")
+    rough = (small * 1.1 + 0.05 * torch.from_numpy(rng.standard_normal((n, 1, *ROUGH))).float()).numpy()
+    rgb = rng.integers(0, 256, size=(n, *ROUGH, 3), dtype=np.uint8)
+    return rough.astype(np.float32), gt, rgb
+
+
+def _reference(rough, gt, **kw):
+    pred = F.interpolate(torch.from_numpy(rough), size=GT, mode="bilinear", align_corners=False)[:, 0]
+    return compute_metrics(pred.numpy(), np.where(np.isfinite(gt), gt, 0.0), **kw)
+
+
+@pytest.fixture(scope="module")
+def metric_cache(tmp_path_factory):
+    rough, gt, rgb = _scene()
+    path = tmp_path_factory.mktemp("eval") / "metric.h5"
+    write_cache(path, rough=rough, gt=gt, rgb=rgb, max_depth=10.0, protocol="none", backbone="toy")
+    return path, rough, gt
+
+
+@pytest.mark.parametrize("averaging", ["image", "pixel"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_rough_row_equals_metrics_module(metric_cache, averaging, batch_size):
+    path, rough, gt = metric_cache
+    result = evaluate_cache(path, averaging=averaging, batch_size=batch_size, device="cpu")
+    assert result.stages == ["rough"] and result.count == N
+    expected = _reference(rough, gt, averaging="pooled" if averaging == "pixel" else averaging)
+    for name in METRIC_NAMES:
+        assert result.metrics(0)[name] == pytest.approx(expected[name], rel=1e-6, abs=1e-9), name
+
+
+def test_protocol_defaults_to_the_caches(tmp_path):
+    rough, gt, _ = _scene(3)
+    gt = gt * 4  # some gt beyond 10 m: the nyu range drops them
+    path = write_cache(tmp_path / "nyu.h5", rough=rough * 4, gt=gt, protocol="nyu", max_depth=10.0)
+    result = evaluate_cache(path, device="cpu")
+    assert result.protocol == "nyu"
+    assert result.metrics(0)["rmse"] == pytest.approx(_reference(rough * 4, gt, protocol="nyu")["rmse"], rel=1e-6)
+    other = evaluate_cache(path, protocol="none", device="cpu")
+    assert other.metrics(0)["rmse"] != pytest.approx(result.metrics(0)["rmse"], rel=1e-3)
+
+
+def test_lstsq_alignment_on_a_relative_cache(tmp_path):
+    rough, gt, _ = _scene(4)
+    # a relative backbone: depth up to an unknown scale and shift
+    relative = (rough - 0.5) * 0.2
+    path = write_cache(tmp_path / "rel.h5", rough=relative, gt=gt, output_kind="relative", max_depth=10.0)
+    raw = evaluate_cache(path, device="cpu")
+    aligned = evaluate_cache(path, align="lstsq", device="cpu")
+    expected = _reference(relative, gt, align="lstsq")
+    assert aligned.metrics(0)["abs_rel"] == pytest.approx(expected["abs_rel"], rel=1e-6)
+    assert aligned.metrics(0)["abs_rel"] < 0.1 < raw.metrics(0)["abs_rel"]
+
+
+def test_per_sample_csv_and_limit(metric_cache, tmp_path):
+    path, rough, gt = metric_cache
+    out = tmp_path / "per_sample.csv"
+    result = evaluate_cache(path, csv_path=out, limit=5, device="cpu")
+    assert result.count == 5
+    rows = list(csv.DictReader(out.open()))
+    assert [r["index"] for r in rows] == [str(i) for i in range(5)]
+    assert {r["stage"] for r in rows} == {"rough"}
+    mean = np.mean([float(r["abs_rel"]) for r in rows])
+    assert mean == pytest.approx(result.metrics(0)["abs_rel"], rel=1e-6)
+    assert mean == pytest.approx(_reference(rough[:5], gt[:5])["abs_rel"], rel=1e-6)
+
+
+def test_stage_names():
+    assert stage_names([]) == ["rough"]
+    assert stage_names(["runs/r1", "runs/r2/"]) == ["rough", "+ r1", "+ r1 + r2"]
+
+
+def test_table_layout(metric_cache):
+    path, _, _ = metric_cache
+    table = evaluate_cache(path, device="cpu").table()
+    lines = table.splitlines()
+    assert "metric.h5" in lines[0] and "7 samples" in lines[0]
+    assert lines[1].split()[:4] == ["stage", "rel", "sq_rel", "rms"]
+    assert lines[3].startswith("rough")
+
+
+def test_cli_json_and_errors(metric_cache, tmp_path):
+    path, rough, gt = metric_cache
+    out = tmp_path / "eval.json"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", "--cache", str(path), "--json", str(out), "-q", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "rough" in result.output
+    payload = json.loads(out.read_text())
+    assert payload["count"] == N and payload["stages"][0]["name"] == "rough"
+    assert payload["stages"][0]["metrics"]["rmse"] == pytest.approx(_reference(rough, gt)["rmse"], rel=1e-6)
+
+    missing = runner.invoke(cli, ["evaluate", "--cache", str(tmp_path / "nope.h5"), "-q"])
+    assert missing.exit_code == 1
+    assert missing.output.strip().splitlines()[-1] == (
+        f"Error: cache {str(tmp_path / 'nope.h5')!r} does not exist: expected an HDF5 file from 'refinedepth cache'"
+    )
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
+    junk = runner.invoke(cli, ["evaluate", "--cache", str(tmp_path / "junk.h5"), "-q"])
+    assert junk.exit_code == 1 and junk.output.startswith("Error: ") and "junk.h5" in junk.output
+    assert len(junk.output.strip().splitlines()) == 1
+
+    no_refiner = runner.invoke(cli, ["evaluate", "--cache", str(path), "--refiner", str(tmp_path / "none"), "-q"])
+    assert no_refiner.exit_code == 1
+    assert "refiner checkpoint" in no_refiner.output and "does not exist" in no_refiner.output
