@@ -1,0 +1,229 @@
+"""The ``hf`` adapter, offline, with tiny randomly initialised models saved with save_pretrained."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from refinedepth import create_backbone  # noqa: E402
+from refinedepth.backbones.hf import HFPreprocess, output_kind_for  # noqa: E402
+from refinedepth.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
+
+from ._helpers_adapters import (  # noqa: E402
+    save_tiny_depth_anything,
+    save_tiny_dpt,
+    save_tiny_glpn,
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf-models")
+    return {
+        "dpt": save_tiny_dpt(root / "dpt"),
+        "da-relative": save_tiny_depth_anything(root / "da-relative", "relative"),
+        "da-metric": save_tiny_depth_anything(root / "da-metric", "metric", max_depth=20),
+        "glpn": save_tiny_glpn(root / "glpn", max_depth=10),
+    }
+
+
+@pytest.mark.parametrize(
+    "key, kind, max_depth",
+    [
+        ("dpt", "disparity", math.inf),
+        ("da-relative", "disparity", math.inf),
+        ("da-metric", "metric", 20.0),
+        ("glpn", "metric", 10.0),
+    ],
+)
+def test_output_kind_per_family_and_forward(model_dirs, key, kind, max_depth):
+    model = create_backbone("hf", model=str(model_dirs[key]))
+    info = model.info
+    assert info.name == "hf"
+    assert info.output_kind == kind
+    assert info.value_range == (0.0, max_depth)
+    assert info.output_size == info.input_size
+    rgb = torch.rand(2, 3, *info.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = model(rgb)
+    assert out.shape == (2, 1, *info.output_size)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    if kind == "metric":  # sigmoid heads: inside (0, max_depth)
+        assert float(out.min()) >= 0.0 and float(out.max()) <= max_depth
+
+
+def test_output_kind_from_config_without_building():
+    from transformers import BertConfig, DepthProConfig, ZoeDepthConfig
+
+    assert output_kind_for(ZoeDepthConfig()) == "metric"
+    assert output_kind_for(DepthProConfig(use_fov_model=True)) == "metric"
+    assert output_kind_for(DepthProConfig(use_fov_model=False)) == "disparity"
+    assert output_kind_for(BertConfig()) is None
+
+
+def test_default_input_size_is_the_processors(model_dirs):
+    assert create_backbone("hf", model=str(model_dirs["dpt"])).info.input_size == (32, 32)
+    assert create_backbone("hf", model=str(model_dirs["da-relative"])).info.input_size == (28, 42)
+    # GLPN takes any size: NYU's 480x640 unless input_size= says otherwise
+    assert create_backbone("hf", model=str(model_dirs["glpn"])).info.input_size == (480, 640)
+
+
+def test_model_size_rules_hand_checked():
+    # Depth Anything: 518x518 target, keep aspect ratio, multiple of 14. For 480x640 the height
+    # factor (1.079) is closer to 1 than the width's (0.809): both sides scale by 518/480, and
+    # 640 * 1.0792 = 690.7 rounds to 49 * 14 = 686.
+    da = HFPreprocess(size=(518, 518), keep_aspect_ratio=True, multiple=14)
+    assert da.model_size(480, 640) == (518, 686)
+    assert HFPreprocess(size=(384, 384)).model_size(480, 640) == (384, 384)
+    glpn = HFPreprocess(size=None, size_divisor=32)
+    assert glpn.model_size(70, 100) == (64, 96)
+    assert glpn.model_size(480, 640) == (480, 640)
+
+
+def test_preprocessor_config_is_read_from_the_directory(model_dirs):
+    pre = create_backbone("hf", model=str(model_dirs["da-relative"])).preprocess
+    assert pre.size == (28, 42)
+    assert pre.keep_aspect_ratio and pre.multiple == 14
+    assert pre.resample == "bicubic"
+    assert pre.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert pre.std == pytest.approx((0.229, 0.224, 0.225))
+    glpn = create_backbone("hf", model=str(model_dirs["glpn"])).preprocess
+    assert glpn.size is None and glpn.size_divisor == 32 and glpn.mean is None
+
+
+@pytest.mark.parametrize("key, shape", [("da-relative", (60, 80)), ("glpn", (70, 100))])
+def test_pixel_values_match_the_image_processor(model_dirs, key, shape):
+    """Our tensor preprocessing agrees with transformers' own processor on a uint8 image."""
+    from transformers import AutoImageProcessor
+
+    model = create_backbone("hf", model=str(model_dirs[key]), input_size=list(shape))
+    processor = AutoImageProcessor.from_pretrained(model_dirs[key])
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    expected = processor(images=image, return_tensors="pt").pixel_values
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    ours = model.pixel_values(rgb)
+    assert ours.shape == expected.shape
+    diff = (ours - expected).abs()
+    # the processor resizes 8-bit images (rounding, bicubic overshoot clipped per step)
+    assert float(diff.mean()) < 0.01
+    assert float(diff.max()) < 0.1
+
+
+def test_output_resized_to_declared_size_for_any_input(model_dirs):
+    model = create_backbone(
+        "hf", model=str(model_dirs["da-relative"]), input_size=[40, 56], output_size=[30, 20]
+    )
+    assert model.info.input_size == (40, 56) and model.info.output_size == (30, 20)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 40, 56)).shape == (1, 1, 30, 20)
+        assert model(torch.rand(3, 3, 57, 31)).shape == (3, 1, 30, 20)
+
+
+def test_config_recreates_the_backbone(model_dirs):
+    model = create_backbone("hf", model=str(model_dirs["glpn"]), input_size=[64, 64])
+    config = json.loads(json.dumps(model.info.config))  # what a cache records
+    again = create_backbone("hf", **config)
+    assert again.info == model.info
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(again(rgb), model(rgb))
+
+
+def test_model_given_as_weights(model_dirs):
+    model = create_backbone("hf", weights=str(model_dirs["dpt"]))
+    assert model.info.output_kind == "disparity"
+    assert model.info.config["model"] == str(model_dirs["dpt"].resolve())
+
+
+def test_output_kind_override(model_dirs):
+    model = create_backbone("hf", model=str(model_dirs["dpt"]), output_kind="relative")
+    assert model.info.output_kind == "relative"
+    with pytest.raises(ConfigError) as err:
+        create_backbone("hf", model=str(model_dirs["dpt"]), output_kind="metres")
+    assert str(err.value) == (
+        "hf: output_kind must be one of metric, relative, disparity, received 'metres'"
+    )
+
+
+def test_finetuned_safetensors_weights_are_loaded(model_dirs, tmp_path):
+    from safetensors.torch import save_file
+
+    base = create_backbone("hf", model=str(model_dirs["glpn"]), input_size=[32, 32])
+    state = {k: torch.zeros_like(v) for k, v in base.model.state_dict().items()}
+    save_file(state, tmp_path / "zeros.safetensors")
+    tuned = create_backbone(
+        "hf",
+        model=str(model_dirs["glpn"]),
+        weights=str(tmp_path / "zeros.safetensors"),
+        input_size=[32, 32],
+    )
+    with torch.no_grad():
+        out = tuned(torch.rand(1, 3, 32, 32))
+    # all-zero weights: the head's sigmoid gives exactly half the max depth everywhere
+    torch.testing.assert_close(out, torch.full_like(out, 5.0))
+
+
+def test_missing_transformers_names_the_extra(model_dirs, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    with pytest.raises(PluginError) as err:
+        create_backbone("hf", model=str(model_dirs["dpt"]))
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("the 'hf' backbone needs the transformers package (")
+    assert message.endswith("install it with pip install 'refinedepth[hf]'")
+
+
+def test_uncached_hub_id_offline_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError) as err:
+        create_backbone("hf", model="refinedepth-tests/no-such-model")
+    assert str(err.value) == (
+        "hf: model 'refinedepth-tests/no-such-model' is not in the local Hugging Face cache and "
+        "cannot be downloaded (HF_HUB_OFFLINE is set); fetch it once with network access "
+        "(`hf download refinedepth-tests/no-such-model` or `huggingface-cli download "
+        "refinedepth-tests/no-such-model`), or pass model=DIR with a directory written by "
+        "save_pretrained"
+    )
+
+
+def test_no_model_given():
+    with pytest.raises(ConfigError) as err:
+        create_backbone("hf")
+    assert str(err.value) == (
+        "hf: no model given; pass model=DIR (a save_pretrained directory) or model=HUB_ID, "
+        "e.g. --backbone-arg model=depth-anything/Depth-Anything-V2-Small-hf"
+    )
+
+
+def test_missing_directory(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ConfigError) as err:
+        create_backbone("hf", model=missing)
+    assert str(err.value) == (
+        f"hf: model directory {missing!r} does not exist; pass model=DIR (a save_pretrained "
+        "directory) or a hub id such as 'Intel/dpt-large'"
+    )
+
+
+def test_pickle_only_directory_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dpt"}))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError) as err:
+        create_backbone("hf", model=str(tmp_path))
+    assert str(err.value) == (
+        f"hf: {tmp_path} has only pytorch_model.bin (pickle); refinedepth loads safetensors only: "
+        "re-save it with model.save_pretrained(DIR, safe_serialization=True)"
+    )
