@@ -291,6 +291,18 @@ def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int]) -> _Scene:
 # Ray casting. Rays are ``origin + t * dirs``; ``origin`` is (3,) or (N, 3), ``dirs`` (N, 3).
 
 
+def _rows_dot(x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``x @ v`` for ``x`` (N, 3) and ``v`` (3,) without BLAS (whose threads only contend here)."""
+    return x[:, 0] * v[0] + x[:, 1] * v[1] + x[:, 2] * v[2]
+
+
+def _rows_matmul(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``x @ m`` for ``x`` (N, 3) or (3,) and ``m`` (3, 3), without BLAS."""
+    if x.ndim == 1:
+        return x @ m
+    return x[:, 0:1] * m[0] + x[:, 1:2] * m[1] + x[:, 2:3] * m[2]
+
+
 def _bounding_candidates(origin, dirs, center, radius, limit=None) -> np.ndarray:
     """Indices of rays that pass within ``radius`` of ``center`` at some ``0 < t (< limit)``.
 
@@ -300,7 +312,7 @@ def _bounding_candidates(origin, dirs, center, radius, limit=None) -> np.ndarray
     oc = center - origin
     a = np.einsum("ij,ij->i", dirs, dirs)
     if oc.ndim == 1:
-        b = dirs @ oc
+        b = _rows_dot(dirs, oc)
         c = oc @ oc - radius * radius
     else:
         b = np.einsum("ij,ij->i", dirs, oc)
@@ -315,8 +327,8 @@ def _bounding_candidates(origin, dirs, center, radius, limit=None) -> np.ndarray
 def _box_t(origin, dirs, box: _Box) -> np.ndarray:
     """Slab test against a yaw-rotated box; ``inf`` where a ray misses."""
     rot = _rot_y(box.yaw)  # box -> world; row vectors: x @ rot == rot.T @ x (world -> box)
-    o = (origin - box.center) @ rot
-    d = dirs @ rot
+    o = _rows_matmul(origin - box.center, rot)
+    d = _rows_matmul(dirs, rot)
     safe = np.where(np.abs(d) < _EPS, _EPS, d)
     t1 = (-box.half - o) / safe
     t2 = (box.half - o) / safe
@@ -328,20 +340,49 @@ def _box_t(origin, dirs, box: _Box) -> np.ndarray:
 def _sphere_t(origin, dirs, sphere: _Sphere) -> np.ndarray:
     oc = sphere.center - origin
     a = np.einsum("ij,ij->i", dirs, dirs)
-    b = dirs @ oc if oc.ndim == 1 else np.einsum("ij,ij->i", dirs, oc)
+    b = _rows_dot(dirs, oc) if oc.ndim == 1 else np.einsum("ij,ij->i", dirs, oc)
     c = (oc @ oc if oc.ndim == 1 else np.einsum("ij,ij->i", oc, oc)) - sphere.radius**2
     disc = b * b - a * c
     t = (b - np.sqrt(np.maximum(disc, 0.0))) / a
     return np.where((disc >= 0) & (t > 1e-4), t, np.inf)
 
 
-def _primitive_t(origin, dirs, prim, limit=None):
-    """``(indices, t)`` of the rays that hit ``prim`` (a box or a sphere)."""
-    if isinstance(prim, _Box):
-        radius = float(np.linalg.norm(prim.half))
+def _radius(prim) -> float:
+    return float(np.linalg.norm(prim.half)) if isinstance(prim, _Box) else prim.radius
+
+
+def _screen_rays(scene: _Scene, prim, size: tuple[int, int]) -> np.ndarray | None:
+    """Indices of the pixels inside the image rectangle that bounds ``prim``'s bounding sphere.
+
+    Conservative: the sphere lies in the camera-frame box ``centre +- r``, and ``x / z`` over that
+    box is extreme at its corners. ``None`` means "every pixel" (the sphere reaches the camera).
+    """
+    h, w = size
+    r = _radius(prim)
+    x, y, z = (prim.center - scene.origin) @ scene.rotation  # world -> camera (row vector)
+    if z + r <= 0:
+        return np.empty(0, dtype=np.int64)
+    if z - r <= 1e-3:
+        return None
+    f = scene.focal
+    xs = [(x - r) / (z - r), (x - r) / (z + r), (x + r) / (z - r), (x + r) / (z + r)]
+    ys = [(y - r) / (z - r), (y - r) / (z + r), (y + r) / (z - r), (y + r) / (z + r)]
+    c0, c1 = int(math.floor(min(xs) * f + w / 2)), int(math.ceil(max(xs) * f + w / 2)) + 1
+    r0, r1 = int(math.floor(h / 2 - max(ys) * f)), int(math.ceil(h / 2 - min(ys) * f)) + 1
+    c0, c1, r0, r1 = max(c0, 0), min(c1, w), max(r0, 0), min(r1, h)
+    if c0 >= c1 or r0 >= r1:
+        return np.empty(0, dtype=np.int64)
+    return (np.arange(r0, r1)[:, None] * w + np.arange(c0, c1)[None, :]).ravel()
+
+
+def _primitive_t(origin, dirs, prim, limit=None, rays=None):
+    """``(indices, t)`` of the rays (among ``rays``, default all) that hit ``prim``."""
+    if rays is not None:
+        if rays.size == 0:
+            return rays, np.empty(0)
+        idx = rays[_bounding_candidates(origin, dirs[rays], prim.center, _radius(prim), limit)]
     else:
-        radius = prim.radius
-    idx = _bounding_candidates(origin, dirs, prim.center, radius, limit)
+        idx = _bounding_candidates(origin, dirs, prim.center, _radius(prim), limit)
     if idx.size == 0:
         return idx, np.empty(0)
     o = origin if np.ndim(origin) == 1 else origin[idx]
@@ -349,14 +390,52 @@ def _primitive_t(origin, dirs, prim, limit=None):
     return idx, t
 
 
-def _occluded(points: np.ndarray, to_light: np.ndarray, limit: float, scene: _Scene) -> np.ndarray:
-    """Whether the segment ``points + s * to_light``, ``0 < s < limit``, hits a box or sphere."""
-    blocked = np.zeros(len(points), dtype=bool)
-    for prim in scene.boxes + scene.spheres:
-        if isinstance(prim, _Box) and prim.half[2] < 0.05:
-            continue  # pictures on walls cast no useful shadow
-        idx, t = _primitive_t(points, to_light, prim, limit)
-        blocked[idx[t < limit]] = True
+def _occluded(points: np.ndarray, scene: _Scene, sun: np.ndarray | None = None,
+              lamp: np.ndarray | None = None) -> np.ndarray:
+    """Shadow test: whether a box or sphere lies between each point and the light.
+
+    The light is either directional (``sun``, a unit vector towards it) or a point (``lamp``).
+    Candidates are found per primitive with a few scalar operations per point (a cylinder along
+    the sun direction, or a cone from the lamp, around the bounding sphere); only those get the
+    exact test.
+    """
+    m = len(points)
+    blocked = np.zeros(m, dtype=bool)
+    prims = [p for p in scene.boxes + scene.spheres if not (isinstance(p, _Box) and p.half[2] < 0.05)]
+    if m == 0 or not prims:
+        return blocked  # (pictures on walls are too thin to cast a useful shadow)
+    if sun is not None:
+        e1 = np.cross(sun, [0.0, 0.0, 1.0] if abs(sun[2]) < 0.9 else [1.0, 0.0, 0.0])
+        e1 /= np.linalg.norm(e1)
+        e2 = np.cross(sun, e1)
+        q1, q2, along = _rows_dot(points, e1), _rows_dot(points, e2), _rows_dot(points, sun)
+        to_light, limit = np.broadcast_to(sun, (m, 3)), np.inf
+    else:
+        to_light, limit = lamp - points, 1.0
+        dist = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
+        away = -to_light / dist[:, None]  # unit directions from the lamp to the points
+    for prim in prims:
+        r = _radius(prim)
+        if sun is not None:
+            c = prim.center
+            near = (q1 - c @ e1) ** 2 + (q2 - c @ e2) ** 2 < r * r
+            near &= along < c @ sun + r
+        else:
+            u = prim.center - lamp
+            dc = float(np.linalg.norm(u))
+            if dc <= r:
+                near = np.ones(m, dtype=bool)
+            else:
+                near = _rows_dot(away, u / dc) > math.sqrt(1.0 - (r / dc) ** 2)
+                near &= dist > dc - r
+        cand = np.nonzero(near & ~blocked)[0]
+        if cand.size == 0:
+            continue
+        if isinstance(prim, _Box):
+            t = _box_t(points[cand], to_light[cand], prim)
+        else:
+            t = _sphere_t(points[cand], to_light[cand], prim)
+        blocked[cand[t < limit]] = True
     return blocked
 
 
@@ -364,7 +443,7 @@ def _surface_attributes(prim, points: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """World normals and surface coordinates ``(u, v)`` in metres at hit points on ``prim``."""
     if isinstance(prim, _Box):
         rot = _rot_y(prim.yaw)
-        local = (points - prim.center) @ rot
+        local = _rows_matmul(points - prim.center, rot)
         axis = np.argmax(np.abs(local) / prim.half, axis=1)
         rows = np.arange(len(points))
         n_local = np.zeros_like(local)
@@ -372,7 +451,7 @@ def _surface_attributes(prim, points: np.ndarray) -> tuple[np.ndarray, np.ndarra
         # the two local axes other than the face's normal axis
         u = np.where(axis == 0, local[:, 2], local[:, 0])
         v = np.where(axis == 1, local[:, 2], local[:, 1])
-        return n_local @ rot.T, u, v
+        return _rows_matmul(n_local, rot.T), u, v
     normal = (points - prim.center) / prim.radius
     return normal, points[:, 0] + points[:, 2], points[:, 1]
 
@@ -475,7 +554,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     cam_dirs = np.stack(
         [(jj.ravel() + 0.5 - w / 2) / scene.focal, -(ii.ravel() + 0.5 - h / 2) / scene.focal, np.ones(n)], axis=1
     )
-    dirs = cam_dirs @ scene.rotation.T
+    dirs = _rows_matmul(cam_dirs, scene.rotation.T)
     o = scene.origin
     ray_len = np.linalg.norm(dirs, axis=1)  # metres of path per unit of z-depth
     unit_dirs = dirs / ray_len[:, None]
@@ -504,7 +583,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
         surface[closer] = len(surfaces)
         surfaces.append(("plane", 1, 1.0, scene.ground))
     for prim in scene.boxes + scene.spheres:
-        idx, t_prim = _primitive_t(o, dirs, prim)
+        idx, t_prim = _primitive_t(o, dirs, prim, rays=_screen_rays(scene, prim, size))
         closer = t_prim < t[idx]
         if closer.any():
             sel = idx[closer]
@@ -544,10 +623,10 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     pts = points[idx] + normal[idx] * 1e-3
     nrm = normal[idx]
     light = np.full(idx.size, scene.ambient)
-    sun_cos = np.clip(nrm @ scene.sun_dir, 0.0, None)
+    sun_cos = np.clip(_rows_dot(nrm, scene.sun_dir), 0.0, None)
     if scene.room is None:
         lit = np.nonzero(sun_cos > 0)[0]
-        shadow = _occluded(pts[lit], np.broadcast_to(scene.sun_dir, (lit.size, 3)), 1e9, scene)
+        shadow = _occluded(pts[lit], scene, sun=scene.sun_dir)
         sun_cos[lit[shadow]] = 0.0
     light += scene.sun_power * sun_cos
     if scene.lamp_pos is not None:
@@ -555,7 +634,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
         dist = np.linalg.norm(to_lamp, axis=1)
         lamp_cos = np.clip(np.einsum("ij,ij->i", nrm, to_lamp) / dist, 0.0, None)
         lit = np.nonzero(lamp_cos > 0)[0]
-        shadow = _occluded(pts[lit], to_lamp[lit], 1.0, scene)
+        shadow = _occluded(pts[lit], scene, lamp=scene.lamp_pos)
         lamp_cos[lit[shadow]] *= 0.15
         light += scene.lamp_power * lamp_cos / (1.0 + (dist / scene.lamp_radius) ** 2)
     color = np.zeros((n, 3))
