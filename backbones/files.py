@@ -6,8 +6,8 @@ directory and name the files after the sample ids. The ``files`` backbone matche
     refinedepth cache --backbone files --backbone-arg root=preds/ --dataset nyu:DATA --split test
 
 Supported files, by extension: ``.npy`` (float array, read without pickle), ``.pfm``, and 16-bit
-``.png`` holding ``depth * scale`` (the scale is read from the PNG's metadata when
-:func:`refinedepth.data.io.write_depth_png` wrote it, else 1000 unless ``scale=`` says otherwise).
+``.png`` holding ``depth * scale`` (``scale=`` if given, else the scale recorded in the PNG's
+metadata by :func:`refinedepth.data.io.write_depth_png`, else 1000, i.e. millimetres).
 An id may contain ``/``: ``kitchen/frame-000123`` is ``ROOT/kitchen/frame-000123.npy``.
 
 The module sets ``accepts_ids = True`` and is called ``model(rgb, ids=[...])``; the RGB batch only
@@ -29,48 +29,30 @@ import torch
 from torch import nn
 
 from refinedepth.backbones.wrap import check_rgb, resize_depth
-from refinedepth.errors import ConfigError, DataError, FileFormatError, ShapeError
+from refinedepth.errors import ConfigError, DataError, ShapeError
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
 NAME = "files"
 EXTENSIONS = ("npy", "pfm", "png")  # tried in this order when no pattern is given
 NONFINITE = ("error", "zero")
+DEFAULT_PNG_SCALE = 1000.0  # PNG values per metre when the file records none (millimetres)
 
 
 def read_prediction(path: str | os.PathLike, scale: float | None = None) -> np.ndarray:
-    """One depth map as float32 ``[H,W]`` from ``.npy``, ``.pfm`` or 16-bit ``.png``."""
+    """One depth map as float32 ``[H,W]`` from ``.npy``, ``.pfm`` or 16-bit ``.png``.
+
+    A PNG's scale (value per metre) is ``scale`` if given, else the one recorded in the file, else
+    :data:`DEFAULT_PNG_SCALE` (millimetres).
+    """
+    from refinedepth.data.io import png_depth_scale, read_depth
+
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise FileFormatError(
-                f"{path}: not a readable .npy array ({exc}); save predictions with "
-                "np.save(path, depth.astype(np.float32))"
-            ) from None
-    elif suffix == ".pfm":
-        from refinedepth.data.io import read_pfm
-
-        array = read_pfm(path)
-    elif suffix == ".png":
-        from refinedepth.data.io import read_depth_png
-
-        array = read_depth_png(path, scale)
-    else:
-        raise FileFormatError(
-            f"{path}: unsupported prediction format {suffix!r}; expected .npy, .pfm or 16-bit .png"
-        )
-    array = np.asarray(array)
-    if array.ndim == 3 and 1 in (array.shape[0], array.shape[-1]):
-        array = array.reshape(array.shape[1:] if array.shape[0] == 1 else array.shape[:-1])
-    if array.ndim != 2 or array.size == 0:
-        raise ShapeError(f"{path}: expected a depth map [H,W], received shape {list(array.shape)}")
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise FileFormatError(
-            f"{path}: expected a real-valued depth map, received dtype {array.dtype}"
-        )
-    return array.astype(np.float32, copy=False)
+    if path.suffix.lower() == ".png" and scale is None:
+        scale = png_depth_scale(path) or DEFAULT_PNG_SCALE
+    depth = read_depth(path, scale=scale)
+    if depth.size == 0:
+        raise DataError(f"{path}: empty depth map (shape {list(depth.shape)})")
+    return depth
 
 
 class FilesBackbone(nn.Module):
@@ -261,6 +243,10 @@ def create_files(
             f"files: pattern must contain {{id}} exactly once, received {pattern!r} "
             "(e.g. pattern={id}_depth.png)"
         )
+    if pattern is not None and Path(pattern).suffix.lstrip(".").lower() not in EXTENSIONS:
+        raise ConfigError(
+            f"files: pattern {pattern!r} must end in .npy, .pfm or .png (e.g. pattern={{id}}.npy)"
+        )
     exts = _extensions_option(extensions)
     scale = None if scale is None else float(scale)
     if scale is not None and scale <= 0:
@@ -278,7 +264,7 @@ def create_files(
                 f"files: no predictions under {root_path} matching {looked}; write them there or "
                 "pass output_size=[H,W]"
             )
-        out_size = tuple(module.read(ids[0]).shape)
+        out_size = tuple(read_prediction(module.path_for(ids[0]), scale).shape)
     in_size = _size_option(input_size, "input_size") or out_size
     vrange = (
         tuple(float(v) for v in value_range) if value_range is not None else (0.0, float("inf"))
