@@ -135,3 +135,37 @@ def apply_generator(generator, x: torch.Tensor, rough_unit: torch.Tensor | None,
     if residual:
         return rough_unit + out.float(), out
     return out.float(), out
+
+
+def refine_full(
+    generator,
+    rough: torch.Tensor | None,
+    rgb: torch.Tensor | None,
+    *,
+    norm: Normalization,
+    inputs: str,
+    residual: bool,
+    size: tuple[int, int],
+    kind: str | None = None,
+    out_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Refine a batch at any size: ``rough`` ``[B,1,h,w]`` (of ``kind``), ``rgb`` ``[B,3,h',w']``
+    in [0,1] -> metric depth ``[B,1,h,w]`` (or ``out_size``).
+
+    Inputs are normalised at their own size, resized to the model's ``size``; the output (or, for
+    residual refiners, the correction) is resized back and decoded to metres.
+    """
+    if rough is not None:
+        out_size = out_size or tuple(rough.shape[-2:])
+    elif out_size is None:
+        out_size = tuple(rgb.shape[-2:])
+    rough_unit_full = norm.rough_to_unit(rough, kind) if rough is not None else None
+    rough_unit = resize(rough_unit_full, size) if rough_unit_full is not None else None
+    rgb_unit = resize(rgb_to_unit(rgb), size) if rgb is not None and inputs != "rough" else None
+    x = generator_input(rough_unit, rgb_unit, inputs)
+    out = generator(x).float()
+    if residual:
+        refined_unit = resize(rough_unit_full, out_size) + resize(out, out_size)
+    else:
+        refined_unit = resize(out, out_size)
+    return norm.unit_to_depth(refined_unit)

@@ -1,0 +1,243 @@
+"""Library API: load a trained refiner and refine depth maps from any model (SPEC §1 use (c)).
+
+    from refinedepth import Refiner
+
+    refiner = Refiner.from_pretrained("runs/refiner")        # a run dir or a checkpoint dir
+    refined = refiner.refine(rough)                           # numpy [H,W] in, metres [H,W] out
+
+``refine`` takes numpy arrays or torch tensors, one map (``[H,W]``) or a batch (``[B,H,W]`` or
+``[B,1,H,W]``), at any size: maps are resized to the model's size and the result back to the
+input's size. It returns metric depth in metres, the same type and shape as the input.
+``refine_tensor`` is the batched torch path that pipelines (``cache --refiner``, ``evaluate``,
+``predict``) chain.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError, ShapeError
+from . import checkpoint as ckpt
+from .models import GeneratorConfig, build_generator
+from .normalize import Normalization, refine_full
+
+
+class Refiner:
+    """A trained generator with its normalisation; see :meth:`from_pretrained`.
+
+    Attributes:
+        generator: the ``UNetGenerator`` (eval mode).
+        normalization: how inputs were normalised in training (kind, ``max_depth``).
+        inputs: ``rough``, ``rough+rgb`` or ``rgb``. residual: whether it predicts a correction.
+        size: the model's input ``(height, width)``. meta: the checkpoint's ``config.json``.
+    """
+
+    def __init__(self, generator: torch.nn.Module, meta: dict[str, Any], device="cpu", path: str | None = None) -> None:
+        refiner = meta["refiner"]
+        self.generator = generator.eval()
+        self._module = self.generator
+        self.meta = meta
+        self.path = path
+        self.normalization = Normalization(**refiner["normalization"])
+        self.inputs: str = refiner["inputs"]
+        self.residual: bool = bool(refiner["residual"])
+        self.size: tuple[int, int] = (int(refiner["size"][0]), int(refiner["size"][1]))
+        self.preset: str = refiner.get("preset", "")
+        self.device = torch.device(device)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        which: str = "best",
+        optimize: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+    ) -> Refiner:
+        """Load a refiner from a checkpoint directory or a training run directory.
+
+        A run directory resolves to its ``best/`` checkpoint (``which="last"`` for the other).
+        Files are size- and hash-checked; a truncated or altered file raises
+        :class:`~refinedepth.errors.CheckpointError` naming it. ``optimize`` is applied to the
+        loaded generator (e.g. a fast inference path from ``refinedepth.refiner.fast``).
+        """
+        from ..device import resolve_device
+
+        dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        directory = ckpt.resolve_checkpoint(path, which=which)
+        meta = ckpt.read_config(directory)
+        gcfg = GeneratorConfig.from_dict(meta["refiner"]["generator"])
+        generator = build_generator(gcfg, init=False)
+        tensors = ckpt.load_tensors(directory, ckpt.GENERATOR_FILE, meta)
+        ckpt.load_state(generator, tensors, f"{directory}/{ckpt.GENERATOR_FILE}")
+        refiner = cls(generator.to(dev), meta, device=dev, path=str(directory))
+        if optimize is not None:
+            refiner.optimize(optimize)
+        return refiner
+
+    def optimize(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> Refiner:
+        """Run inference through ``fn(generator)`` from now on (the weights stay in ``generator``)."""
+        self._module = fn(self.generator)
+        return self
+
+    def to(self, device: str | torch.device) -> Refiner:
+        self.device = torch.device(device)
+        self.generator.to(self.device)
+        if self._module is not self.generator:
+            self._module.to(self.device)
+        return self
+
+    @property
+    def output_kind(self) -> str:
+        """Kind of rough maps the refiner expects (its training cache's ``output_kind``)."""
+        return self.normalization.output_kind
+
+    @property
+    def max_depth(self) -> float:
+        return self.normalization.max_depth
+
+    def __repr__(self) -> str:
+        return (
+            f"Refiner(preset={self.preset!r}, inputs={self.inputs!r}, residual={self.residual}, "
+            f"size={self.size}, output_kind={self.output_kind!r}, max_depth={self.max_depth:g}, path={self.path!r})"
+        )
+
+    # -- inference ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def refine_tensor(
+        self, rough: torch.Tensor | None, rgb: torch.Tensor | None = None, output_kind: str | None = None
+    ) -> torch.Tensor:
+        """Batched torch path: ``rough`` ``[B,1,h,w]`` (and/or ``rgb`` ``[B,3,h',w']`` float in
+        [0,1]) -> refined metric depth ``[B,1,h,w]`` float32 on ``rough``'s device.
+
+        ``output_kind`` says what ``rough`` holds (default: what the refiner was trained on);
+        chained refiners pass ``"metric"`` for a previous refiner's output.
+        """
+        if self.inputs != "rgb":
+            if rough is None:
+                raise ShapeError(f"this refiner is conditioned on {self.inputs!r}: expected rough [B,1,H,W], got None")
+            if rough.ndim != 4 or rough.shape[1] != 1 or min(rough.shape) == 0:
+                raise ShapeError(f"rough: expected a non-empty [B,1,H,W] tensor, got shape {tuple(rough.shape)}")
+            _check_finite(rough, "rough")
+        if self.inputs != "rough":
+            if rgb is None:
+                raise ShapeError(f"this refiner is conditioned on {self.inputs!r} and needs rgb [B,3,H,W]; got rgb=None")
+            if rgb.ndim != 4 or rgb.shape[1] != 3 or min(rgb.shape) == 0:
+                raise ShapeError(f"rgb: expected a non-empty [B,3,H,W] tensor in [0,1], got shape {tuple(rgb.shape)}")
+            if rough is not None and rgb.shape[0] != rough.shape[0]:
+                raise ShapeError(f"rough and rgb batch sizes differ: {rough.shape[0]} vs {rgb.shape[0]}")
+            if not rgb.is_floating_point():
+                rgb = rgb.float() / 255.0
+        out_device = rough.device if rough is not None else rgb.device
+        use_rough = rough if self.inputs != "rgb" else None
+        refined = refine_full(
+            self._module,
+            use_rough.to(self.device) if use_rough is not None else None,
+            rgb.to(self.device) if (rgb is not None and self.inputs != "rough") else None,
+            norm=self.normalization,
+            inputs=self.inputs,
+            residual=self.residual,
+            size=self.size,
+            kind=output_kind,
+            out_size=tuple((rough if rough is not None else rgb).shape[-2:]),
+        )
+        return refined.to(out_device)
+
+    def refine(
+        self,
+        rough: np.ndarray | torch.Tensor | None,
+        rgb: np.ndarray | torch.Tensor | None = None,
+        *,
+        output_kind: str | None = None,
+        batch_size: int = 8,
+    ) -> np.ndarray | torch.Tensor:
+        """Refine one map or a batch; returns metric depth with the input's type, shape and size.
+
+        ``rough``: ``[H,W]``, ``[B,H,W]`` or ``[B,1,H,W]`` (numpy or torch, any float dtype).
+        ``rgb`` (for refiners conditioned on RGB): numpy ``[H,W,3]``/``[B,H,W,3]`` (uint8 0-255 or
+        float 0-1) or torch ``[3,H,W]``/``[B,3,H,W]``; it may have a different size than ``rough``.
+        """
+        ref = rough if rough is not None else rgb
+        if ref is None:
+            raise ShapeError("refine: expected a rough map (and/or rgb), got None")
+        as_numpy = isinstance(ref, np.ndarray)
+        rough_t, shape = (None, None) if rough is None else _rough_to_batch(rough)
+        rgb_t = None if rgb is None else _rgb_to_batch(rgb)
+        if rough_t is None and rgb_t is not None:
+            shape = tuple(rgb_t.shape[-2:]) if (rgb_t.shape[0] == 1 and _rgb_single(rgb)) else (rgb_t.shape[0], *rgb_t.shape[-2:])
+        n = (rough_t if rough_t is not None else rgb_t).shape[0]
+        outs = []
+        for start in range(0, n, max(1, batch_size)):
+            r = rough_t[start : start + batch_size] if rough_t is not None else None
+            c = rgb_t[start : start + batch_size] if rgb_t is not None else None
+            outs.append(self.refine_tensor(r, c, output_kind=output_kind))
+        out = torch.cat(outs, dim=0).reshape(shape)
+        if as_numpy:
+            return out.cpu().numpy().astype(np.float32, copy=False)
+        return out
+
+    __call__ = refine
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(
+            f"{name} has {bad} non-finite values (NaN/inf) out of {x.numel()}: expected finite depth; "
+            "fill or mask them before refining"
+        )
+
+
+def _to_tensor(x: Any, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise ShapeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise ShapeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _rough_to_batch(rough: Any) -> tuple[torch.Tensor, tuple[int, ...]]:
+    t = _to_tensor(rough, "rough")
+    shape = tuple(t.shape)
+    if t.ndim == 2:
+        t = t[None, None]
+    elif t.ndim == 3:
+        t = t[:, None]
+    elif not (t.ndim == 4 and t.shape[1] == 1):
+        raise ShapeError(f"rough: expected [H,W], [B,H,W] or [B,1,H,W], got shape {shape}")
+    if t.numel() == 0:
+        raise ShapeError(f"rough: expected a non-empty map, got shape {shape}")
+    return t.float(), shape
+
+
+def _rgb_single(rgb: Any) -> bool:
+    return (isinstance(rgb, np.ndarray) and rgb.ndim == 3) or (isinstance(rgb, torch.Tensor) and rgb.ndim == 3)
+
+
+def _rgb_to_batch(rgb: Any) -> torch.Tensor:
+    is_np = isinstance(rgb, np.ndarray)
+    t = _to_tensor(rgb, "rgb")
+    shape = tuple(t.shape)
+    if t.ndim == 3:
+        t = t[None]
+    if t.ndim != 4:
+        raise ShapeError(f"rgb: expected {'[H,W,3] or [B,H,W,3]' if is_np else '[3,H,W] or [B,3,H,W]'}, got shape {shape}")
+    if is_np:
+        t = t.permute(0, 3, 1, 2)
+    if t.shape[1] != 3:
+        raise ShapeError(
+            f"rgb: expected 3 channels ({'channels last' if is_np else 'channels first'}), got shape {shape}"
+        )
+    if not t.is_floating_point():
+        t = t.float() / 255.0
+    return t.float()
+
+
+__all__ = ["Refiner"]

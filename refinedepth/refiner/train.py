@@ -1,0 +1,703 @@
+"""Training the cGAN refiner on a cache of rough/ground-truth pairs (paper §3.1, §4; SPEC §6).
+
+Defaults follow the paper: Adam (lr 2e-4, betas 0.5/0.999), batch 1, 20 epochs, the vanilla
+(BCE) cGAN loss plus ``lambda = 100`` times L1 (Eq. 2); each step updates D first (its loss
+halved, as pix2pix does) and then G.
+
+Masking: ground truth is invalid where it is 0 or non-finite. The L1 term averages over valid
+pixels only. The discriminator's "real" pair uses the ground truth with its invalid pixels filled
+by the generator's (detached) output, so holes look the same in real and fake pairs and D cannot
+use them to tell which is which.
+
+Reproducibility: every random draw comes from seeded sources (the model initialisation, the
+per-epoch sample order, an augmentation generator, torch's global RNG for dropout), and a
+checkpoint stores them all together with both Adam states; ``resume=True`` continues a run
+bit-for-bit on CPU, from an epoch boundary or from the middle of an epoch (``max_steps``).
+
+Under ``torchrun`` the generator and discriminator are wrapped in DDP (NCCL on CUDA, gloo on
+CPU), each rank trains on its shard of every epoch's permutation, and rank 0 validates, logs and
+writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..distributed import barrier, init_distributed
+from ..errors import CheckpointError, ConfigError
+from ..progress import ProgressCallback
+from . import checkpoint as ckpt
+from .models import build_discriminator, build_generator, count_parameters
+from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
+from .presets import AUGMENTATIONS, INPUT_MODES, get_preset
+
+LR_SCHEDULES = ("constant", "linear")
+GAN_MODES = ("vanilla", "lsgan", "none")
+# Options that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a refiner training run (stored in every checkpoint).
+
+    Attributes:
+        train: training cache (HDF5, SPEC §5). ``val``: optional validation cache.
+        out: run directory (``last/``, ``best/``, ``log.jsonl``).
+        preset: architecture (``paper-nyu``, ``paper-make3d``, ``pix2pix``, ``small``).
+        inputs: ``rough`` (the paper), ``rough+rgb``, or ``rgb`` (the "single cGAN" baseline).
+        residual: predict a correction of the rough map; ``None`` takes the preset's default.
+        size: generator input ``(height, width)``; ``None`` takes the preset's.
+        epochs, batch_size, lr, beta1, beta2: optimisation (paper: 20, 1, 2e-4, 0.5, 0.999).
+        lr_schedule: ``constant`` or ``linear`` (constant for the first half of the steps, then
+            linearly to zero, as pix2pix does per epoch).
+        gan_mode: ``vanilla`` (BCE, paper), ``lsgan``, or ``none`` (L1 only, no discriminator).
+        lambda_l1: weight of the L1 term (paper: 100).
+        augment: subset of ``hflip``, ``scale`` (zoom by s, depths / s) and ``brightness`` (RGB);
+            ``None`` takes the preset's default.
+        max_depth: metres mapped to +1; ``None`` reads the cache's ``max_depth`` attribute.
+        seed, device, bf16 (autocast on CUDA), workers (DataLoader processes).
+        max_steps: stop after this many optimisation steps in total (tests, smoke runs).
+        resume: continue from ``out/last``; overwrite: start again even if ``out`` holds a run.
+        val_limit: validate on the first N samples of ``val`` only.
+        select_metric: validation metric (lower is better) that picks the ``best`` checkpoint.
+        log_every: write a training line to ``log.jsonl`` every N steps.
+    """
+
+    train: str
+    out: str
+    val: str | None = None
+    preset: str = "small"
+    inputs: str = "rough"
+    residual: bool | None = None
+    size: tuple[int, int] | None = None
+    epochs: int = 20
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_schedule: str = "constant"
+    gan_mode: str = "vanilla"
+    lambda_l1: float = 100.0
+    augment: tuple[str, ...] | None = None
+    max_depth: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    workers: int = 0
+    max_steps: int | None = None
+    resume: bool = False
+    overwrite: bool = False
+    val_limit: int | None = None
+    select_metric: str = "abs_rel"
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        get_preset(self.preset)
+        if self.inputs not in INPUT_MODES:
+            raise ConfigError(f"unknown inputs {self.inputs!r}: expected one of {', '.join(INPUT_MODES)}")
+        if self.inputs == "rgb" and self.residual:
+            raise ConfigError("residual=True needs the rough map as input; use inputs 'rough' or 'rough+rgb'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
+        if self.gan_mode not in GAN_MODES:
+            raise ConfigError(f"unknown GAN mode {self.gan_mode!r}: expected one of {', '.join(GAN_MODES)}")
+        if self.augment is not None:
+            aug = tuple(a for a in self.augment if a and a != "none")
+            bad = [a for a in aug if a not in AUGMENTATIONS]
+            if bad:
+                raise ConfigError(f"unknown augmentation {bad[0]!r}: expected any of {', '.join(AUGMENTATIONS)} or none")
+            object.__setattr__(self, "augment", aug)
+        if self.size is not None:
+            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        for name in ("epochs", "batch_size", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.lr <= 0 or self.lambda_l1 < 0:
+            raise ConfigError(f"expected lr > 0 and lambda_l1 >= 0, got lr={self.lr}, lambda_l1={self.lambda_l1}")
+        object.__setattr__(self, "train", str(self.train))
+        object.__setattr__(self, "out", str(self.out))
+        if self.val is not None:
+            object.__setattr__(self, "val", str(self.val))
+
+    @property
+    def effective_residual(self) -> bool:
+        return get_preset(self.preset).residual if self.residual is None else bool(self.residual)
+
+    @property
+    def effective_augment(self) -> tuple[str, ...]:
+        return get_preset(self.preset).augment if self.augment is None else self.augment
+
+    @property
+    def effective_size(self) -> tuple[int, int]:
+        return self.size or get_preset(self.preset).size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["size"] = list(self.size) if self.size else None
+        d["augment"] = list(self.augment) if self.augment is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        for key in ("size", "augment"):
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+        return cls(**kw)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_refiner` returns."""
+
+    out: Path
+    last: Path | None
+    best: Path | None
+    steps: int
+    epochs_done: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val: dict[str, Any] | None = None
+    best_value: float | None = None
+    seconds: float = 0.0
+
+
+# -- small pieces --------------------------------------------------------------------------------
+def gan_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    """The cGAN criterion averaged over every patch's logit."""
+    target = torch.full_like(logits, 1.0 if real else 0.0)
+    if mode == "lsgan":
+        return F.mse_loss(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over valid pixels (0 when a batch has none)."""
+    v = valid.to(pred.dtype)
+    return ((pred - target).abs() * v).sum() / v.sum().clamp_min(1.0)
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total``."""
+    if schedule == "constant" or total <= 1:
+        return 1.0
+    half = total / 2.0
+    return 1.0 if step < half else max(0.0, 1.0 - (step - half) / (total - half))
+
+
+def epoch_indices(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """This rank's share of epoch ``epoch``'s permutation (padded so every rank gets as many)."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    if world > 1:
+        per_rank = math.ceil(n / world)
+        order = (order * math.ceil(per_rank * world / max(n, 1)))[: per_rank * world]
+        order = order[rank::world]
+    return order
+
+
+def augment_batch(
+    batch: dict[str, torch.Tensor], ops: tuple[str, ...], gen: torch.Generator, kind: str
+) -> dict[str, torch.Tensor]:
+    """Paper augmentations on model-sized tensors (SPEC §4), per sample, from ``gen``.
+
+    ``hflip``: flip rough/gt/valid/rgb together with p = 0.5. ``scale``: zoom by s in [1, 1.5]
+    around a random centre and divide depths by s (an object s times larger is s times closer);
+    disparity is multiplied instead. ``brightness``: RGB times a factor in [0.8, 1.2].
+    """
+    rough, gt, valid, rgb = batch["rough"], batch["gt"], batch["valid"], batch.get("rgb")
+    b = gt.shape[0]
+    dev = gt.device
+    if "hflip" in ops:
+        flip = (torch.rand(b, generator=gen) < 0.5).to(dev).view(b, 1, 1, 1)
+        rough = torch.where(flip, rough.flip(-1), rough) if rough is not None else None
+        gt = torch.where(flip, gt.flip(-1), gt)
+        valid = torch.where(flip, valid.flip(-1), valid)
+        rgb = torch.where(flip, rgb.flip(-1), rgb) if rgb is not None else None
+    if "scale" in ops:
+        s = 1.0 + 0.5 * torch.rand(b, generator=gen)
+        off = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - 1 / s).unsqueeze(1)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
+        theta[:, :, 2] = off
+        theta, s_dev = theta.to(dev), s.to(dev).view(b, 1, 1, 1)
+
+        def warp(x: torch.Tensor, mode: str) -> torch.Tensor:
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            return F.grid_sample(x.float(), grid, mode=mode, padding_mode="border", align_corners=False)
+
+        if rough is not None:
+            rough = warp(rough, "bilinear")
+            rough = rough * s_dev if kind == "disparity" else rough / s_dev
+        gt = warp(gt, "nearest") / s_dev
+        valid = warp(valid.float(), "nearest") > 0.5
+        rgb = warp(rgb, "bilinear") if rgb is not None else None
+    if "brightness" in ops and rgb is not None:
+        factor = (0.8 + 0.4 * torch.rand(b, generator=gen)).to(dev).view(b, 1, 1, 1)
+        rgb = (rgb * factor).clamp(0, 1)
+    out = dict(batch)
+    out.update(rough=rough, gt=gt, valid=valid)
+    if rgb is not None:
+        out["rgb"] = rgb
+    return out
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch_cpu": torch.get_rng_state(), "augment": aug_gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda_{i}"] = s
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    aug_gen.set_state(state["augment"])
+    cuda = [state[k] for k in sorted(state) if k.startswith("cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def _open_cache_dataset(path: str, role: str, **kw):
+    from ..cache import CacheDataset
+
+    if not Path(path).exists():
+        raise ConfigError(f"{role} cache {path!r} does not exist: expected an HDF5 file written by 'refinedepth cache'")
+    return CacheDataset(path, **kw)
+
+
+# -- validation ----------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(
+    generator: torch.nn.Module,
+    dataset,
+    *,
+    norm: Normalization,
+    inputs: str,
+    residual: bool,
+    size: tuple[int, int],
+    protocol: str,
+    device: torch.device,
+    batch_size: int = 1,
+    limit: int | None = None,
+    progress: ProgressCallback | None = None,
+    amp: bool = False,
+) -> dict[str, Any]:
+    """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution).
+
+    Predictions are resized (bilinear) to the ground truth's resolution before scoring. Rough
+    maps of relative/disparity backbones are median-aligned for their row (they have no scale);
+    refined maps are scored as they are (metric).
+    """
+    from ..metrics import MetricAccumulator
+
+    was_training = generator.training
+    generator.eval()
+    rough_align = "none" if norm.output_kind == "metric" else "median"
+    acc_rough = MetricAccumulator(protocol=protocol, align=rough_align)
+    acc_refined = MetricAccumulator(protocol=protocol, align="none")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for start in range(0, n, batch_size):
+        batch = _collate([dataset[i] for i in range(start, min(start + batch_size, n))])
+        rough = batch["rough"].to(device)
+        gt = batch["gt"][:, 0]
+        valid = batch["valid"][:, 0]
+        rgb = batch["rgb"].to(device) if "rgb" in batch else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            refined = refine_full(
+                generator,
+                rough if inputs != "rgb" else None,
+                rgb,
+                norm=norm,
+                inputs=inputs,
+                residual=residual,
+                size=size,
+                out_size=tuple(rough.shape[-2:]),
+            )
+        gt_size = tuple(gt.shape[-2:])
+        gt = torch.where(valid, gt, torch.zeros_like(gt))
+        rough_up = resize(rough.float(), gt_size)[:, 0].cpu()
+        refined_up = resize(refined.float(), gt_size)[:, 0].cpu()
+        acc_rough.update(rough_up, gt)
+        acc_refined.update(refined_up, gt)
+        if progress is not None:
+            progress(min(start + batch_size, n), n, desc="validate")
+    generator.train(was_training)
+    return {"rough": acc_rough.compute(), "refined": acc_refined.compute(), "rough_align": rough_align}
+
+
+# -- the training loop ---------------------------------------------------------------------------
+def refiner_description(config: TrainConfig, norm: Normalization) -> dict[str, Any]:
+    """The ``refiner`` section of ``config.json``: everything needed to rebuild the generator."""
+    preset = get_preset(config.preset)
+    gcfg = preset.generator_config(config.inputs, config.effective_residual)
+    dcfg = preset.discriminator_config(config.inputs)
+    return {
+        "preset": preset.name,
+        "inputs": config.inputs,
+        "residual": config.effective_residual,
+        "size": list(config.effective_size),
+        "generator": gcfg.to_dict(),
+        "discriminator": dcfg.to_dict(),
+        "normalization": norm.to_dict(),
+    }
+
+
+def train_refiner(
+    config: TrainConfig,
+    progress: ProgressCallback | None = None,
+    optimize: Callable[..., tuple[torch.nn.Module, torch.nn.Module]] | None = None,
+) -> TrainResult:
+    """Train a refiner as described by ``config``; returns a :class:`TrainResult`.
+
+    ``optimize(generator, discriminator, device) -> (generator, discriminator)`` is an optional
+    hook (e.g. ``refinedepth.refiner.fast``) applied after the models are built, loaded and moved
+    to the device; the modules it returns must share parameters with the ones it was given
+    (``torch.compile``, in-place ``channels_last`` ...), because optimisers and checkpoints use
+    the originals.
+    """
+    from ..device import resolve_device
+
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    dist = init_distributed(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    amp = bool(config.bf16 and device.type == "cuda")
+    out = Path(config.out)
+    last_dir, best_dir, log_path = out / "last", out / "best", out / "log.jsonl"
+
+    preset = get_preset(config.preset)
+    size = config.effective_size
+    gen_probe = preset.generator_config(config.inputs, config.effective_residual)
+    if size[0] % gen_probe.downsampling or size[1] % gen_probe.downsampling:
+        raise ConfigError(
+            f"refiner size {size[0]}x{size[1]} must be a multiple of {gen_probe.downsampling} for preset "
+            f"{preset.name!r} ({len(gen_probe.encoder)} stride-2 layers); choose e.g. "
+            f"{max(1, size[0] // gen_probe.downsampling) * gen_probe.downsampling}x"
+            f"{max(1, size[1] // gen_probe.downsampling) * gen_probe.downsampling}"
+        )
+    with_rgb = config.inputs != "rough"
+    train_ds = _open_cache_dataset(config.train, "training", target_size=size, with_rgb=with_rgb)
+    if len(train_ds) == 0:
+        raise ConfigError(f"training cache {config.train!r} holds no samples: expected at least one")
+    kind = train_ds.output_kind
+    max_depth = float(config.max_depth or train_ds.max_depth)
+    norm = Normalization(output_kind=kind, max_depth=max_depth)
+    protocol = str(train_ds.attrs.get("protocol", "none"))
+    val_ds = None
+    if config.val:
+        val_ds = _open_cache_dataset(config.val, "validation", with_rgb=with_rgb)
+        if val_ds.output_kind != kind:
+            raise ConfigError(
+                f"validation cache {config.val!r} holds {val_ds.output_kind!r} rough maps but the training "
+                f"cache {config.train!r} holds {kind!r} ones; use caches of the same backbone"
+            )
+        protocol = str(val_ds.attrs.get("protocol", protocol))
+    refiner_meta = refiner_description(config, norm)
+
+    # Models (same initialisation on every rank; DDP also broadcasts rank 0's).
+    torch.manual_seed(config.seed)
+    generator = build_generator(gen_probe, seed=config.seed).to(device)
+    use_gan = config.gan_mode != "none"
+    discriminator = build_discriminator(preset.discriminator_config(config.inputs), seed=config.seed + 1).to(device)
+    betas = (config.beta1, config.beta2)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
+
+    state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
+    ckpt.recover(last_dir)
+    if config.resume and (last_dir / ckpt.CONFIG_NAME).is_file():
+        state = _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device)
+    elif last_dir.exists() and not config.overwrite and not config.resume:
+        raise CheckpointError(
+            f"{str(out)!r} already holds a training run (last/ checkpoint): pass --resume to continue it, "
+            "--overwrite to start again, or choose another --out"
+        )
+    else:
+        torch.manual_seed(config.seed + dist.rank)  # dropout differs per rank
+    if not config.resume and config.overwrite and dist.is_main:
+        for stale in (last_dir, best_dir):
+            shutil.rmtree(stale, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    barrier()
+
+    g_run, d_run = generator, discriminator
+    if optimize is not None:
+        g_run, d_run = optimize(generator, discriminator, device)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        g_run = DDP(g_run, device_ids=ids)
+        d_run = DDP(d_run, device_ids=ids) if use_gan else d_run
+    generator.train()
+    discriminator.train()
+
+    n = len(train_ds)
+    per_rank = math.ceil(n / dist.world_size)
+    steps_per_epoch = math.ceil(per_rank / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    loader_gen = torch.Generator().manual_seed(config.seed)
+    history: list[dict[str, Any]] = []
+    last_val: dict[str, Any] | None = None
+    step = state["step"]
+    aug_ops = config.effective_augment
+    run_meta = {
+        "refinedepth_version": __version__,
+        "refiner": refiner_meta,
+        "training": config.to_dict(),
+        "source": {
+            "train": config.train,
+            "val": config.val,
+            "output_kind": kind,
+            "max_depth": max_depth,
+            "protocol": protocol,
+            "backbone": train_ds.attrs.get("backbone"),
+            "dataset": train_ds.attrs.get("dataset"),
+        },
+        "parameters": {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)},
+    }
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(run_meta, indent=2) + "\n")
+
+    def log(entry: dict[str, Any]) -> None:
+        if dist.is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def save(epoch_done: int, epoch_step: int, improved: bool) -> None:
+        if dist.is_main:
+            meta = dict(run_meta)
+            meta["state"] = dict(state, epoch=epoch_done, epoch_step=epoch_step, step=step)
+            optimizers = {"g": (opt_g, generator), "d": (opt_d, discriminator)}
+            ckpt.save_checkpoint(
+                last_dir,
+                config=meta,
+                generator=generator,
+                discriminator=discriminator,
+                optimizers=optimizers,
+                rng=_rng_state(aug_gen),
+            )
+            if improved:
+                ckpt.copy_checkpoint(last_dir, best_dir)
+        barrier()
+
+    def end_of_segment(epoch: int, epoch_step: int, complete: bool) -> None:
+        nonlocal last_val
+        entry: dict[str, Any] = {
+            "type": "epoch" if complete else "partial",
+            "epoch": epoch + 1 if complete else epoch + epoch_step / steps_per_epoch,
+            "step": step,
+            "lr": opt_g.param_groups[0]["lr"],
+            **{k: v / max(sums["count"], 1) for k, v in sums.items() if k != "count"},
+        }
+        improved = False
+        if val_ds is not None and dist.is_main:
+            last_val = validate(
+                generator, val_ds, norm=norm, inputs=config.inputs, residual=config.effective_residual,
+                size=size, protocol=protocol, device=device, batch_size=config.batch_size,
+                limit=config.val_limit, progress=progress, amp=amp,
+            )
+            entry["val"] = last_val
+            value = float(last_val["refined"].get(config.select_metric, float("nan")))
+            if math.isfinite(value) and (state["best_value"] is None or value < state["best_value"]):
+                state["best_value"], state["best_epoch"] = value, entry["epoch"]
+                improved = True
+        elif val_ds is None:
+            improved = True  # without validation, best is the latest
+        entry["best"] = improved
+        history.append(entry)
+        log(entry)
+        if complete:
+            save(epoch + 1, 0, improved)
+        else:
+            save(epoch, epoch_step, improved)
+
+    start_epoch, skip = state["epoch"], state["epoch_step"]
+    sums: dict[str, float] = {"loss_d": 0.0, "loss_g_gan": 0.0, "loss_g_l1": 0.0, "count": 0}
+    t_loop = time.perf_counter()
+    steps_this_run = 0
+    for epoch in range(start_epoch, config.epochs):
+        if step >= total_steps:
+            break
+        order = epoch_indices(n, config.seed, epoch, dist.rank, dist.world_size)
+        order = order[skip * config.batch_size :]
+        epoch_step = skip
+        skip = 0
+        sums = {"loss_d": 0.0, "loss_g_gan": 0.0, "loss_g_l1": 0.0, "count": 0}
+        loader = torch.utils.data.DataLoader(
+            train_ds,
+            batch_size=config.batch_size,
+            sampler=order,
+            num_workers=config.workers,
+            collate_fn=_collate,
+            generator=loader_gen,
+            persistent_workers=False,
+        )
+        stopped = False
+        for batch in loader:
+            if step >= total_steps:
+                stopped = True
+                break
+            lr = config.lr * lr_factor(step, total_steps, config.lr_schedule)
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            losses = _train_step(
+                batch, g_run, d_run, opt_g, opt_d, config=config, norm=norm, size=size, device=device,
+                aug_ops=aug_ops, aug_gen=aug_gen, kind=kind, amp=amp, use_gan=use_gan,
+            )
+            step += 1
+            epoch_step += 1
+            steps_this_run += 1
+            for k, v in losses.items():
+                sums[k] += v
+            sums["count"] += 1
+            if progress is not None:
+                rate = steps_this_run / max(time.perf_counter() - t_loop, 1e-9)
+                progress(step, total_steps, desc="train", epoch=epoch + 1, **losses, steps_s=rate)
+            if step % config.log_every == 0:
+                log({"type": "train", "epoch": epoch, "step": step, "lr": lr, **losses})
+        if stopped or (step >= total_steps and epoch_step < steps_per_epoch):
+            if epoch_step > 0 and steps_this_run > 0:
+                end_of_segment(epoch, epoch_step, complete=epoch_step >= steps_per_epoch)
+            break
+        end_of_segment(epoch, epoch_step, complete=True)
+
+    return TrainResult(
+        out=out,
+        last=last_dir if (last_dir / ckpt.CONFIG_NAME).is_file() else None,
+        best=best_dir if (best_dir / ckpt.CONFIG_NAME).is_file() else None,
+        steps=step,
+        epochs_done=step / steps_per_epoch,
+        history=history,
+        val=last_val,
+        best_value=state["best_value"],
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _train_step(
+    batch: dict[str, Any],
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    *,
+    config: TrainConfig,
+    norm: Normalization,
+    size: tuple[int, int],
+    device: torch.device,
+    aug_ops: tuple[str, ...],
+    aug_gen: torch.Generator,
+    kind: str,
+    amp: bool,
+    use_gan: bool,
+) -> dict[str, float]:
+    """One D step then one G step (paper Eq. 2); returns the losses as floats."""
+    rough = resize(batch["rough"].to(device).float(), size)
+    gt = batch["gt"].to(device).float()
+    valid = batch["valid"].to(device) & torch.isfinite(gt) & (gt > 0)
+    rgb = resize(batch["rgb"].to(device).float(), size) if "rgb" in batch else None
+    if aug_ops:
+        aug = augment_batch({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, aug_ops, aug_gen, kind)
+        rough, gt, valid, rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
+    rough_unit = norm.rough_to_unit(rough) if config.inputs != "rgb" else None
+    gt_unit = norm.depth_to_unit(gt)
+    x = generator_input(rough_unit, rgb_to_unit(rgb) if rgb is not None else None, config.inputs)
+    residual = config.effective_residual
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        out = generator(x).float()
+    fake = rough_unit + out if residual else out
+
+    loss_d = torch.zeros((), device=device)
+    if use_gan:
+        real = torch.where(valid, gt_unit, fake.detach())  # holes look the same in both pairs
+        opt_d.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            d_real = discriminator(torch.cat([x, real], dim=1)).float()
+            d_fake = discriminator(torch.cat([x, fake.detach()], dim=1)).float()
+        loss_d = 0.5 * (gan_loss(d_real, True, config.gan_mode) + gan_loss(d_fake, False, config.gan_mode))
+        loss_d.backward()
+        opt_d.step()
+
+    opt_g.zero_grad(set_to_none=True)
+    loss_l1 = masked_l1(fake, gt_unit, valid)
+    loss_gan = torch.zeros((), device=device)
+    if use_gan:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            d_out = discriminator(torch.cat([x, fake], dim=1)).float()
+        loss_gan = gan_loss(d_out, True, config.gan_mode)
+    loss_g = loss_gan + config.lambda_l1 * loss_l1
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g_gan": loss_gan.item(), "loss_g_l1": loss_l1.detach().item()}
+
+
+def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device) -> dict[str, Any]:
+    meta = ckpt.read_config(last_dir)
+    stored = meta.get("refiner", {})
+    if stored != json.loads(json.dumps(refiner_meta)):
+        diff = sorted(k for k in set(stored) | set(refiner_meta) if stored.get(k) != json.loads(json.dumps(refiner_meta.get(k))))
+        raise CheckpointError(
+            f"cannot resume {str(last_dir)!r}: its refiner differs from this command in {', '.join(diff)}; "
+            "use the same preset/inputs/residual/size/cache, or --overwrite to start again"
+        )
+    stored_train = TrainConfig.from_dict(meta.get("training", {}))
+    changed = [
+        f.name
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(stored_train, f.name) != getattr(config, f.name)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"cannot resume {str(last_dir)!r} with different training options ({', '.join(changed)}); "
+            "only epochs, max_steps, workers, device and log_every may change"
+        )
+    ckpt.load_state(generator, ckpt.load_tensors(last_dir, ckpt.GENERATOR_FILE, meta), f"{last_dir}/{ckpt.GENERATOR_FILE}")
+    ckpt.load_state(
+        discriminator, ckpt.load_tensors(last_dir, ckpt.DISCRIMINATOR_FILE, meta), f"{last_dir}/{ckpt.DISCRIMINATOR_FILE}"
+    )
+    flat = ckpt.load_tensors(last_dir, ckpt.OPTIMIZER_FILE, meta)
+    ckpt.unflatten_optimizer(opt_g, generator, "g", flat)
+    ckpt.unflatten_optimizer(opt_d, discriminator, "d", flat)
+    _set_rng_state(ckpt.load_tensors(last_dir, ckpt.RNG_FILE, meta), aug_gen)
+    s = meta.get("state", {})
+    return {
+        "epoch": int(s.get("epoch", 0)),
+        "epoch_step": int(s.get("epoch_step", 0)),
+        "step": int(s.get("step", 0)),
+        "best_value": s.get("best_value"),
+        "best_epoch": s.get("best_epoch"),
+    }
