@@ -70,13 +70,6 @@ def read_make3d_depth(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(grid[:, :, DEPTH_CHANNEL], dtype=np.float32)
 
 
-def _resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    rows = np.minimum((np.arange(h) + 0.5) * depth.shape[0] / h, depth.shape[0] - 1).astype(np.int64)
-    cols = np.minimum((np.arange(w) + 0.5) * depth.shape[1] / w, depth.shape[1] - 1).astype(np.int64)
-    return depth[rows[:, None], cols[None, :]]
-
-
 class Make3DDataset(DepthDataset):
     """``make3d:PATH``, PATH holding the extracted train/test folders.
 
@@ -152,7 +145,9 @@ class Make3DDataset(DepthDataset):
         if self.size is not None:
             from PIL import Image
 
+            from ..transforms import resize_nearest
+
             h, w = self.size
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=2.0))
-            depth = _resize_nearest(depth, self.size)
+            depth = resize_nearest(depth, self.size)
         return Sample(rgb=np.ascontiguousarray(rgb), depth=np.ascontiguousarray(depth), id=name)
