@@ -1,0 +1,589 @@
+"""Fast execution paths for the refiner's networks: same function, less time (SPEC §10).
+
+Everything here is a *transformation of a built module*; ``models.py`` stays the reference.
+
+Inference (:func:`optimize_for_inference`) works on a copy of an eval-mode generator:
+
+- each ``Conv -> BatchNorm -> [Dropout] -> activation`` run inside an ``nn.Sequential`` becomes
+  one :class:`FusedConv`: the BatchNorm's running statistics are folded into the convolution's
+  weight and bias (exact algebra), eval-mode dropout is the identity, and the activation
+  (ReLU, LeakyReLU, Tanh) is applied by the convolution itself;
+- on CPU in fp32 the convolutions run through oneDNN with weights reordered ("prepacked") once,
+  instead of on every call: at small spatial sizes (the U-Net's 1x1 .. 8x8 levels, where the
+  weights are 16-32 MB and the arithmetic is tiny) the per-call reorder was most of the time;
+- a stride-2 transposed convolution with very few output channels (the 1-channel output layer)
+  runs as one matrix product ``[B*H*W, Cin] @ [Cin, Cout*k*k]`` plus a sum of shifted phase
+  slices, which oneDNN's kernels handle badly for tiny ``Cout``;
+- activations are kept in channels-last (NHWC) memory, which oneDNN (and cuDNN) prefer;
+- glibc is told to keep freed memory for reuse (:func:`tune_allocator`): tensors over 32 MB are
+  otherwise returned to the OS on every free and page-faulted back in on the next allocation,
+  which cost more than the arithmetic of several large layers at batch 8.
+
+Off CPU (CUDA) the same module falls back to ``F.conv2d`` on the folded weights in channels-last,
+optionally under bf16 autocast (``precision="bf16"``). ``compile=True`` additionally wraps the
+result in ``torch.compile`` and keeps it only if it matches and is faster (``"auto"``).
+
+Training (:func:`prepare_for_training`) converts parameters to channels-last in place, so
+optimisers and checkpoints keep working on the same ``Parameter`` objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import ctypes.util
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+__all__ = [
+    "FastInference",
+    "FusedConv",
+    "fold_batchnorm",
+    "fuse_sequential",
+    "has_prepacked_kernels",
+    "optimize_for_inference",
+    "optimize_training",
+    "prepare_for_training",
+    "tune_allocator",
+]
+
+PRECISIONS = ("fp32", "bf16")
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh)
+# Transposed convolutions with at most this many output channels use the matmul formulation.
+_GEMM_MAX_OUT = 8
+
+# --------------------------------------------------------------------------------------------
+# process-level knobs
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
+    """Ask glibc to recycle freed blocks below ``threshold_bytes`` instead of unmapping them.
+
+    glibc serves blocks over 32 MB (its largest dynamic mmap threshold) straight from ``mmap``
+    and returns them on ``free``; a batch-8 U-Net allocates several such activations per
+    forward, and re-faulting their pages cost more than their convolutions. Raising the mmap and
+    trim thresholds keeps them in the heap. Returns whether the setting took effect (False off
+    glibc, e.g. macOS or musl); idempotent. Process-wide: peak RSS is unchanged, but memory is
+    handed back to the OS less eagerly.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    ok = bool(mallopt(m_mmap_threshold, int(threshold_bytes))) and bool(
+        mallopt(m_trim_threshold, int(threshold_bytes))
+    )
+    _ALLOCATOR_TUNED = ok
+    return ok
+
+
+def has_prepacked_kernels() -> bool:
+    """Whether this torch build has oneDNN's prepacked convolution ops (x86/ARM CPU builds)."""
+    ops = getattr(torch.ops, "mkldnn", None)
+    if ops is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        for name in (
+            "_convolution_pointwise",
+            "_convolution_transpose_pointwise",
+            "_reorder_convolution_weight",
+            "_reorder_convolution_transpose_weight",
+        ):
+            getattr(ops, name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm folding
+
+
+def fold_batchnorm(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution (eval mode: running statistics).
+
+    ``y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta`` scales each output channel by
+    ``s = gamma / sqrt(var + eps)`` and shifts it by ``beta - s * mean`` (+ ``s * bias``).
+    Conv2d weights are ``[Cout, Cin/g, kh, kw]``; ConvTranspose2d weights ``[Cin, Cout/g, kh, kw]``.
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ConfigError("cannot fold a BatchNorm2d without running statistics (track_running_stats=False)")
+    w = conv.weight.detach().float()
+    mean, var = bn.running_mean.detach().float(), bn.running_var.detach().float()
+    gamma = bn.weight.detach().float() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach().float() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma * torch.rsqrt(var + bn.eps)
+    bias = conv.bias.detach().float() if conv.bias is not None else torch.zeros_like(mean)
+    if isinstance(conv, nn.ConvTranspose2d):
+        g = conv.groups
+        cin, cout_g = w.shape[0], w.shape[1]
+        w = w.reshape(g, cin // g, cout_g, *w.shape[2:]) * scale.reshape(g, 1, cout_g, 1, 1)
+        w = w.reshape(cin, cout_g, *conv.weight.shape[2:])
+    else:
+        w = w * scale.reshape(-1, 1, 1, 1)
+    return w, beta + (bias - mean) * scale
+
+
+# --------------------------------------------------------------------------------------------
+# the fused convolution
+
+
+def _activation_spec(act: nn.Module | None) -> tuple[str, list[float]]:
+    if act is None:
+        return "none", []
+    if isinstance(act, nn.LeakyReLU):
+        return "leaky_relu", [float(act.negative_slope)]
+    if isinstance(act, nn.ReLU):
+        return "relu", []
+    if isinstance(act, nn.Tanh):
+        return "tanh", []
+    raise ConfigError(f"cannot fuse activation {type(act).__name__}: expected ReLU, LeakyReLU or Tanh")
+
+
+def _apply_activation(y: torch.Tensor, kind: str, scalars: Sequence[float]) -> torch.Tensor:
+    if kind == "relu":
+        return F.relu(y)
+    if kind == "leaky_relu":
+        return F.leaky_relu(y, scalars[0])
+    if kind == "tanh":
+        return torch.tanh(y)
+    return y
+
+
+class FusedConv(nn.Module):
+    """An inference-only ``Conv2d``/``ConvTranspose2d`` (+ folded BatchNorm) (+ activation).
+
+    ``impl`` picks the CPU kernel: ``packed`` (oneDNN with the weight reordered once),
+    ``gemm`` (stride-2 transposed convolution as a matmul plus phase sums; tiny ``Cout``) or
+    ``eager`` (``F.conv2d``/``F.conv_transpose2d``). Inputs that are not fp32 CPU tensors, or that
+    need gradients, always take the eager path, which is also the reference for the others.
+    """
+
+    def __init__(
+        self,
+        conv: nn.Conv2d | nn.ConvTranspose2d,
+        bn: nn.BatchNorm2d | None = None,
+        act: nn.Module | None = None,
+        impl: str = "auto",
+    ) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ConfigError(f"FusedConv supports explicit zero padding only, got {conv.padding!r}/{conv.padding_mode!r}")
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        if bn is not None:
+            weight, bias = fold_batchnorm(conv, bn)
+        else:
+            weight = conv.weight.detach().float().clone()
+            bias = conv.bias.detach().float().clone() if conv.bias is not None else None
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size = tuple(conv.kernel_size)
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.dilation, self.groups = tuple(conv.dilation), conv.groups
+        self.output_padding = tuple(conv.output_padding) if self.transposed else (0, 0)
+        self.act, self.act_scalars = _activation_spec(act)
+        self.impl = self._choose(impl)
+        self._packed: torch.Tensor | None = None
+        self._packed_key: tuple | None = None
+        self._gemm_weight: torch.Tensor | None = None
+
+    # -- implementation choice ---------------------------------------------------------------
+    def gemm_applicable(self) -> bool:
+        return (
+            self.transposed
+            and self.stride == (2, 2)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.out_channels <= _GEMM_MAX_OUT
+        )
+
+    def candidates(self) -> list[str]:
+        out = ["eager"]
+        if has_prepacked_kernels():
+            out.append("packed")
+        if self.gemm_applicable():
+            out.append("gemm")
+        return out
+
+    def _choose(self, impl: str) -> str:
+        if impl == "auto":
+            if self.gemm_applicable():
+                return "gemm"
+            return "packed" if has_prepacked_kernels() else "eager"
+        if impl not in self.candidates():
+            raise ConfigError(f"FusedConv: implementation {impl!r} is not available here; expected one of {self.candidates()}")
+        return impl
+
+    def extra_repr(self) -> str:
+        kind = "ConvTranspose2d" if self.transposed else "Conv2d"
+        return (
+            f"{kind}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}), act={self.act}, impl={self.impl}"
+        )
+
+    def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module hook
+        # Moving or casting the module invalidates the prepacked weights.
+        self._packed = None
+        self._packed_key = None
+        self._gemm_weight = None
+        return super()._apply(fn, recurse)
+
+    # -- forward paths -----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = x.device.type == "cpu" and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
+        if fast and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            if self.impl == "packed":
+                return self._forward_packed(x)
+            if self.impl == "gemm":
+                return self._forward_gemm(x)
+        return self.forward_eager(x)
+
+    def forward_eager(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference: plain PyTorch convolution on the folded weights, then the activation."""
+        if self.transposed:
+            y = F.conv_transpose2d(
+                x, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            )
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return _apply_activation(y, self.act, self.act_scalars)
+
+    def _forward_packed(self, x: torch.Tensor) -> torch.Tensor:
+        ops = torch.ops.mkldnn
+        x = x.contiguous(memory_format=torch.channels_last)
+        key = (tuple(x.shape[1:]),)
+        if self._packed is None or self._packed_key != key:
+            # The shape is a hint for oneDNN's weight layout; other batch sizes still work.
+            if self.transposed:
+                self._packed = ops._reorder_convolution_transpose_weight(
+                    self.weight, list(self.padding), list(self.output_padding), list(self.stride),
+                    list(self.dilation), self.groups, list(x.shape),
+                )
+            else:
+                self._packed = ops._reorder_convolution_weight(
+                    self.weight.contiguous(memory_format=torch.channels_last), list(self.padding),
+                    list(self.stride), list(self.dilation), self.groups, list(x.shape),
+                )
+            self._packed_key = key
+        if self.transposed:
+            return ops._convolution_transpose_pointwise(
+                x, self._packed, self.bias, list(self.padding), list(self.output_padding), list(self.stride),
+                list(self.dilation), self.groups, self.act, self.act_scalars, "",
+            )
+        return ops._convolution_pointwise(
+            x, self._packed, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups,
+            self.act, self.act_scalars, "",
+        )
+
+    def _forward_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        return _apply_activation(self._transposed_gemm(x), self.act, self.act_scalars)
+
+    def _transposed_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """Stride-2 transposed convolution as ``cols = x @ W`` then a sum of shifted slices.
+
+        Output pixel ``o = 2 i - p + k`` (per axis) receives input ``i`` through tap ``k``. Split the
+        output by parity ``a = o mod 2``: phase ``a`` at row ``m`` (``o = 2 m + a``) reads input row
+        ``m + d`` through tap ``k = a + p - 2 d``, for every ``d`` that gives ``0 <= k < K``.
+        """
+        b, cin, h, w = x.shape
+        kh, kw = self.kernel_size
+        ph, pw = self.padding
+        cout = self.out_channels
+        ho = (h - 1) * 2 - 2 * ph + kh + self.output_padding[0]
+        wo = (w - 1) * 2 - 2 * pw + kw + self.output_padding[1]
+        if self._gemm_weight is None:
+            self._gemm_weight = self.weight.reshape(cin, cout * kh * kw).contiguous()
+        rows = x.permute(0, 2, 3, 1).reshape(b * h * w, cin)  # a view when x is channels-last
+        cols = (rows @ self._gemm_weight).view(b, h, w, cout, kh, kw)
+        out = x.new_zeros(b, ho, wo, cout) if self.bias is None else self.bias.expand(b, ho, wo, cout).clone()
+        for a in (0, 1):
+            rows_a = (ho - a + 1) // 2
+            for c in (0, 1):
+                cols_c = (wo - c + 1) // 2
+                phase = out[:, a::2, c::2, :]
+                for dy, ky in _phase_taps(a, ph, kh):
+                    m0, m1 = max(0, -dy), min(rows_a, h - dy)
+                    for dx, kx in _phase_taps(c, pw, kw):
+                        n0, n1 = max(0, -dx), min(cols_c, w - dx)
+                        if m0 < m1 and n0 < n1:
+                            phase[:, m0:m1, n0:n1].add_(cols[:, m0 + dy : m1 + dy, n0 + dx : n1 + dx, :, ky, kx])
+        return out.permute(0, 3, 1, 2)
+
+
+def _phase_taps(a: int, p: int, k: int) -> list[tuple[int, int]]:
+    """``(d, tap)`` pairs feeding output phase ``a``: tap ``a + p - 2 d`` in ``[0, k)``."""
+    out = []
+    for tap in range(k):
+        if (a + p - tap) % 2 == 0:
+            out.append(((a + p - tap) // 2, tap))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# module transformation
+
+
+def fuse_sequential(module: nn.Module, impl: str = "auto") -> nn.Module:
+    """Replace conv (+BatchNorm) (+Dropout) (+activation) runs with :class:`FusedConv`, in place.
+
+    Works on every ``nn.Sequential`` inside ``module`` (the refiner's blocks), and turns any other
+    Conv2d/ConvTranspose2d child into a FusedConv of its own. Eval semantics: BatchNorm uses its
+    running statistics and Dropout is dropped. Other modules (InstanceNorm, ...) are kept.
+    """
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Sequential):
+            setattr(module, name, _fuse_run(list(child), impl))
+        elif isinstance(child, nn.Conv2d | nn.ConvTranspose2d):
+            setattr(module, name, FusedConv(child, impl=impl))
+        else:
+            fuse_sequential(child, impl)
+    return module
+
+
+def _fuse_run(layers: list[nn.Module], impl: str) -> nn.Sequential:
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d) and _fusable(layer):
+            j = i + 1
+            bn = None
+            if j < len(layers) and isinstance(layers[j], nn.BatchNorm2d) and layers[j].running_mean is not None:
+                bn, j = layers[j], j + 1
+            while j < len(layers) and isinstance(layers[j], nn.Dropout):
+                j += 1  # identity at inference
+            act = None
+            if j < len(layers) and isinstance(layers[j], _ACTIVATIONS):
+                act, j = layers[j], j + 1
+            out.append(FusedConv(layer, bn, act, impl=impl))
+            i = j
+            continue
+        if isinstance(layer, nn.Dropout):
+            i += 1
+            continue
+        out.append(fuse_sequential(layer, impl) if len(list(layer.children())) else layer)
+        i += 1
+    return nn.Sequential(*out)
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+
+
+class FastInference(nn.Module):
+    """The optimised copy of a module, for inference only.
+
+    Converts inputs to channels-last, runs the fused network (under bf16 autocast when
+    ``precision="bf16"``) and returns fp32 contiguous outputs. ``train(True)`` is refused: the
+    BatchNorm statistics and dropout are baked in; optimise again after more training.
+    """
+
+    def __init__(self, module: nn.Module, precision: str = "fp32", channels_last: bool = True) -> None:
+        super().__init__()
+        self.module = module
+        self.precision = precision
+        self.channels_last = channels_last
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        super().train(False)
+
+    def train(self, mode: bool = True) -> FastInference:
+        if mode:
+            raise ConfigError(
+                "an optimize_for_inference() module is inference-only (BatchNorm folded, dropout removed); "
+                "train the original module and optimise it again"
+            )
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        run = self.compiled if self.compiled is not None else self.module
+        if self.precision == "bf16":
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                y = run(x)
+            y = y.float()
+        else:
+            y = run(x)
+        return y.contiguous()
+
+
+def optimize_for_inference(
+    module: nn.Module,
+    example_shape: Sequence[int] | None = None,
+    *,
+    precision: str = "fp32",
+    impl: str = "auto",
+    autotune: bool = False,
+    compile: bool | str = False,
+    channels_last: bool = True,
+    allocator: bool = True,
+) -> FastInference:
+    """A fast inference copy of ``module`` (the refiner generator or discriminator).
+
+    Args:
+        module: left untouched; its copy is put in eval mode and transformed (see module doc).
+        example_shape: ``(B, C, H, W)`` of typical inputs (default ``(1, C_in, 256, 256)``), used
+            to prepack weights, for ``autotune`` and for ``compile``. Other shapes still work.
+        precision: ``fp32`` (default, matches the plain module to ~1e-6) or ``bf16`` (autocast;
+            about 1e-2 relative error; uses the eager kernels).
+        impl: ``auto`` (per-layer rule: matmul formulation for tiny transposed convolutions,
+            prepacked oneDNN elsewhere on CPU), ``packed``, ``gemm`` or ``eager`` for every layer.
+        autotune: time each layer's candidate kernels on ``example_shape`` and keep the fastest
+            (after checking it matches the eager kernel); off by default, as timings on a busy
+            machine are noisy and the rule above is what autotuning picks on a quiet one.
+        compile: also ``torch.compile`` the result (``True``), or try it and keep it only when it
+            matches and is faster on ``example_shape`` (``"auto"``). Compilation takes tens of
+            seconds and needs a C++ compiler; any failure falls back to the eager fast path.
+        channels_last: keep activations NHWC.
+        allocator: call :func:`tune_allocator` (process-wide, glibc only).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if compile not in (False, True, "auto"):
+        raise ConfigError(f"compile must be False, True or 'auto', got {compile!r}")
+    if allocator:
+        tune_allocator()
+    device = _module_device(module)
+    if example_shape is None:
+        example_shape = (1, _input_channels(module), 256, 256)
+    example_shape = tuple(int(s) for s in example_shape)
+    if len(example_shape) != 4 or min(example_shape) < 1:
+        raise ConfigError(f"example_shape: expected (B, C, H, W) with positive sizes, got {example_shape}")
+    work = copy.deepcopy(module).eval()
+    if precision == "bf16":
+        impl = "eager"  # autocast drives the eager kernels
+    work = fuse_sequential(work, impl=impl)
+    if channels_last:
+        work = work.to(memory_format=torch.channels_last)
+    fast = FastInference(work, precision=precision, channels_last=channels_last)
+    example = torch.randn(example_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    if autotune:
+        autotune_layers(fast, example)
+    with torch.no_grad():
+        fast(example)  # prepack the weights now, not on the first real call
+        if compile:
+            _maybe_compile(fast, module, example, always=compile is True)
+    return fast
+
+
+def autotune_layers(fast: nn.Module, example: torch.Tensor, repeats: int = 3, atol: float = 1e-5) -> dict[str, str]:
+    """Time every FusedConv's candidate kernels on the input it sees for ``example``; keep the
+    fastest of those that match the eager kernel within ``atol`` (relative to the output's scale).
+    Returns ``{module name: chosen impl}``."""
+    inputs: dict[FusedConv, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: inputs.setdefault(mod, args[0].detach()))
+        for m in fast.modules()
+        if isinstance(m, FusedConv)
+    ]
+    try:
+        with torch.no_grad():
+            fast(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    chosen: dict[str, str] = {}
+    with torch.no_grad():
+        for name, m in fast.named_modules():
+            if not isinstance(m, FusedConv) or m not in inputs:
+                continue
+            x = inputs[m]
+            ref = m.forward_eager(x)
+            scale = max(1.0, float(ref.abs().max()))
+            best, best_t = "eager", float("inf")
+            for impl in m.candidates():
+                m.impl = impl
+                y = m(x)
+                if not torch.allclose(y, ref, rtol=0.0, atol=atol * scale):
+                    continue
+                t = _best_time(lambda: m(x), repeats)  # noqa: B023 - called right here
+                if t < best_t:
+                    best, best_t = impl, t
+            m.impl = best
+            chosen[name] = best
+    return chosen
+
+
+def _maybe_compile(fast: FastInference, reference: nn.Module, example: torch.Tensor, always: bool) -> None:
+    try:
+        compiled = torch.compile(fast.module, dynamic=False)
+        y = compiled(example.contiguous(memory_format=torch.channels_last))
+        ref = fast.module(example.contiguous(memory_format=torch.channels_last))
+        if not torch.allclose(y.float(), ref.float(), rtol=0.0, atol=1e-5 * max(1.0, float(ref.abs().max()))):
+            return
+        if not always:
+            xe = example.contiguous(memory_format=torch.channels_last)
+            if _best_time(lambda: compiled(xe), 3) >= _best_time(lambda: fast.module(xe), 3):
+                return
+        fast.compiled = compiled
+    except Exception:  # noqa: BLE001 - compilation is optional; the eager fast path stays
+        fast.compiled = None
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _input_channels(module: nn.Module) -> int:
+    config = getattr(module, "config", None)
+    if config is not None and hasattr(config, "in_channels"):
+        return int(config.in_channels)
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            return int(m.in_channels)
+    raise ConfigError("optimize_for_inference: cannot infer the input channels; pass example_shape=(B, C, H, W)")
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def prepare_for_training(model: nn.Module, *, channels_last: bool = True, allocator: bool = True) -> nn.Module:
+    """Make ``model`` train faster without changing its function; returns the same object.
+
+    Converts its 4-D parameters and buffers to channels-last in place (the ``Parameter`` objects
+    stay the same, so optimisers, checkpoints and ``state_dict`` keep working; inputs are
+    converted by oneDNN/cuDNN as they meet the first convolution) and tunes the allocator.
+    """
+    if allocator:
+        tune_allocator()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def optimize_training(
+    generator: nn.Module, discriminator: nn.Module, device: Any = None
+) -> tuple[nn.Module, nn.Module]:
+    """The ``optimize=`` hook of :func:`refinedepth.refiner.train.train_refiner`."""
+    return prepare_for_training(generator), prepare_for_training(discriminator)
