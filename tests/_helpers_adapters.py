@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 # ViT/DINOv2 sizes small enough that building and running a model takes milliseconds.
 _VIT = {
     "hidden_size": 32,
@@ -92,3 +94,15 @@ def save_tiny_glpn(path: Path, max_depth: int = 10) -> Path:
     GLPNForDepthEstimation(config).save_pretrained(path)
     GLPNImageProcessor().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the thread
+    pool's spinning doubles wall time; restore the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

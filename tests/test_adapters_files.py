@@ -13,6 +13,10 @@ from refinedepth import create_backbone  # noqa: E402
 from refinedepth.data.io import write_depth_png, write_pfm  # noqa: E402
 from refinedepth.errors import ConfigError, DataError, ShapeError  # noqa: E402
 
+from ._helpers_adapters import one_thread  # noqa: E402, F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _ramp(h: int, w: int, offset: float = 1.0) -> np.ndarray:
     """An asymmetric map (rows and columns differ) so flips and transposes show."""
@@ -179,3 +183,36 @@ def test_contract_with_ids(npy_root):
     out = model(torch.rand(2, 3, *model.info.input_size), ids=ids)
     assert out.shape == (2, 1, *model.info.output_size)
     assert torch.isfinite(out).all()
+
+
+def test_cache_built_from_files_matches_the_predictions(tmp_path):
+    """End to end: the cache passes the dataset's sample ids and stores our predictions."""
+    cache_build = pytest.importorskip("refinedepth.cache_build")
+    from refinedepth.cache import open_cache
+    from refinedepth.data import open_dataset
+
+    ds = open_dataset("synthetic", split="test", limit=3)
+    root = tmp_path / "preds"
+    root.mkdir()
+    for i in range(len(ds)):
+        sample = ds[i]
+        np.save(root / f"{sample.id}.npy", np.full(sample.depth.shape, i + 1.5, np.float32))
+    out = tmp_path / "files.h5"
+    cache_build.build_cache(
+        out,
+        backbone="files",
+        backbone_args={"root": str(root)},
+        dataset="synthetic",
+        split="test",
+        limit=3,
+        size=(16, 24),
+        batch_size=2,
+        workers=0,
+        device="cpu",
+    )
+    cache = open_cache(out)
+    assert len(cache) == 3
+    for i in range(3):
+        record = cache[i]
+        assert record["id"] == ds[i].id
+        np.testing.assert_allclose(np.asarray(record["rough"]), np.full((1, 16, 24), i + 1.5))

@@ -17,10 +17,13 @@ from refinedepth.backbones.hf import HFPreprocess, output_kind_for  # noqa: E402
 from refinedepth.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
 
 from ._helpers_adapters import (  # noqa: E402
+    one_thread,  # noqa: F401  (fixture)
     save_tiny_depth_anything,
     save_tiny_dpt,
     save_tiny_glpn,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -226,4 +229,25 @@ def test_pickle_only_directory_is_refused(tmp_path):
     assert str(err.value) == (
         f"hf: {tmp_path} has only pytorch_model.bin (pickle); refinedepth loads safetensors only: "
         "re-save it with model.save_pretrained(DIR, safe_serialization=True)"
+    )
+
+
+def test_cli_check_and_errors(model_dirs):
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    runner = CliRunner()
+    args = ["backbones", "check", "hf", "--backbone-arg", f"model={model_dirs['da-metric']}"]
+    result = runner.invoke(cli, [*args, "--backbone-arg", "input_size=[28,56]"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["info"]["output_kind"] == "metric"
+    assert report["output_shape"] == [2, 1, 28, 56]
+
+    result = runner.invoke(cli, ["backbones", "info", "hf"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: hf: no model given; pass model=DIR (a save_pretrained directory) or "
+        "model=HUB_ID, e.g. --backbone-arg model=depth-anything/Depth-Anything-V2-Small-hf"
     )

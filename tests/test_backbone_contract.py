@@ -20,6 +20,10 @@ from refinedepth import create_backbone, list_backbones  # noqa: E402
 from refinedepth.contract import check_backbone  # noqa: E402
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo  # noqa: E402
 
+from ._helpers_adapters import one_thread  # noqa: E402, F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def hf_model_dir(tmp_path_factory):
