@@ -77,6 +77,7 @@ class CacheConfig:
         backbone_weights_sha256: sha256 of the weights, or ``None`` for the initialisation.
         seed: the seed set before building the backbone (matters without weights).
         dataset: dataset spec (``synthetic``, ``nyu:PATH`` ...).
+        dataset_options: reader options given to ``open_dataset`` (``size``, ``scale`` ...).
         split: dataset split.
         limit: the ``--limit`` used, if any.
         refiners: refiners applied after the backbone, each ``{"path", "sha256"}``.
@@ -97,6 +98,7 @@ class CacheConfig:
     backbone_weights_sha256: str | None = None
     seed: int = 0
     dataset: str = ""
+    dataset_options: Mapping[str, Any] = field(default_factory=dict)
     split: str = ""
     limit: int | None = None
     refiners: tuple[Mapping[str, Any], ...] = ()
@@ -119,6 +121,7 @@ class CacheConfig:
         object.__setattr__(self, "with_rgb", bool(self.with_rgb))
         object.__setattr__(self, "with_valid", bool(self.with_valid))
         object.__setattr__(self, "backbone_config", json.loads(_dumps(dict(self.backbone_config))))
+        object.__setattr__(self, "dataset_options", json.loads(_dumps(dict(self.dataset_options))))
         object.__setattr__(self, "refiners", tuple(dict(r) for r in self.refiners))
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,173 @@
+"""``refinedepth cache``, ``refinedepth cache-merge`` and ``refinedepth export-ab``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._common import (
+    backbone_options,
+    console,
+    dataset_options,
+    device_option,
+    parse_key_values,
+    progress_bar,
+    quiet_option,
+)
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    from refinedepth.cache_build import _parse_size
+    from refinedepth.errors import ConfigError
+
+    try:
+        return _parse_size(value, param.opts[0])
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@backbone_options()
+@dataset_options()
+@click.option(
+    "--dataset-arg", "dataset_args", multiple=True, metavar="KEY=VALUE",
+    help="Dataset reader option, repeatable (e.g. size=[120,160] for synthetic, scale=1000 for folder).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The cache file to write (.h5).")
+@click.option("--size", default="256x256", show_default=True, callback=_size, metavar="HxW",
+              help="Size of the stored rough maps (the refiner's input size).")
+@click.option("--gt-size", default=None, callback=_size, metavar="HxW",
+              help="Evaluation resolution of the stored gt; default: the dataset's native size (480x640 for NYU).")
+@click.option("--with-rgb", is_flag=True, help="Also store the RGB image at --size (for RGB-conditioned refiners).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Storage type of the rough maps.")
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True,
+              help="HDF5 compression (always with the shuffle filter).")
+@click.option("--refiner", "refiners", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Trained refiner applied after the backbone, repeatable (chained in order).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Backbone batch size.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed set before building the backbone.")
+@device_option
+@click.option("--overwrite", is_flag=True, help="Replace an existing file made by a different command.")
+@quiet_option
+def cache(
+    backbone, weights, backbone_args, dataset, split, limit, dataset_args, out, size, gt_size, with_rgb,
+    dtype, compression, refiners, batch_size, workers, seed, device, overwrite, quiet,
+) -> None:
+    """Run a backbone over a dataset split and store rough/gt pairs in an HDF5 cache.
+
+    Re-running the same command resumes where a killed run stopped; a different command
+    against an existing file is refused unless --overwrite. Under torchrun every rank writes
+    a shard next to OUT (OUT's stem + '.shards/') and rank 0 joins them into OUT.
+
+    \b
+    Example:
+      refinedepth cache --backbone fcrn --weights nyu.safetensors --dataset nyu:nyu.mat --split test --out test.h5
+      refinedepth cache --backbone fcrn --backbone-arg encoder=resnet18 --dataset synthetic --out train.h5
+      torchrun --nproc-per-node 2 -m refinedepth cache --backbone fcrn --dataset synthetic --out train.h5
+    """
+    from refinedepth.cache_build import build_cache
+    from refinedepth.distributed import dist_info
+
+    rank = dist_info().rank
+    with progress_bar(quiet=quiet or rank != 0, unit="samples") as progress:
+        result = build_cache(
+            out,
+            backbone=backbone,
+            weights=weights,
+            backbone_args=parse_key_values(backbone_args),
+            dataset=dataset,
+            dataset_args=parse_key_values(dataset_args, "--dataset-arg"),
+            split=split,
+            limit=limit,
+            size=size,
+            gt_size=gt_size,
+            with_rgb=with_rgb,
+            dtype=dtype,
+            compression=compression,
+            refiners=refiners,
+            batch_size=batch_size,
+            workers=workers,
+            seed=seed,
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if rank != 0:
+        return
+    s = result.seconds
+    written = result.written if result.written_all is None else result.written_all
+    resumed = result.already_done if result.already_done_all is None else result.already_done_all
+    if written == 0 and resumed == result.samples:
+        console().print(f"{out}: all {result.samples} samples already cached; nothing to do", highlight=False, soft_wrap=True)
+        return
+    share = s["write"] / s["backbone"] if s.get("backbone") else 0.0
+    console().print(
+        f"{out}: wrote {written} samples"
+        + (f" (resumed after {resumed})" if resumed else "")
+        + f" in {s['total']:.1f} s, {written / max(s['total'], 1e-9):.2f} samples/s; "
+        f"HDF5 writing {s['write']:.2f} s = {100 * share:.1f}% of backbone time"
+        + (f" (rank 0); merged {result.world_size} shards" if result.merged else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@click.command("cache-merge")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("shards", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def cache_merge(out, shards, overwrite) -> None:
+    """Join finished cache shards into OUT through HDF5 virtual datasets.
+
+    Without SHARDS, takes every OUT-stem.shards/OUT-stem-*-of-*.h5 next to OUT (where
+    'refinedepth cache' under torchrun writes them). OUT refers to the shards by relative
+    path: move OUT and its .shards folder together.
+
+    \b
+    Example:
+      refinedepth cache-merge train.h5
+      refinedepth cache-merge all.h5 a/train-00001-of-00002.h5 b/train-00002-of-00002.h5
+    """
+    from refinedepth.cache import merge_shards, open_cache
+
+    path = merge_shards(out, list(shards) or None, overwrite=overwrite)
+    with open_cache(path) as c:
+        console().print(f"{path}: {len(c)} samples from {len(json.loads(c.attrs['shards']))} shards", highlight=False, soft_wrap=True)
+
+
+@click.command("export-ab")
+@click.argument("cache_file", metavar="CACHE", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--scale", type=float, default=None,
+              help="PNG value per metre; default 1000 (mm) when max_depth <= 65 m, else 256.")
+@click.option("--at", "at", type=click.Choice(["rough", "gt"]), default="rough", show_default=True,
+              help="Pair size: the cache size (gt resized, nearest) or the evaluation size (rough resized).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Export only the first N samples.")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty OUT_DIR/<split>.")
+@quiet_option
+def export_ab(cache_file, out_dir, scale, at, limit, overwrite, quiet) -> None:
+    """Export cache pairs as pix2pix-style side-by-side 16-bit PNGs [rough | gt].
+
+    Writes OUT_DIR/<split>/<index>_<id>.png and OUT_DIR/pairs_<split>.json (scale, sizes, ids).
+
+    \b
+    Example:
+      refinedepth export-ab train.h5 ab/
+      refinedepth export-ab test.h5 ab/ --at gt --scale 1000
+    """
+    from refinedepth.cache_export import export_ab as run_export
+
+    with progress_bar(quiet=quiet, unit="pairs") as progress:
+        summary = run_export(cache_file, out_dir, scale=scale, at=at, limit=limit, overwrite=overwrite, progress=progress)
+    console().print(
+        f"{out_dir}: {summary['count']} pairs of {summary['image_size'][0]}x{summary['image_size'][1]} "
+        f"at scale {summary['scale']:g}"
+        + (f"; {summary['clipped_rough_pixels']} rough pixels clipped to 16 bits" if summary["clipped_rough_pixels"] else ""),
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,368 @@
+"""Build a cache: run a backbone over a dataset split and store rough/gt pairs (SPEC §5).
+
+:func:`build_cache` is what ``refinedepth cache`` calls. It
+
+* opens the dataset and builds the backbone (seeded, so an uninitialised backbone is the same in
+  every process), optionally followed by trained refiners (chaining, SPEC §6);
+* resumes the file if it exists and was made by the same request (:class:`CacheConfig` equal),
+  refuses it if it differs, replaces it with ``overwrite``;
+* loads samples in DataLoader workers (RGB resized to the backbone's ``input_size``, gt to the
+  cache's ``gt_size`` with nearest neighbour so invalid pixels never blend into valid ones),
+  runs the backbone in batches, resizes its output bilinearly to the cache size and writes;
+* under ``torchrun`` writes one shard per rank next to the output and lets rank 0 join them with
+  :func:`refinedepth.cache.merge_shards`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cache import (
+    CacheConfig,
+    CacheWriter,
+    merge_shards,
+    open_cache,
+    sha256_path,
+    shard_path,
+)
+from .errors import CacheError, ConfigError, DataError, ShapeError
+
+
+@dataclass
+class CacheBuildResult:
+    """What :func:`build_cache` did; ``seconds`` splits the wall time of this process into
+    ``load`` (waiting for the DataLoader), ``backbone`` (forward + resize + refiners), ``write``
+    (HDF5) and ``total``."""
+
+    path: Path
+    samples: int
+    written: int
+    already_done: int
+    config: CacheConfig
+    rank: int = 0
+    world_size: int = 1
+    shard: Path | None = None
+    merged: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    written_all: int | None = None  # over all ranks (torchrun), else None
+    already_done_all: int | None = None
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.written / self.seconds["total"] if self.seconds.get("total") else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "samples": self.samples,
+            "written": self.written,
+            "already_done": self.already_done,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "shard": None if self.shard is None else str(self.shard),
+            "merged": self.merged,
+            "written_all": self.written_all,
+            "already_done_all": self.already_done_all,
+            "seconds": dict(self.seconds),
+            "samples_per_second": self.samples_per_second,
+        }
+
+
+class _BackboneInputs:
+    """Per-sample preparation, run in DataLoader workers: RGB float [3,h,w] at the backbone's
+    input size, gt float32 [H,W] at the cache's gt size (invalid -> 0), optionally RGB uint8 at
+    the cache size."""
+
+    def __init__(self, dataset, indices: Sequence[int], input_size, rough_size, gt_size, with_rgb: bool) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.input_size = tuple(input_size)
+        self.rough_size = tuple(rough_size)
+        self.gt_size = tuple(gt_size)
+        self.with_rgb = with_rgb
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        index = self.indices[k]
+        sample = self.dataset[index]
+        rgb = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div_(255.0)
+        item: dict[str, Any] = {"index": index, "id": str(sample.id)}
+        item["rgb_in"] = _resize_rgb(rgb, self.input_size)
+        depth = np.where(np.isfinite(sample.depth) & (sample.depth > 0), sample.depth, 0).astype(np.float32)
+        gt = torch.from_numpy(depth)
+        if tuple(gt.shape) != self.gt_size:
+            gt = F.interpolate(gt[None, None], size=self.gt_size, mode="nearest-exact")[0, 0]
+        item["gt"] = gt
+        if self.with_rgb:
+            small = _resize_rgb(rgb, self.rough_size)
+            item["rgb"] = small.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+        return item
+
+
+def _resize_rgb(rgb, size: tuple[int, int]):
+    import torch.nn.functional as F
+
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb
+    return F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+
+
+def _parse_size(size: Any, what: str) -> tuple[int, int]:
+    if isinstance(size, str):
+        text = size.lower().replace("×", "x")
+        parts = text.split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ConfigError(f"{what} must be HEIGHTxWIDTH such as 256x256, got {size!r}")
+        size = (int(parts[0]), int(parts[1]))
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) <= 0:
+        raise ConfigError(f"{what} must be (height, width) of positive ints, got {size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _load_refiners(paths: Sequence[str | os.PathLike], device) -> tuple[list[Any], list[dict[str, str]]]:
+    if not paths:
+        return [], []
+    try:
+        from .refiner.api import Refiner
+    except ImportError as exc:
+        raise ConfigError(f"--refiner needs refinedepth.refiner.api, which is not available here ({exc})") from None
+    models, records = [], []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise CacheError(f"refiner checkpoint {p} does not exist; pass a directory written by 'refinedepth train-refiner'")
+        models.append(Refiner.from_pretrained(p, device=str(device)))
+        records.append({"path": str(p), "sha256": sha256_path(p)})
+    return models, records
+
+
+def build_cache(
+    out: str | os.PathLike,
+    *,
+    backbone: str,
+    dataset: str,
+    split: str = "train",
+    weights: str | os.PathLike | None = None,
+    backbone_args: Mapping[str, Any] | None = None,
+    dataset_args: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+    size: Any = (256, 256),
+    gt_size: Any = None,
+    with_rgb: bool = False,
+    dtype: str = "float32",
+    refiners: Sequence[str | os.PathLike] = (),
+    batch_size: int = 8,
+    workers: int = 0,
+    device: str = "auto",
+    overwrite: bool = False,
+    compression: str = "gzip",
+    seed: int = 0,
+    progress=None,
+) -> CacheBuildResult:
+    """Run ``backbone`` over ``dataset``/``split`` and write (or resume) the cache ``out``.
+
+    Args mirror ``refinedepth cache``; ``size`` and ``gt_size`` are ``(height, width)`` or
+    ``"HxW"``; ``gt_size=None`` keeps the dataset's native ground-truth size. Under ``torchrun``
+    every rank writes ``shard_path(out, rank, world)`` and rank 0 merges them into ``out``.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from .data import open_dataset
+    from .device import resolve_device
+    from .distributed import (
+        all_reduce_sum,
+        barrier,
+        dist_info,
+        init_distributed,
+        launched_by_torchrun,
+    )
+    from .registry import create_backbone, get_factory
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    size = _parse_size(size, "--size")
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    torch_device = resolve_device(device)
+    dist = init_distributed(torch_device) if launched_by_torchrun() else dist_info()
+    if torch_device.type == "cuda" and dist.enabled:
+        torch_device = torch.device("cuda", dist.local_rank)
+
+    get_factory(backbone)  # an unknown or broken backbone fails before any data is read
+    _check_dataset_path(dataset)
+    ds = open_dataset(dataset, split=split, limit=limit, **dict(dataset_args or {}))
+    n = len(ds)
+    if n == 0:
+        raise DataError(f"dataset {dataset!r} split {split!r} has no samples; check the path and --split")
+    if gt_size is None:
+        gt_size = ds.native_size or tuple(ds[0].depth.shape)
+    gt_size = _parse_size(gt_size, "--gt-size")
+
+    if weights is not None and not Path(weights).exists():
+        raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
+    torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
+    model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
+    info = model.info
+    model = model.to(torch_device).eval()
+    accepts_ids = bool(getattr(model, "accepts_ids", False))
+    refiner_models, refiner_records = _load_refiners(refiners, torch_device)
+
+    config = CacheConfig(
+        num_samples=n,
+        rough_size=size,
+        gt_size=gt_size,
+        rough_dtype=dtype,
+        with_rgb=with_rgb,
+        output_kind="metric" if refiner_models else info.output_kind,
+        max_depth=float(ds.max_depth),
+        protocol=str(ds.protocol),
+        backbone=backbone,
+        backbone_config=dict(info.config),
+        backbone_weights=None if weights is None else str(weights),
+        backbone_weights_sha256=None if weights is None else sha256_path(weights),
+        seed=seed,
+        dataset=dataset,
+        dataset_options=dict(dataset_args or {}),
+        split=split,
+        limit=limit,
+        refiners=tuple(refiner_records),
+    )
+
+    result = CacheBuildResult(out, n, 0, 0, config, rank=dist.rank, world_size=dist.world_size)
+    # A finished file made by this very request: nothing to do (also for a merged file of shards).
+    if out.exists() and not overwrite:
+        with open_cache(out) as existing:
+            if existing.config != config:
+                from .cache import _mismatch_message
+
+                raise CacheError(_mismatch_message(out, existing.config, config))
+            if existing.complete:
+                result.already_done = n
+                result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
+                return result
+    if dist.enabled:
+        if overwrite and dist.is_main and out.exists():
+            out.unlink()
+        target, shard = shard_path(out, dist.rank, dist.world_size), (dist.rank, dist.world_size)
+        result.shard = target
+    else:
+        target, shard = out, None
+
+    writer = CacheWriter.open(target, config, overwrite=overwrite, compression=compression, shard=shard)
+    t_load = t_backbone = t_write = 0.0
+    try:
+        pending = writer.pending()
+        result.already_done = len(writer) - len(pending)
+        inputs = _BackboneInputs(ds, pending, info.input_size, size, gt_size, with_rgb)
+        loader = DataLoader(
+            inputs,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=torch_device.type == "cuda",
+        )
+        done = 0
+        total = len(pending)
+        if progress is not None:
+            progress(0, total, desc="cache" if not dist.enabled else f"cache rank {dist.rank}")
+        tick = time.perf_counter()
+        for batch in loader:
+            t0 = time.perf_counter()
+            t_load += t0 - tick
+            rgb = batch["rgb_in"].to(torch_device, non_blocking=True)
+            ids = list(batch["id"])
+            with torch.inference_mode():
+                pred = model(rgb, ids=ids) if accepts_ids else model(rgb)
+                if not isinstance(pred, torch.Tensor) or pred.ndim != 4 or pred.shape[:2] != (len(ids), 1):
+                    got = list(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
+                    raise ShapeError(f"backbone {backbone!r} returned {got}, expected [{len(ids)},1,h,w]")
+                rough = F.interpolate(pred.float(), size=size, mode="bilinear", align_corners=False)
+                kind = info.output_kind
+                for refiner in refiner_models:
+                    rough = refiner.refine_tensor(rough, rgb=_resize_rgb_batch(rgb, size), output_kind=kind)
+                    kind = "metric"
+                rough = rough.float().cpu()
+            finite = torch.isfinite(rough).flatten(1).all(1)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0, 0])
+                raise DataError(
+                    f"backbone {backbone!r} produced non-finite depth for sample {ids[bad]!r} "
+                    f"(index {int(batch['index'][bad])}); check the weights and the input image"
+                )
+            t1 = time.perf_counter()
+            t_backbone += t1 - t0
+            writer.write_batch(
+                [int(i) for i in batch["index"]],
+                rough=rough.numpy(),
+                gt=batch["gt"].numpy(),
+                sample_ids=ids,
+                rgb=batch["rgb"].numpy() if with_rgb else None,
+            )
+            tick = time.perf_counter()
+            t_write += tick - t1
+            done += len(ids)
+            result.written = done
+            if progress is not None:
+                progress(done, total, desc="cache" if not dist.enabled else f"cache rank {dist.rank}")
+    finally:
+        writer.close()
+
+    if dist.enabled:
+        counts = all_reduce_sum(torch.tensor([result.written, result.already_done], dtype=torch.int64))
+        result.written_all, result.already_done_all = int(counts[0]), int(counts[1])
+        barrier()
+        if dist.is_main:
+            merge_shards(out, [shard_path(out, r, dist.world_size) for r in range(dist.world_size)], overwrite=True)
+            result.merged = True
+        barrier()
+    result.seconds = {
+        "total": time.perf_counter() - t_start,
+        "load": t_load,
+        "backbone": t_backbone,
+        "write": t_write,
+    }
+    return result
+
+
+def _check_dataset_path(spec: str) -> None:
+    """A spec naming a file or folder (``nyu:PATH``...) must point at something that exists."""
+    from . import data
+
+    name, arg = data.parse_spec(spec)
+    needs_path = getattr(data, "_NEEDS_ARGUMENT", {"nyu", "make3d", "folder"})
+    if arg and name in needs_path and not Path(arg).expanduser().exists():
+        raise DataError(
+            f"dataset path {arg} does not exist (from --dataset {spec}); check the path, or use "
+            "--dataset synthetic to try the pipeline without data"
+        )
+
+
+def _resize_rgb_batch(rgb, size):
+    import torch.nn.functional as F
+
+    if tuple(rgb.shape[-2:]) == tuple(size):
+        return rgb
+    return F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+__all__ = ["CacheBuildResult", "build_cache"]

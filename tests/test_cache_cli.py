@@ -1,0 +1,268 @@
+"""``refinedepth cache`` / ``cache-merge`` / ``export-ab`` / ``inspect`` end to end.
+
+The slow tests run the real command in subprocesses: one is SIGKILLed mid-way and resumed, one
+runs under ``torchrun`` with two CPU ranks (gloo). Both compare against an uninterrupted
+single-process run. ``OMP_NUM_THREADS=1`` everywhere, and batch sizes that give every sample the
+same batch shape in both runs, make the backbone's floating point bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from refinedepth.cache import open_cache, write_cache
+from refinedepth.cli.main import cli
+
+# A small FCRN (timm resnet18 encoder at 64x80) over tiny synthetic scenes: ~0.05 s a sample.
+BACKBONE = ["--backbone", "fcrn", "--backbone-arg", "encoder=resnet18", "--backbone-arg", "input_size=[64,80]"]
+DATA = ["--dataset", "synthetic", "--dataset-arg", "size=[48,64]", "--split", "train"]
+COMMON = [*BACKBONE, *DATA, "--size", "32x40", "--device", "cpu", "-q"]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("REFINEDEPTH_DEBUG", None)
+    return env
+
+
+def _run(args, **kw):
+    return subprocess.run([sys.executable, "-m", "refinedepth", *args], env=_env(), capture_output=True, text=True, **kw)
+
+
+def _assert_same_cache(a: Path, b: Path) -> None:
+    with open_cache(a) as x, open_cache(b) as y:
+        assert x.config == y.config
+        assert len(x) == len(y) and x.complete and y.complete
+        assert x.sample_ids() == y.sample_ids()
+        for i in range(len(x)):
+            sx, sy = x.read(i), y.read(i)
+            for key in ("rough", "gt", "valid", "rgb"):
+                if sx[key] is None:
+                    assert sy[key] is None
+                else:
+                    np.testing.assert_array_equal(sx[key], sy[key], err_msg=f"{key} of sample {i}")
+
+
+def _done_count(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", swmr=True) as f:
+            return int(f["done"][:].sum())
+    except (OSError, KeyError):  # not created yet, or the writer has not switched to SWMR yet
+        return -1
+
+
+@pytest.mark.slow
+def test_killed_cache_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["cache", *COMMON, "--limit", "8", "--batch-size", "1", "--with-rgb", "--dtype", "float16"]
+    ref = _run([*args, "--workers", "0", "--out", str(tmp_path / "ref.h5")], timeout=300)
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refinedepth", *args, "--workers", "1", "--out", str(out)],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _done_count(out) >= 3:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    with open_cache(out) as c:  # the killed writer's file still reads (through SWMR)
+        k = c.num_done
+    assert 3 <= k < 8
+
+    again = _run([*args, "--workers", "0", "--out", str(out)], timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resumed after {k}" in again.stderr
+    _assert_same_cache(out, tmp_path / "ref.h5")
+
+    verify = _invoke(["inspect", str(out), "--verify", "-q"])
+    assert verify.exit_code == 0, verify.output
+    assert "8 of 8 done" in verify.output and "OK: every sample read, all finite" in verify.output
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_merge_equals_single_process(tmp_path):
+    args = ["cache", *COMMON, "--limit", "8", "--batch-size", "2", "--workers", "0"]
+    single = _run([*args, "--out", str(tmp_path / "single.h5")], timeout=300)
+    assert single.returncode == 0, single.stderr
+    out = tmp_path / "run" / "multi.h5"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "refinedepth", *args, "--out", str(out)],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "merged 2 shards" in proc.stderr
+    shards = sorted((tmp_path / "run" / "multi.shards").glob("*.h5"))
+    assert [s.name for s in shards] == ["multi-00001-of-00002.h5", "multi-00002-of-00002.h5"]
+    with open_cache(out) as c:
+        assert c.is_virtual
+    _assert_same_cache(out, tmp_path / "single.h5")
+    # the merged file keeps working when its folder moves; cache-merge by hand gives the same
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    _assert_same_cache(moved / "multi.h5", tmp_path / "single.h5")
+    result = CliRunner().invoke(cli, ["cache-merge", str(moved / "again.h5"), *map(str, sorted((moved / "multi.shards").glob("*.h5")))])
+    assert result.exit_code == 0, result.output
+    _assert_same_cache(moved / "again.h5", tmp_path / "single.h5")
+
+
+# ---------------------------------------------------------------------------------- refusals
+
+
+def _invoke(args):
+    return CliRunner().invoke(cli, args)
+
+
+def _error_line(result) -> str:
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_refuses_a_file_made_by_another_backbone_or_size(tmp_path):
+    out = tmp_path / "c.h5"
+    rng = np.random.default_rng(0)
+    write_cache(out, rough=rng.random((2, 1, 32, 40)), gt=rng.random((2, 48, 64)), backbone="other",
+                dataset="synthetic", split="train", limit=2)
+    line = _error_line(_invoke(["cache", *COMMON, "--limit", "2", "--out", str(out)]))
+    assert f"Error: {out} was made by a different command (" in line
+    assert "backbone: fcrn vs other" in line and "--overwrite" in line
+    size = _error_line(_invoke(["cache", *COMMON, "--limit", "2", "--size", "16x16", "--out", str(out)]))
+    assert "rough_size: [16, 16] vs [32, 40]" in size
+
+
+def test_refuses_a_file_that_is_not_a_cache(tmp_path):
+    out = tmp_path / "notes.h5"
+    out.write_text("not hdf5")
+    line = _error_line(_invoke(["cache", *COMMON, "--limit", "2", "--out", str(out)]))
+    assert line == f"Error: {out} is not a refinedepth cache: not an HDF5 file; make one with 'refinedepth cache'"
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = 1
+    line = _error_line(_invoke(["inspect", str(other)]))
+    assert "other.h5 is not a refinedepth cache (HDF5 without format='refinedepth-cache' attribute)" in line
+
+
+def test_refuses_a_truncated_file(tmp_path):
+    rng = np.random.default_rng(0)
+    out = write_cache(tmp_path / "t.h5", rough=rng.random((4, 1, 32, 40)), gt=rng.random((4, 48, 64)))
+    size = out.stat().st_size
+    os.truncate(out, size - 1000)
+    line = _error_line(_invoke(["inspect", str(out), "--verify"]))
+    assert line.startswith(f"Error: {out} is truncated ({size - 1000} bytes on disk, the HDF5 header expects")
+    line = _error_line(_invoke(["cache", *COMMON, "--limit", "4", "--out", str(out)]))
+    assert "is truncated" in line
+
+
+def test_refuses_unknown_backbone_and_missing_dataset_path(tmp_path):
+    line = _error_line(_invoke(["cache", "--backbone", "fcrm", *DATA, "--out", str(tmp_path / "x.h5")]))
+    assert line.startswith("Error: unknown backbone 'fcrm'; did you mean 'fcrn'?")
+    missing = tmp_path / "nowhere" / "nyu_depth_v2_labeled.mat"
+    line = _error_line(_invoke(["cache", *BACKBONE, "--dataset", f"nyu:{missing}", "--out", str(tmp_path / "x.h5")]))
+    assert line == (
+        f"Error: dataset path {missing} does not exist (from --dataset nyu:{missing}); check the path, "
+        "or use --dataset synthetic to try the pipeline without data"
+    )
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_bad_size_is_a_usage_error(tmp_path):
+    result = _invoke(["cache", *COMMON, "--size", "256", "--out", str(tmp_path / "x.h5")])
+    assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.output
+
+
+# ------------------------------------------------------------------------ in-process commands
+
+
+def test_cache_command_in_process_then_inspect_and_overwrite(tmp_path):
+    out = tmp_path / "c.h5"
+    result = _invoke(["cache", *COMMON, "--limit", "3", "--batch-size", "2", "--workers", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rerun = _invoke(["cache", *COMMON, "--limit", "3", "--batch-size", "2", "--workers", "0", "--out", str(out)])
+    assert rerun.exit_code == 0 and "all 3 samples already cached; nothing to do" in rerun.output
+    with open_cache(out) as c:
+        assert c.complete and len(c) == 3 and c.rough_size == (32, 40) and c.gt_size == (48, 64)
+        assert c.config.backbone == "fcrn" and c.config.backbone_config["encoder"] == "resnet18"
+        assert c.config.output_kind == "metric" and c.config.max_depth == 10.0 and c.config.protocol == "none"
+        assert c.config.dataset_options == {"size": [48, 64]}
+        assert c.sample_ids() == [f"synthetic-indoor-train-{i:06d}" for i in range(3)]
+    info = _invoke(["inspect", str(out), "--json"])
+    assert info.exit_code == 0
+    import json
+
+    report = json.loads(info.output)
+    assert report["done"] == 3 and report["config"]["rough_size"] == [32, 40]
+    gt_size = _invoke(["cache", *COMMON, "--limit", "3", "--gt-size", "24x32", "--workers", "0",
+                       "--out", str(out), "--overwrite"])
+    assert gt_size.exit_code == 0, gt_size.output
+    with open_cache(out) as c:
+        assert c.gt_size == (24, 32) and c.read(0)["gt"].shape == (24, 32)
+
+
+def test_export_ab_round_trips_16bit_pairs(tmp_path):
+    from refinedepth.data.io import png_depth_scale, read_depth_png
+
+    rng = np.random.default_rng(1)
+    rough = rng.uniform(0.2, 9.0, (3, 1, 8, 10)).astype(np.float32)
+    gt = rng.uniform(0.2, 9.0, (3, 8, 10)).astype(np.float32)
+    gt[0, 0, 0] = 0
+    rough[1, 0, 0, 0] = 80.0  # beyond 65.535 m at scale 1000: clipped
+    cache = write_cache(tmp_path / "c.h5", rough=rough, gt=gt, split="test", max_depth=10,
+                        sample_ids=["a/b", "c", "d"])
+    result = _invoke(["export-ab", str(cache), str(tmp_path / "ab"), "-q"])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "ab" / "test").iterdir())
+    assert [f.name for f in files] == ["000000_a_b.png", "000001_c.png", "000002_d.png"]
+    for i, f in enumerate(files):
+        assert png_depth_scale(f) == 1000
+        pair = read_depth_png(f)
+        assert pair.shape == (8, 20)
+        expected_a = np.clip(rough[i, 0], 0, 65.535)
+        np.testing.assert_allclose(pair[:, :10], expected_a, atol=0.5e-3 + 1e-6)
+        np.testing.assert_allclose(pair[:, 10:], gt[i], atol=0.5e-3 + 1e-6)
+    import json
+
+    meta = json.loads((tmp_path / "ab" / "pairs_test.json").read_text())
+    assert meta["count"] == 3 and meta["scale"] == 1000 and meta["clipped_rough_pixels"] == 1
+    again = _invoke(["export-ab", str(cache), str(tmp_path / "ab")])
+    assert "already has files; pass --overwrite" in _error_line(again)
+    at_gt = write_cache(tmp_path / "g.h5", rough=rough[:, :, :4, :5], gt=gt, max_depth=80)
+    assert _invoke(["export-ab", str(at_gt), str(tmp_path / "ab2"), "--at", "gt", "-q"]).exit_code == 0
+    pair = read_depth_png(next((tmp_path / "ab2" / "all").iterdir()))
+    assert pair.shape == (8, 20)
+    assert png_depth_scale(next((tmp_path / "ab2" / "all").iterdir())) == 256
+
+
+def test_inspect_describes_incomplete_cache_and_verify_fails(tmp_path):
+    from refinedepth.cache import CacheConfig, CacheWriter
+
+    cfg = CacheConfig(num_samples=3, rough_size=(8, 8), gt_size=(8, 8), backbone="fcrn")
+    with CacheWriter.create(tmp_path / "p.h5", cfg) as w:
+        w.write(0, rough=np.ones((1, 8, 8)), gt=np.ones((8, 8)), sample_id="x")
+    plain = _invoke(["inspect", str(tmp_path / "p.h5")])
+    assert plain.exit_code == 0 and "1 of 3 done" in plain.output and "INCOMPLETE" in plain.output
+    result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "p.h5"), "--verify", "-q"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith(
+        f"Error: {tmp_path / 'p.h5'} failed verification with 2 problem(s), first: sample 1 is not done"
+    )
