@@ -73,7 +73,8 @@ class CacheConfig:
             ``none``).
         backbone: registry name of the first stage.
         backbone_config: options that rebuild it (``BackboneInfo.config``).
-        backbone_weights: the weights path as given (informative only).
+        backbone_weights: the weights path as given (informative only: not compared, the
+            sha256 is).
         backbone_weights_sha256: sha256 of the weights, or ``None`` for the initialisation.
         seed: the seed set before building the backbone (matters without weights).
         dataset: dataset spec (``synthetic``, ``nyu:PATH`` ...).
@@ -94,7 +95,7 @@ class CacheConfig:
     protocol: str = "none"
     backbone: str = "unknown"
     backbone_config: Mapping[str, Any] = field(default_factory=dict)
-    backbone_weights: str | None = None
+    backbone_weights: str | None = field(default=None, compare=False)
     backbone_weights_sha256: str | None = None
     seed: int = 0
     dataset: str = ""
@@ -142,7 +143,8 @@ class CacheConfig:
     def differences(self, other: CacheConfig) -> list[str]:
         """``["field: self_value vs other_value", ...]`` for every field that differs."""
         a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {_short(a[k])} vs {_short(b[k])}" for k in a if a[k] != b[k]]
+        compared = [f.name for f in dataclasses.fields(self) if f.compare]
+        return [f"{k}: {_short(a[k])} vs {_short(b[k])}" for k in compared if a[k] != b[k]]
 
 
 def _dumps(obj: Any) -> str:

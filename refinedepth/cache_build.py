@@ -27,6 +27,7 @@ import numpy as np
 from .cache import (
     CacheConfig,
     CacheWriter,
+    _mismatch_message,
     merge_shards,
     open_cache,
     sha256_path,
@@ -134,21 +135,25 @@ def _parse_size(size: Any, what: str) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _load_refiners(paths: Sequence[str | os.PathLike], device) -> tuple[list[Any], list[dict[str, str]]]:
+def _existing(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise CacheError(
+                f"refiner checkpoint {p} is not a directory; pass one written by 'refinedepth train-refiner'"
+            )
+        out.append(p)
+    return out
+
+
+def _load_refiners(paths: Sequence[str | os.PathLike], device) -> list[Any]:
     if not paths:
-        return [], []
+        return []
     try:
         from .refiner.api import Refiner
     except ImportError as exc:
         raise ConfigError(f"--refiner needs refinedepth.refiner.api, which is not available here ({exc})") from None
-    models, records = [], []
-    for p in paths:
-        p = Path(p)
-        if not p.exists():
-            raise CacheError(f"refiner checkpoint {p} does not exist; pass a directory written by 'refinedepth train-refiner'")
-        models.append(Refiner.from_pretrained(p, device=str(device)))
-        records.append({"path": str(p), "sha256": sha256_path(p)})
-    return models, records
+    return [Refiner.from_pretrained(p, device=str(device)) for p in paths]
 
 
 def build_cache(
@@ -219,46 +224,58 @@ def build_cache(
 
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
+    refiner_records = [{"path": str(p), "sha256": sha256_path(p)} for p in _existing(refiners)]
+    request = {
+        "num_samples": n,
+        "rough_size": size,
+        "gt_size": gt_size,
+        "rough_dtype": dtype,
+        "with_rgb": with_rgb,
+        "max_depth": float(ds.max_depth),
+        "protocol": str(ds.protocol),
+        "backbone": backbone,
+        "backbone_weights": None if weights is None else str(weights),
+        "backbone_weights_sha256": None if weights is None else sha256_path(weights),
+        "seed": seed,
+        "dataset": dataset,
+        "dataset_options": dict(dataset_args or {}),
+        "split": split,
+        "limit": limit,
+        "refiners": tuple(refiner_records),
+    }
+    existing_config = None
+    if out.exists() and not overwrite:
+        with open_cache(out) as existing:
+            existing_config = existing.config
+            existing_complete = existing.complete
+        # Refuse a different request before spending time on the model; what only the model can
+        # tell (its resolved config, output kind) is compared once it is built.
+        provisional = CacheConfig(
+            **request, backbone_config=existing_config.backbone_config, output_kind=existing_config.output_kind
+        )
+        if provisional != existing_config:
+            raise CacheError(_mismatch_message(out, existing_config, provisional))
+
     torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
     model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
     info = model.info
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
-    refiner_models, refiner_records = _load_refiners(refiners, torch_device)
-
+    refiner_models = _load_refiners(refiners, torch_device)
     config = CacheConfig(
-        num_samples=n,
-        rough_size=size,
-        gt_size=gt_size,
-        rough_dtype=dtype,
-        with_rgb=with_rgb,
-        output_kind="metric" if refiner_models else info.output_kind,
-        max_depth=float(ds.max_depth),
-        protocol=str(ds.protocol),
-        backbone=backbone,
+        **request,
         backbone_config=dict(info.config),
-        backbone_weights=None if weights is None else str(weights),
-        backbone_weights_sha256=None if weights is None else sha256_path(weights),
-        seed=seed,
-        dataset=dataset,
-        dataset_options=dict(dataset_args or {}),
-        split=split,
-        limit=limit,
-        refiners=tuple(refiner_records),
+        output_kind="metric" if refiner_models else info.output_kind,
     )
 
     result = CacheBuildResult(out, n, 0, 0, config, rank=dist.rank, world_size=dist.world_size)
-    # A finished file made by this very request: nothing to do (also for a merged file of shards).
-    if out.exists() and not overwrite:
-        with open_cache(out) as existing:
-            if existing.config != config:
-                from .cache import _mismatch_message
-
-                raise CacheError(_mismatch_message(out, existing.config, config))
-            if existing.complete:
-                result.already_done = n
-                result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
-                return result
+    if existing_config is not None:
+        if existing_config != config:
+            raise CacheError(_mismatch_message(out, existing_config, config))
+        if existing_complete:  # made by this very request (possibly merged from shards)
+            result.already_done = n
+            result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
+            return result
     if dist.enabled:
         if overwrite and dist.is_main and out.exists():
             out.unlink()
