@@ -844,8 +844,9 @@ class CacheDataset:
         path: the cache file.
         target_size: ``(h, w)`` to resize ``gt``/``valid`` to (nearest), e.g. the refiner's
             training size; ``None`` keeps the evaluation resolution.
-        augment: ``None``, ``"paper"`` (horizontal flip, scale augmentation with depth / s,
-            brightness; paper §4 / SPEC §4) or a callable ``item -> item`` applied last.
+        augment: ``None``, ``"paper"`` (the paper's horizontal flip, scale augmentation with
+            depth / s and brightness, SPEC §4: :class:`refinedepth.transforms.PairedAugment`,
+            reproducible per sample index and epoch) or a callable ``item -> item`` applied last.
         with_rgb: also return ``rgb`` (the cache must store it).
         require_complete: refuse a cache whose samples are not all done; with False, only the
             done samples are indexed.
@@ -882,8 +883,12 @@ class CacheDataset:
             )
         self.indices = np.flatnonzero(done) if not require_complete else np.arange(n)
         self.target_size = None if target_size is None else (int(target_size[0]), int(target_size[1]))
-        if isinstance(augment, str) and augment != "paper":
-            raise ConfigError(f"augment must be None, 'paper' or a callable, got {augment!r}")
+        if isinstance(augment, str):
+            if augment != "paper":
+                raise ConfigError(f"augment must be None, 'paper' or a callable, got {augment!r}")
+            from .transforms import PairedAugment
+
+            augment = PairedAugment(seed=0)
         self.augment = augment
         self.with_rgb = with_rgb
         self._reader: CacheReader | None = None
@@ -929,11 +934,14 @@ class CacheDataset:
         if self.target_size is not None and tuple(item["gt"].shape[-2:]) != self.target_size:
             item["gt"] = _resize_nearest(item["gt"], self.target_size)
             item["valid"] = _resize_nearest(item["valid"], self.target_size)
-        if self.augment == "paper":
-            item = paper_augment(item)
-        elif callable(self.augment):
+        if self.augment is not None:
             item = self.augment(item)
         return item
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to the augmentation (a new draw per epoch, reproducible per sample)."""
+        if hasattr(self.augment, "set_epoch"):
+            self.augment.set_epoch(epoch)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -947,57 +955,6 @@ def _resize_nearest(x, size: tuple[int, int]):
     dtype = x.dtype
     out = F.interpolate(x[None].float(), size=size, mode="nearest-exact")[0]
     return out.to(dtype)
-
-
-def paper_augment(
-    item: dict[str, Any],
-    *,
-    flip_p: float = 0.5,
-    scale_range: tuple[float, float] = (1.0, 1.5),
-    brightness_range: tuple[float, float] = (0.8, 1.2),
-    generator=None,
-) -> dict[str, Any]:
-    """The paper's augmentations on a :class:`CacheDataset` item (SPEC §4), in place of a copy:
-
-    * horizontal flip (rough, gt, valid, rgb together) with probability ``flip_p``;
-    * scale augmentation: zoom by ``s`` in ``scale_range`` (centre-scaled then randomly cropped
-      back to the same size) and divide depths by ``s`` — an object ``s`` times larger in the
-      image is ``s`` times closer (Eigen et al.); rough and gt scale together;
-    * brightness on rgb only, multiplied by a factor in ``brightness_range``.
-
-    Uses torch's global RNG (seeded per DataLoader worker) unless ``generator`` is given.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    def uniform(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand((), generator=generator))
-
-    item = dict(item)
-    if float(torch.rand((), generator=generator)) < flip_p:
-        for key in ("rough", "gt", "valid", "rgb"):
-            if key in item:
-                item[key] = item[key].flip(-1)
-    s = uniform(*scale_range)
-    if s > 1.0 + 1e-6:
-        fy, fx = uniform(0.0, 1.0), uniform(0.0, 1.0)
-
-        def zoom(x, mode: str):
-            h, w = x.shape[-2:]
-            big = (max(h, round(h * s)), max(w, round(w * s)))
-            kwargs = {"align_corners": False} if mode == "bilinear" else {}
-            y = F.interpolate(x[None].float(), size=big, mode=mode, **kwargs)[0]
-            top, left = int(round(fy * (big[0] - h))), int(round(fx * (big[1] - w)))
-            return y[..., top : top + h, left : left + w]
-
-        item["rough"] = zoom(item["rough"], "bilinear") / s
-        item["gt"] = zoom(item["gt"], "nearest-exact") / s
-        item["valid"] = zoom(item["valid"], "nearest-exact") > 0.5
-        if "rgb" in item:
-            item["rgb"] = zoom(item["rgb"], "bilinear")
-    if "rgb" in item:
-        item["rgb"] = (item["rgb"] * uniform(*brightness_range)).clamp(0.0, 1.0)
-    return item
 
 
 # --------------------------------------------------------------------------------------------
@@ -1210,6 +1167,5 @@ __all__ = [
     "describe_cache",
     "verify_cache",
     "recover_interrupted",
-    "paper_augment",
     "sha256_path",
 ]

@@ -223,20 +223,26 @@ def test_cache_dataset_incomplete_and_no_rgb(tmp_path):
         CacheDataset(tmp_path / "c.h5", with_rgb=True, require_complete=False)
 
 
-def test_paper_augment_scales_depth_with_zoom():
+def test_cache_dataset_paper_augment_is_reproducible_per_sample(tmp_path):
     import torch
 
-    from refinedepth.cache import paper_augment
-
-    rough = torch.full((1, 8, 8), 4.0)
-    item = {"rough": rough, "gt": torch.full((1, 8, 8), 4.0), "valid": torch.ones(1, 8, 8, dtype=torch.bool)}
-    gen = torch.Generator().manual_seed(3)
-    out = paper_augment(item, flip_p=0.0, scale_range=(1.25, 1.25), brightness_range=(1, 1), generator=gen)
-    torch.testing.assert_close(out["rough"], torch.full((1, 8, 8), 3.2))
-    torch.testing.assert_close(out["gt"], torch.full((1, 8, 8), 3.2))
-    ramp = torch.arange(8.0).expand(1, 8, 8)
-    flipped = paper_augment({"rough": ramp, "gt": ramp, "valid": ramp > 0}, flip_p=1.0, scale_range=(1, 1))
-    torch.testing.assert_close(flipped["rough"][0, 0], torch.arange(7.0, -1, -1))
+    r = np.full((4, 1, 16, 20), 4.0, np.float32)
+    g = np.full((4, 12, 16), 4.0, np.float32)
+    path = write_cache(tmp_path / "c.h5", rough=r, gt=g)
+    ds = CacheDataset(path, target_size=(16, 20), augment="paper")
+    a, b = ds[2], ds[2]
+    for key in ("rough", "gt", "valid"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["gt"].shape == (1, 16, 20)
+    # a constant scene stays constant; zooming by s divides depth by s, 1 <= s <= 1.5
+    values = torch.stack([ds[i]["rough"].mean() for i in range(4)])
+    assert bool(((values <= 4.0 + 1e-5) & (values >= 4.0 / 1.5 - 1e-5)).all())
+    calls = []
+    custom = CacheDataset(path, augment=lambda item: calls.append(item["index"]) or item)
+    custom[3]
+    assert calls == [3]
+    with pytest.raises(ConfigError, match="augment must be None, 'paper' or a callable"):
+        CacheDataset(path, augment="strong")
 
 
 def test_shard_range_tiles():
