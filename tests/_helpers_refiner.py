@@ -11,6 +11,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -73,3 +74,12 @@ def make_degraded_cache(
         split=split,
         compression="lzf",
     )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run on a shared 2-core machine: oversubscribed intra-op threads are many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,173 @@
+"""Training the refiner: it learns, resumes exactly, masks holes, and the CLI drives it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from refinedepth.cli.main import cli
+from refinedepth.errors import CheckpointError, ConfigError
+from refinedepth.refiner import checkpoint as ckpt
+from refinedepth.refiner.train import (
+    TrainConfig,
+    augment_batch,
+    epoch_indices,
+    gan_loss,
+    lr_factor,
+    masked_l1,
+    train_refiner,
+)
+
+from ._helpers_refiner import make_degraded_cache, one_torch_thread  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    d = tmp_path_factory.mktemp("refiner-caches")
+    train = make_degraded_cache(d / "train.h5", 48, "train")
+    val = make_degraded_cache(d / "val.h5", 12, "test")
+    tiny = make_degraded_cache(d / "tiny.h5", 6, "train", holes=True, with_rgb=True)
+    return {"train": train, "val": val, "tiny": tiny}
+
+
+def _cfg(caches, out, **kw) -> TrainConfig:
+    base = dict(
+        train=str(caches["train"]), val=str(caches["val"]), out=str(out), preset="small", size=(64, 64),
+        device="cpu", seed=0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_small_preset_learns_to_correct_degraded_rough_maps(caches, tmp_path):
+    # Rough = blurred, biased (x1.15 + 0.15 m), noisy ground truth; validation scenes are unseen.
+    result = train_refiner(_cfg(caches, tmp_path / "run", epochs=1, max_steps=48))
+    val = result.val
+    rough, refined = val["rough"]["abs_rel"], val["refined"]["abs_rel"]
+    assert rough > 0.15
+    assert refined <= 0.7 * rough, (rough, refined)
+    assert result.steps == 48 and result.best is not None and result.last is not None
+    lines = [json.loads(s) for s in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    epoch_lines = [ln for ln in lines if ln["type"] == "epoch"]
+    assert epoch_lines[-1]["val"]["refined"]["abs_rel"] == pytest.approx(refined)
+    assert epoch_lines[-1]["best"] is True
+
+
+def _weights(run_dir):
+    meta = ckpt.read_config(run_dir / "last")
+    return {
+        name: ckpt.load_tensors(run_dir / "last", name, meta)
+        for name in (ckpt.GENERATOR_FILE, ckpt.DISCRIMINATOR_FILE, ckpt.OPTIMIZER_FILE)
+    }
+
+
+def _assert_same(a, b):
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), f"{name}:{key} differs"
+
+
+def test_resume_continues_exactly(caches, tmp_path):
+    kw = dict(train=str(caches["tiny"]), val=None, batch_size=2, inputs="rough+rgb")
+    straight = tmp_path / "straight"
+    train_refiner(_cfg(caches, straight, epochs=2, **kw))
+    split = tmp_path / "split"
+    first = train_refiner(_cfg(caches, split, epochs=1, **kw))
+    assert first.steps == 3
+    second = train_refiner(_cfg(caches, split, epochs=2, resume=True, **kw))
+    assert second.steps == 6
+    _assert_same(_weights(straight), _weights(split))
+
+
+def test_resume_from_the_middle_of_an_epoch_is_exact(caches, tmp_path):
+    kw = dict(train=str(caches["tiny"]), val=None, epochs=2)
+    straight = tmp_path / "straight"
+    train_refiner(_cfg(caches, straight, **kw))
+    split = tmp_path / "split"
+    train_refiner(_cfg(caches, split, max_steps=4, **kw))  # stops inside epoch 1
+    assert ckpt.read_config(split / "last")["state"]["epoch_step"] == 4
+    train_refiner(_cfg(caches, split, resume=True, **kw))
+    _assert_same(_weights(straight), _weights(split))
+
+
+def test_existing_run_and_changed_options_are_refused(caches, tmp_path):
+    kw = dict(train=str(caches["tiny"]), val=None, max_steps=1)
+    train_refiner(_cfg(caches, tmp_path / "run", **kw))
+    with pytest.raises(CheckpointError, match=r"already holds a training run .* pass --resume"):
+        train_refiner(_cfg(caches, tmp_path / "run", **kw))
+    with pytest.raises(CheckpointError, match=r"cannot resume .* different training options \(lr\)"):
+        train_refiner(_cfg(caches, tmp_path / "run", resume=True, lr=1e-3, **kw))
+    with pytest.raises(CheckpointError, match=r"its refiner differs from this command in .*inputs"):
+        train_refiner(_cfg(caches, tmp_path / "run", resume=True, inputs="rough+rgb", **kw))
+    res = train_refiner(_cfg(caches, tmp_path / "run", overwrite=True, **kw))
+    assert res.steps == 1
+
+
+def test_config_errors_are_one_line_and_helpful(caches, tmp_path):
+    with pytest.raises(ConfigError, match=r"residual=True needs the rough map"):
+        _cfg(caches, tmp_path, inputs="rgb", residual=True)
+    with pytest.raises(ConfigError, match=r"unknown augmentation 'blur'"):
+        _cfg(caches, tmp_path, augment=("blur",))
+    with pytest.raises(ConfigError, match=r"size 60x60 must be a multiple of 64 for preset 'small'"):
+        train_refiner(_cfg(caches, tmp_path / "x", size=(60, 60)))
+    with pytest.raises(ConfigError, match=r"training cache '.*missing.h5' does not exist"):
+        train_refiner(_cfg(caches, tmp_path / "x", train=str(tmp_path / "missing.h5")))
+
+
+def test_losses_and_schedule():
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    target = torch.zeros_like(pred)
+    valid = torch.tensor([[[[True, False], [True, False]]]])
+    assert masked_l1(pred, target, valid).item() == pytest.approx(2.0)  # (1 + 3) / 2
+    assert masked_l1(pred, target, torch.zeros_like(valid)).item() == 0.0
+    logits = torch.zeros(1, 1, 3, 3)
+    assert gan_loss(logits, True, "vanilla").item() == pytest.approx(0.693147, rel=1e-5)
+    assert gan_loss(logits, False, "lsgan").item() == 0.0
+    assert [lr_factor(s, 10, "linear") for s in (0, 4, 5, 7, 10)] == pytest.approx([1, 1, 1, 0.6, 0])
+    assert lr_factor(9, 10, "constant") == 1.0
+
+
+def test_epoch_indices_shard_a_permutation_across_ranks():
+    full = epoch_indices(10, seed=1, epoch=0)
+    assert sorted(full) == list(range(10))
+    assert full != epoch_indices(10, seed=1, epoch=1)
+    shards = [epoch_indices(10, seed=1, epoch=0, rank=r, world=3) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)
+    assert set().union(*map(set, shards)) == set(range(10))
+
+
+def test_augmentations_keep_pairs_consistent():
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.rand(4, 1, 16, 16) * 5 + 1
+    batch = {"rough": gt.clone(), "gt": gt, "valid": torch.ones_like(gt, dtype=torch.bool), "rgb": torch.rand(4, 3, 16, 16)}
+    out = augment_batch(batch, ("hflip", "scale"), gen, "metric")
+    # rough and gt were the same map: flips and zooms (bilinear vs nearest) keep them close
+    assert out["gt"].shape == gt.shape and out["rough"].shape == gt.shape
+    assert (out["rough"] - out["gt"]).abs().mean() < 0.6
+    # zooming in divides depth: the mean depth cannot grow
+    assert out["gt"].mean() <= gt.mean() + 1e-4
+    flip_only = augment_batch(batch, ("hflip",), torch.Generator().manual_seed(1), "metric")
+    for i in range(4):
+        assert torch.equal(flip_only["gt"][i], gt[i]) or torch.equal(flip_only["gt"][i], gt[i].flip(-1))
+        assert torch.equal(flip_only["rough"][i], flip_only["gt"][i])
+
+
+def test_cli_trains_and_reports_json(caches, tmp_path):
+    out = tmp_path / "cli-run"
+    args = [
+        "train-refiner", "--train", str(caches["tiny"]), "--out", str(out), "--size", "64x64",
+        "--max-steps", "2", "--device", "cpu", "--json", "-q", "--augment", "none", "--gan-mode", "lsgan",
+    ]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["steps"] == 2 and summary["last"].endswith("last")
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith("Error: ") and "already holds a training run" in res.output
+    res = CliRunner().invoke(cli, [*args[:-6], "--size", "10"])
+    assert res.exit_code == 2 and "expected HEIGHTxWIDTH" in res.output
