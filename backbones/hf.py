@@ -441,6 +441,11 @@ def _hub_processor_config(hub_id: str) -> dict[str, Any] | None:
     return _read_processor_config(Path(path).parent)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
 def _load_model(transformers, source: str, hub_id: str | None) -> nn.Module:
     logging = transformers.utils.logging
     bars = logging.is_progress_bar_enabled()
@@ -450,13 +455,13 @@ def _load_model(transformers, source: str, hub_id: str | None) -> nn.Module:
             source, use_safetensors=True, local_files_only=hub_id is not None and _offline()
         )
     except (ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         raise ConfigError(
             f"hf: {source!r} is not a depth-estimation model transformers can load ({first}); "
             "use a DPT, GLPN, Depth Anything, ZoeDepth or Depth Pro checkpoint"
         ) from None
     except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _first_line(exc)
         if hub_id is not None:
             raise _not_cached(hub_id, first) from None
         raise CheckpointError(f"hf: cannot load {source} ({first})") from None
