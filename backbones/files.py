@@ -99,15 +99,17 @@ class FilesBackbone(nn.Module):
                 return path
         tried = paths[0].name if len(paths) == 1 else "{" + ",".join(p.name for p in paths) + "}"
         raise DataError(
-            f"files: no prediction for sample {sample_id!r} under {self.root} (looked for {tried}); "
+            f"files: no prediction for sample {sample_id!r} under {self.root} "
+            f"(looked for {tried}); "
             "write one for every sample of the dataset split, or check root= and pattern="
         )
 
     def available_ids(self) -> list[str]:
         """Sample ids that have a prediction under ``root`` (sorted)."""
         if self.pattern is not None:
-            head, _, tail = self.pattern.partition("{id}")
-            regex = re.compile(re.escape(head) + r"(?P<id>.+)" + re.escape(tail) + "$")
+            pieces = re.split(r"(\{id\}|\{name\})", self.pattern)
+            group = {"{id}": r"(?P<id>.+)", "{name}": r"[^/]+"}
+            regex = re.compile("".join(group.get(p, re.escape(p)) for p in pieces) + "$")
         else:
             exts = "|".join(re.escape(e) for e in self.extensions)
             regex = re.compile(r"(?P<id>.+)\.(?:" + exts + ")$")
@@ -147,7 +149,8 @@ class FilesBackbone(nn.Module):
             ids = [ids]
         if len(ids) != rgb.shape[0]:
             raise ShapeError(
-                f"files: got {len(ids)} sample ids for a batch of {rgb.shape[0]} images; pass one id "
+                f"files: got {len(ids)} sample ids for a batch of {rgb.shape[0]} images; "
+                "pass one id "
                 "per image"
             )
         maps = [
@@ -160,7 +163,8 @@ class FilesBackbone(nn.Module):
         return torch.cat(maps).to(device=rgb.device)
 
     def extra_repr(self) -> str:
-        return f"root={str(self.root)!r}, pattern={self.pattern!r}, output_size={self.info.output_size}"
+        root, size = str(self.root), self.info.output_size
+        return f"root={root!r}, pattern={self.pattern!r}, output_size={size}"
 
 
 def _size_option(value: Any, what: str) -> tuple[int, int] | None:
@@ -243,6 +247,14 @@ def create_files(
             f"files: pattern must contain {{id}} exactly once, received {pattern!r} "
             "(e.g. pattern={id}_depth.png)"
         )
+    if pattern is not None:
+        try:
+            pattern.format(id="id", name="name")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(
+                f"files: pattern {pattern!r} may only use the fields {{id}} and {{name}} "
+                "(e.g. pattern={id}_depth.png)"
+            ) from None
     if pattern is not None and Path(pattern).suffix.lstrip(".").lower() not in EXTENSIONS:
         raise ConfigError(
             f"files: pattern {pattern!r} must end in .npy, .pfm or .png (e.g. pattern={{id}}.npy)"

@@ -146,9 +146,9 @@ class HFPreprocess:
         input_scale = 1.0
         if p.get("do_rescale", True) is False:
             input_scale = 255.0
-        elif "rescale_factor" in p:
+        elif p.get("rescale_factor") is not None:
             input_scale = 255.0 * float(p["rescale_factor"])
-        multiple = p.get("ensure_multiple_of", base.get("multiple", 1))
+        multiple = p.get("ensure_multiple_of") or base.get("multiple", 1)
         divisor = p.get("size_divisor", base.get("size_divisor"))
         if family != "glpn" and size is not None and divisor and p.get("do_pad"):
             # DPT's optional padding to a multiple of size_divisor: resizing to that multiple
@@ -161,7 +161,8 @@ class HFPreprocess:
             keep_aspect_ratio=bool(
                 p.get("keep_aspect_ratio", base.get("keep_aspect_ratio", False))
             ),
-            multiple=max(1, int(round(float(multiple)))) if float(multiple) >= 1 else 1,
+            # ZoeDepth's processor class default is 1/32 (its checkpoints say 32): < 1 means none
+            multiple=max(1, int(round(float(multiple)))),
             size_divisor=int(divisor) if divisor else None,
             resample=_RESAMPLE.get(p.get("resample"), base.get("resample", "bilinear")),
             input_scale=input_scale,

@@ -52,7 +52,8 @@ def check_rgb(rgb: Any, name: str) -> torch.Tensor:
         )
     if rgb.ndim != 4 or rgb.shape[1] != 3:
         raise ShapeError(
-            f"backbone {name!r}: expected RGB [B,3,H,W] in [0,1], received shape {list(rgb.shape)}; "
+            f"backbone {name!r}: expected RGB [B,3,H,W] in [0,1], "
+            f"received shape {list(rgb.shape)}; "
             "add a batch dimension or move channels first (rgb.permute(0,3,1,2))"
         )
     if not rgb.is_floating_point():
@@ -195,11 +196,13 @@ def wrap_backbone(
     """
     if not callable(model_or_fn):
         raise ConfigError(
-            f"wrap_backbone: expected an nn.Module or a callable, received {type(model_or_fn).__name__}"
+            "wrap_backbone: expected an nn.Module or a callable, "
+            f"received {type(model_or_fn).__name__}"
         )
     if output_kind not in OUTPUT_KINDS:
         raise ConfigError(
-            f"wrap_backbone: output_kind must be one of {', '.join(OUTPUT_KINDS)}, received {output_kind!r}"
+            f"wrap_backbone: output_kind must be one of {', '.join(OUTPUT_KINDS)}, "
+            f"received {output_kind!r}"
         )
     if input_range not in INPUT_RANGES:
         raise ConfigError(

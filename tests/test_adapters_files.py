@@ -106,6 +106,12 @@ def test_extension_priority_and_pattern(tmp_path):
     by_png = create_backbone("files", root=str(tmp_path), extensions="png,npy")
     assert float(by_png(rgb, ids=["s"]).mean()) == 2.0
 
+    (tmp_path / "nested" / "s").mkdir(parents=True)
+    np.save(tmp_path / "nested" / "s" / "s.npy", np.full((2, 2), 4.0, np.float32))
+    by_name = create_backbone("files", root=str(tmp_path), pattern="nested/{id}/{name}.npy")
+    assert by_name.available_ids() == ["s"]
+    assert float(by_name(rgb, ids=["s"]).mean()) == 4.0
+
     np.save(tmp_path / "s_pred.npy", np.full((2, 2), 3.0, np.float32))
     patterned = create_backbone("files", root=str(tmp_path), pattern="{id}_pred.npy")
     assert patterned.available_ids() == ["s"]
@@ -162,6 +168,12 @@ def test_option_errors(tmp_path):
         create_backbone("files", root=str(tmp_path), pattern="{id}.tiff")
     assert str(err.value) == (
         "files: pattern '{id}.tiff' must end in .npy, .pfm or .png (e.g. pattern={id}.npy)"
+    )
+    with pytest.raises(ConfigError) as err:
+        create_backbone("files", root=str(tmp_path), pattern="{id}_{model}.npy")
+    assert str(err.value) == (
+        "files: pattern '{id}_{model}.npy' may only use the fields {id} and {name} "
+        "(e.g. pattern={id}_depth.png)"
     )
     with pytest.raises(ConfigError, match="output_kind must be one of metric, relative, disparity"):
         create_backbone("files", root=str(tmp_path), output_kind="depth", output_size=[2, 2])

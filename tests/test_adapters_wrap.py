@@ -155,7 +155,8 @@ def test_wrong_output_shape_is_reported():
     with pytest.raises(ShapeError) as err:
         backbone(torch.rand(2, 3, 4, 4))
     assert str(err.value) == (
-        "backbone 'rgb-echo': expected depth [B,1,h,w] or [B,h,w] with B=2, received shape [2, 3, 4, 4]"
+        "backbone 'rgb-echo': expected depth [B,1,h,w] or [B,h,w] with B=2, "
+        "received shape [2, 3, 4, 4]"
     )
 
 
