@@ -251,3 +251,53 @@ def test_cli_check_and_errors(model_dirs):
         "Error: hf: no model given; pass model=DIR (a save_pretrained directory) or "
         "model=HUB_ID, e.g. --backbone-arg model=depth-anything/Depth-Anything-V2-Small-hf"
     )
+
+
+class _Output:
+    def __init__(self, predicted_depth, field_of_view=None):
+        self.predicted_depth = predicted_depth
+        self.field_of_view = field_of_view
+
+
+class _EchoRed(torch.nn.Module):
+    """Stands in for a transformers model: 'depth' = the red channel it was given."""
+
+    def forward(self, pixel_values):
+        return _Output(pixel_values[:, 0])
+
+
+def _info(size):
+    from refinedepth.registry import BackboneInfo
+
+    return BackboneInfo("hf", "metric", size, size)
+
+
+def test_zoedepth_reflection_padding_is_cropped_away():
+    from refinedepth.backbones.hf import HFDepthBackbone
+
+    # 8x8 input: ZoeDepth pads int(sqrt(8 / 2) * 3) = 6 px per side -> the model sees 20x20
+    pre = HFPreprocess(size=(20, 20), reflect_pad=True)
+    model = HFDepthBackbone(_EchoRed(), pre, _info((8, 8)))
+    rgb = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert model.pixel_values(rgb).shape == (2, 3, 20, 20)
+    torch.testing.assert_close(model(rgb), rgb[:, :1])
+
+
+def test_depth_pro_field_of_view_gives_metres():
+    from refinedepth.backbones.hf import HFDepthBackbone
+
+    class FovModel(torch.nn.Module):
+        def forward(self, pixel_values):
+            b = pixel_values.shape[0]
+            inverse = torch.full((b, 4, 4), 0.5)  # canonical inverse depth
+            return _Output(inverse, field_of_view=torch.tensor([90.0, 60.0])[:b])
+
+    model = HFDepthBackbone(
+        FovModel(), HFPreprocess(size=(4, 4)), _info((4, 4)), fov_to_metric=True
+    )
+    out = model(torch.rand(2, 3, 4, 4))
+    # depth = 1 / (inverse * 2 tan(fov / 2)): 90 deg -> 1 / (0.5 * 2) = 1 m; 60 deg -> 1.7321 m
+    torch.testing.assert_close(out[0], torch.full((1, 4, 4), 1.0))
+    torch.testing.assert_close(
+        out[1], torch.full((1, 4, 4), 1.0 / (0.5 * 2 * math.tan(math.pi / 6)))
+    )
