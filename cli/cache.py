@@ -44,8 +44,9 @@ def _size(ctx, param, value):
 @click.option("--with-rgb", is_flag=True, help="Also store the RGB image at --size (for RGB-conditioned refiners).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Storage type of the rough maps.")
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True,
-              help="HDF5 compression (always with the shuffle filter).")
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="lzf", show_default=True,
+              help="HDF5 compression, with the shuffle filter: lzf is fastest to read, gzip is readable by "
+              "non-h5py tools.")
 @click.option("--refiner", "refiners", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Trained refiner applied after the backbone, repeatable (chained in order).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Backbone batch size.")

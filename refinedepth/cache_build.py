@@ -175,7 +175,7 @@ def build_cache(
     workers: int = 0,
     device: str = "auto",
     overwrite: bool = False,
-    compression: str = "gzip",
+    compression: str = "lzf",
     seed: int = 0,
     progress=None,
 ) -> CacheBuildResult:

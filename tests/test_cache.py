@@ -65,15 +65,16 @@ def test_round_trip_every_dataset_and_attribute(tmp_path):
         info = c.datasets()
         assert info["rough"]["chunks"] == [1, 1, 16, 20]
         assert info["gt"]["chunks"] == [1, 12, 16]
-        assert info["rough"]["compression"] == "gzip" and info["rough"]["shuffle"]
+        assert info["rough"]["compression"] == "lzf" and info["rough"]["shuffle"]
 
 
-def test_float16_rough_and_lzf(tmp_path):
+def test_float16_rough_and_gzip(tmp_path):
     r, g, _ = _arrays()
-    path = write_cache(tmp_path / "c.h5", rough=r, gt=g, rough_dtype="float16", compression="lzf")
+    path = write_cache(tmp_path / "c.h5", rough=r, gt=g, rough_dtype="float16", compression="gzip")
     with open_cache(path) as c:
         assert c.datasets()["rough"]["dtype"] == "float16"
-        assert c.datasets()["rough"]["compression"] == "lzf"
+        assert c.datasets()["gt"]["compression"] == "gzip" and c.datasets()["gt"]["shuffle"]
+        assert c.attrs["compression"] == "gzip"
         s = c.read(2)
         assert s["rough"].dtype == np.float32
         np.testing.assert_array_equal(s["rough"], r[2].astype(np.float16).astype(np.float32))
