@@ -24,8 +24,9 @@ What the adapter does for you:
 
 Weights are only ever read from safetensors (``use_safetensors=True``): a repository that has only
 ``pytorch_model.bin`` is refused rather than unpickled. A hub id is resolved through the Hugging
-Face cache; with ``HF_HUB_OFFLINE=1`` (or no network) an id that is not cached is a one-line error
-saying how to fetch it.
+Face cache: an id already cached is loaded from there without contacting the hub; with
+``HF_HUB_OFFLINE=1`` (or no network) an id that is not cached is a one-line error saying how to
+fetch it.
 """
 
 from __future__ import annotations
@@ -425,14 +426,14 @@ def _check_model_dir(model_dir: Path) -> None:
         )
 
 
-def _hub_processor_config(hub_id: str) -> dict[str, Any] | None:
+def _hub_processor_config(hub_id: str, cached_only: bool) -> dict[str, Any] | None:
     """The processor config of a hub model, from the cache (or downloaded when online)."""
     try:
         import huggingface_hub
     except ImportError:
         return None
     path = huggingface_hub.try_to_load_from_cache(hub_id, "preprocessor_config.json")
-    if not isinstance(path, str) and not _offline():
+    if not isinstance(path, str) and not cached_only and not _offline():
         try:
             path = huggingface_hub.hf_hub_download(hub_id, "preprocessor_config.json")
         except Exception:  # absent file or no network: fall back to the family's defaults
@@ -447,13 +448,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
-def _load_model(transformers, source: str, hub_id: str | None) -> nn.Module:
+def _load_model(transformers, source: str, hub_id: str | None, local_only: bool) -> nn.Module:
     logging = transformers.utils.logging
     bars = logging.is_progress_bar_enabled()
     logging.disable_progress_bar()
     try:
         return transformers.AutoModelForDepthEstimation.from_pretrained(
-            source, use_safetensors=True, local_files_only=hub_id is not None and _offline()
+            source, use_safetensors=True, local_files_only=local_only
         )
     except (ValueError, KeyError) as exc:
         first = _first_line(exc)
@@ -509,13 +510,17 @@ def create_hf(
     if model_dir is not None:
         _check_model_dir(model_dir)
     transformers = _import_transformers()
-    if hub_id is not None and _offline():
+    cached = False
+    if hub_id is not None:
         import huggingface_hub
 
-        if not isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str):
+        cached = isinstance(huggingface_hub.try_to_load_from_cache(hub_id, "config.json"), str)
+        if not cached and _offline():
             raise _not_cached(hub_id, "HF_HUB_OFFLINE is set")
 
-    net = _load_model(transformers, str(model_dir) if model_dir is not None else hub_id, hub_id)
+    # a hub model already in the cache is used as cached: no network, reproducible caches
+    source = str(model_dir) if model_dir is not None else hub_id
+    net = _load_model(transformers, source, hub_id, local_only=cached or _offline())
     if extra_weights is not None:
         _load_extra_weights(net, Path(extra_weights))
     net.eval()
@@ -531,7 +536,7 @@ def create_hf(
     processor = (
         _read_processor_config(model_dir)
         if model_dir is not None
-        else _hub_processor_config(hub_id)
+        else _hub_processor_config(hub_id, cached_only=cached)
     )
     preprocess = HFPreprocess.for_family(family, processor)
     in_size = _size_option(input_size, "input_size") or preprocess.default_input_size()
@@ -541,9 +546,9 @@ def create_hf(
         family == "depth_pro" and kind == "metric" and getattr(net, "fov_model", None) is not None
     )
 
-    source = str(model_dir.resolve()) if model_dir is not None else hub_id
+    recorded = str(model_dir.resolve()) if model_dir is not None else hub_id
     options: dict[str, Any] = {
-        "model": source,
+        "model": recorded,
         "output_kind": kind,
         "input_size": list(in_size),
         "output_size": list(out_size),
@@ -557,7 +562,7 @@ def create_hf(
         output_size=out_size,
         value_range=(0.0, max_depth),
         config=options,
-        description=f"Hugging Face {type(net).__name__} ({family}, {kind}) from {source}",
+        description=f"Hugging Face {type(net).__name__} ({family}, {kind}) from {recorded}",
     )
     return HFDepthBackbone(net, preprocess, info, fov_to_metric=fov_to_metric)
 

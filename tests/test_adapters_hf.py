@@ -301,3 +301,24 @@ def test_depth_pro_field_of_view_gives_metres():
     torch.testing.assert_close(
         out[1], torch.full((1, 4, 4), 1.0 / (0.5 * 2 * math.tan(math.pi / 6)))
     )
+
+
+def test_cached_hub_id_loads_offline(model_dirs, tmp_path, monkeypatch):
+    """A hub id already in the Hugging Face cache (the layout `hf download` writes) loads
+    without network, with its processor config."""
+    import shutil
+
+    import huggingface_hub
+
+    snapshot = tmp_path / "models--refinedepth-tests--tiny-da" / "snapshots" / "0123abcd"
+    shutil.copytree(model_dirs["da-relative"], snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+
+    model = create_backbone("hf", model="refinedepth-tests/tiny-da")
+    assert model.info.config["model"] == "refinedepth-tests/tiny-da"
+    assert model.info.input_size == (28, 42)  # from the cached preprocessor_config.json
+    assert model.info.output_kind == "disparity"
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 28, 42)).shape == (1, 1, 28, 42)
