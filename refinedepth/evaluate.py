@@ -334,11 +334,12 @@ def _visual_indices(total: int, n: int) -> list[int]:
 
 def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], stage_names: list[str]) -> list[str]:
     """Picture grids for the kept samples: one row per sample,
-    ``RGB | rough | refined... | GT | |rough-gt| | |last-gt|``; returns the written paths
+    ``RGB | rough | refined... | GT | |rough-gt| | |last-gt|`` (depth colours share the row's
+    ground-truth range, both error maps the same scale); returns the written paths
     (``grid.png`` with every row, then one ``sample_<id>.png`` per sample)."""
     import numpy as np
 
-    from .visualize import colorize_depth, save_grid
+    from .visualize import colorize_depth, error_map, save_grid
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -360,17 +361,17 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
         if len(s["preds"]) > 1:
             errors.append(np.abs(s["preds"][-1] - gt))
         emax = max(float(np.percentile(e[valid], 98)) if valid.any() else 1.0 for e in errors) or 1.0
-        for e in errors:
-            row.append(_error_image(e, valid, emax))
+        for pred in [s["preds"][0]] + ([s["preds"][-1]] if len(s["preds"]) > 1 else []):
+            row.append(error_map(pred, gt, valid=valid, vmax=emax))
         rows.append(row)
     paths = []
     grid = out_dir / "grid.png"
-    save_grid(grid, rows, labels)
+    save_grid(grid, rows, labels, row_labels=[s["id"] for s in samples])
     paths.append(str(grid))
     for s, row in zip(samples, rows):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in s["id"])
         p = out_dir / f"sample_{safe}.png"
-        save_grid(p, [row], labels)
+        save_grid(p, [row], labels, row_labels=[s["id"]])
         paths.append(str(p))
     return paths
 
@@ -386,18 +387,6 @@ def _rgb_image(rgb, size):
     img = np.clip(np.asarray(rgb) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if img.shape[:2] != (h, w):
         img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-    return img
-
-
-def _error_image(err, valid, emax):
-    """Absolute error on a white-to-red ramp from 0 to ``emax`` metres; invalid pixels black."""
-    import numpy as np
-
-    t = np.clip(np.nan_to_num(err / emax), 0.0, 1.0)[..., None]
-    white = np.array([255.0, 255.0, 255.0])
-    red = np.array([200.0, 0.0, 0.0])
-    img = (white * (1 - t) + red * t).astype(np.uint8)
-    img[~valid] = 0
     return img
 
 

@@ -80,7 +80,7 @@ def read_image(path: str | os.PathLike):
                     f"cannot use {str(path)!r} as an RGB image: it is a single-channel {img.mode} image "
                     "(a depth map?); expected an 8-bit colour photo"
                 )
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         if isinstance(exc, FileFormatError):
             raise

@@ -135,3 +135,14 @@ def test_cli_json_and_errors(metric_cache, tmp_path):
     no_refiner = runner.invoke(cli, ["evaluate", "--cache", str(path), "--refiner", str(tmp_path / "none"), "-q"])
     assert no_refiner.exit_code == 1
     assert "refiner checkpoint" in no_refiner.output and "does not exist" in no_refiner.output
+
+
+def test_visuals_are_written(metric_cache, tmp_path):
+    from PIL import Image
+
+    path, _, _ = metric_cache
+    result = evaluate_cache(path, visuals_dir=tmp_path / "vis", num_visuals=3, device="cpu")
+    assert result.visuals[0].endswith("grid.png") and len(result.visuals) == 4
+    grid = np.asarray(Image.open(result.visuals[0]))
+    single = np.asarray(Image.open(result.visuals[1]))
+    assert grid.ndim == 3 and grid.shape[0] > 2 * single.shape[0] and grid.shape[1] == single.shape[1]
