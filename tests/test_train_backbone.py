@@ -1,0 +1,151 @@
+"""Stage-1 training (SPEC §3.3): learns on synthetic data, resumes exactly, CLI wiring."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from refinedepth.cli.main import cli
+from refinedepth.errors import CheckpointError, ConfigError
+from refinedepth.registry import create_backbone
+from refinedepth.train_backbone import TrainBackboneConfig, load_trained_backbone, train_backbone
+
+TINY_NET = {"encoder": "resnet18", "encoder_args": {"channels": [16, 32, 64, 128], "stem_width": 16}, "input_size": [64, 96]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run fastest (and bit-reproducibly) on one thread; restore afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _config(out, **kw) -> TrainBackboneConfig:
+    base = dict(
+        dataset="synthetic",
+        out=str(out),
+        backbone_args=TINY_NET,
+        dataset_args={"size": [64, 96]},
+        limit=48,
+        val_limit=16,
+        epochs=4,
+        batch_size=8,
+        optimizer="adam",
+        lr=3e-3,
+        lr_step=0,
+        init_output_bias=False,
+        device="cpu",
+        seed=0,
+    )
+    base.update(kw)
+    return TrainBackboneConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tb") / "run"
+    config = _config(out, val_at_start=True)
+    calls = []
+    result = train_backbone(config, progress=lambda d, t, desc="", **f: calls.append((desc, d, t, f)))
+    return {"out": out, "config": config, "result": result, "calls": calls}
+
+
+def test_training_reduces_validation_abs_rel(run):
+    history = run["result"].history
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3, 4]
+    untrained, final = history[0]["val"]["abs_rel"], history[-1]["val"]["abs_rel"]
+    assert final < 0.5 * untrained, (untrained, final)
+    assert history[-1]["val"]["count"] == 16
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
+    descs = {c[0] for c in run["calls"]}
+    assert {"epoch 1/4", "epoch 4/4", "validate"} <= descs
+    assert any("loss" in c[3] and "lr" in c[3] for c in run["calls"])
+
+
+def test_outputs_load_as_a_backbone(run):
+    out = run["out"]
+    payload = json.loads((out / "config.json").read_text())
+    assert payload["backbone"]["name"] == "fcrn"
+    assert payload["backbone"]["config"]["encoder_args"] == TINY_NET["encoder_args"]
+    assert payload["train"]["optimizer"] == "adam" and payload["epochs_done"] == 4
+    model = load_trained_backbone(out)
+    assert not model.training and model.info.input_size == (64, 96)
+    same = create_backbone("fcrn", weights=out / "backbone.safetensors")  # options from metadata
+    again = create_backbone("fcrn", weights=out, **payload["backbone"]["config"])
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(same(x), ref)
+        torch.testing.assert_close(again(x), ref)
+    assert ref.shape == (2, 1, 32, 48)
+
+
+def test_resume_continues_exactly(run, tmp_path):
+    out = tmp_path / "resumed"
+    first = train_backbone(_config(out, epochs=2))
+    assert first.epochs_done == 2
+    with pytest.raises(ConfigError, match="already holds a train-backbone run; pass --resume"):
+        train_backbone(_config(out, epochs=4))
+    with pytest.raises(ConfigError, match="--resume: .* was trained with optimizer='adam', this run asks for 'sgd'"):
+        train_backbone(_config(out, epochs=4, optimizer="sgd"), resume=True)
+    resumed = train_backbone(_config(out, epochs=4), resume=True)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    # the same seed and per-epoch streams: identical to the uninterrupted run's weights
+    a = load_file(str(run["out"] / "backbone.safetensors"))
+    b = load_file(str(out / "backbone.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert resumed.history[-1]["val"]["abs_rel"] == pytest.approx(run["result"].history[-1]["val"]["abs_rel"], rel=1e-4)
+
+
+def test_resume_without_checkpoint_and_bad_dir(tmp_path):
+    with pytest.raises(CheckpointError, match="expected config.json and backbone.safetensors"):
+        load_trained_backbone(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no checkpoint/state.json to resume from"):
+        train_backbone(_config(tmp_path), resume=True)
+
+
+def test_config_round_trip_and_validation():
+    config = _config("x")
+    assert TrainBackboneConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="optimizer must be 'sgd' or 'adam', got 'rmsprop'"):
+        dataclasses.replace(config, optimizer="rmsprop")
+    defaults = TrainBackboneConfig()
+    assert (defaults.optimizer, defaults.lr, defaults.momentum, defaults.batch_size) == ("sgd", 1e-2, 0.9, 16)
+
+
+def test_cli_trains_and_resumes(tmp_path):
+    out = tmp_path / "cli"
+    args = [
+        "train-backbone", "fcrn", "--dataset", "synthetic", "--dataset-arg", "size=[48,64]",
+        "--backbone-arg", "encoder=resnet18", "--backbone-arg", 'encoder_args={"channels":[8,16,32,64],"stem_width":8}',
+        "--backbone-arg", "input_size=[48,64]", "--limit", "8", "--val-limit", "4", "--batch-size", "4",
+        "--optimizer", "adam", "--lr", "1e-3", "--device", "cpu", "-q", "--out", str(out),
+    ]
+    result = CliRunner().invoke(cli, [*args, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary["final"]) >= {"abs_rel", "rmse", "d1"}
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["backbone"]["config"]["encoder_args"]["channels"] == [8, 16, 32, 64]
+    again = CliRunner().invoke(cli, [*args, "--epochs", "1"])
+    assert again.exit_code == 1 and "Error:" in again.output and "--resume" in again.output
+    resumed = CliRunner().invoke(cli, [*args, "--epochs", "2", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "config.json").read_text())["epochs_done"] == 2
+
+
+def test_cli_help_is_complete():
+    result = CliRunner().invoke(cli, ["train-backbone", "--help"])
+    assert result.exit_code == 0
+    for option in ("--backbone-arg", "--val-split", "--resume", "--optimizer", "--workers", "Example:"):
+        assert option in result.output
