@@ -171,3 +171,14 @@ def test_cli_trains_and_reports_json(caches, tmp_path):
     assert res.output.strip().splitlines()[-1].startswith("Error: ") and "already holds a training run" in res.output
     res = CliRunner().invoke(cli, [*args[:-6], "--size", "10"])
     assert res.exit_code == 2 and "expected HEIGHTxWIDTH" in res.output
+
+
+def test_rgb_only_baseline_trains_without_residual_and_refines_from_images(caches, tmp_path):
+    from refinedepth.refiner.api import Refiner
+
+    res = train_refiner(_cfg(caches, tmp_path / "rgb", train=str(caches["tiny"]), val=None, inputs="rgb", max_steps=2))
+    refiner = Refiner.from_pretrained(res.out)
+    assert refiner.inputs == "rgb" and refiner.residual is False
+    rgb = torch.randint(0, 255, (2, 3, 30, 40), dtype=torch.uint8)
+    depth = refiner.refine(None, rgb)
+    assert depth.shape == (2, 30, 40) and bool((depth > 0).all())

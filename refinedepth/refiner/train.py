@@ -46,7 +46,7 @@ from .presets import AUGMENTATIONS, INPUT_MODES, get_preset
 LR_SCHEDULES = ("constant", "linear")
 GAN_MODES = ("vanilla", "lsgan", "none")
 # Options that may change when a run is resumed; anything else must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every")
+RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every", "val_limit")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,9 @@ class TrainConfig:
 
     @property
     def effective_residual(self) -> bool:
-        return get_preset(self.preset).residual if self.residual is None else bool(self.residual)
+        if self.residual is None:  # the preset's default, which needs a rough input
+            return get_preset(self.preset).residual and self.inputs != "rgb"
+        return bool(self.residual)
 
     @property
     def effective_augment(self) -> tuple[str, ...]:
@@ -683,7 +685,7 @@ def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt
     if changed:
         raise CheckpointError(
             f"cannot resume {str(last_dir)!r} with different training options ({', '.join(changed)}); "
-            "only epochs, max_steps, workers, device and log_every may change"
+            "only epochs, max_steps, workers, device, log_every and val_limit may change"
         )
     ckpt.load_state(generator, ckpt.load_tensors(last_dir, ckpt.GENERATOR_FILE, meta), f"{last_dir}/{ckpt.GENERATOR_FILE}")
     ckpt.load_state(
