@@ -128,6 +128,9 @@ class WrappedBackbone(nn.Module):
             self.model = fn  # a submodule: .to(), .eval() and .parameters() reach it
         else:
             self._fn = fn
+            owner = getattr(fn, "__self__", None)
+            if isinstance(owner, nn.Module):  # a bound method such as net.predict
+                self.owner = owner
         self.info = info
         self.input_range = input_range
         self.accepts_ids = accepts_ids

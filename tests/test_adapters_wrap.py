@@ -74,6 +74,13 @@ def test_module_output_resized_bilinear_to_output_size():
     torch.testing.assert_close(out, expected)
 
 
+def test_bound_method_keeps_its_module_registered():
+    net = torch.nn.Conv2d(3, 1, 1)
+    backbone = wrap_backbone(net.forward, name="m", output_kind="relative", input_size=(4, 4))
+    assert list(backbone.parameters()) == list(net.parameters())
+    assert backbone(torch.rand(1, 3, 4, 4)).shape == (1, 1, 4, 4)
+
+
 def test_hf_style_output_object_is_accepted():
     class Output:
         def __init__(self, depth):
