@@ -20,8 +20,19 @@ def check_backbone(name: str, weights=None, batch_size: int = 2, seed: int = 0, 
     gen = torch.Generator().manual_seed(seed)
     h, w = info.input_size
     rgb = torch.rand(batch_size, 3, h, w, generator=gen)
+    kwargs: dict[str, Any] = {}
+    if getattr(model, "accepts_ids", False):
+        # backbones that match inputs to samples (e.g. `files`) are called with sample ids
+        available = getattr(model, "available_ids", None)
+        ids = list(available())[:batch_size] if callable(available) else []
+        if len(ids) < batch_size:
+            raise PluginError(
+                f"backbone {name!r} takes sample ids but offers {len(ids)} via available_ids() "
+                f"for a batch of {batch_size}"
+            )
+        kwargs["ids"] = ids
     with torch.no_grad():
-        out = model(rgb)
+        out = model(rgb, **kwargs)
     if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != batch_size or out.shape[1] != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise PluginError(f"backbone {name!r}: expected output [B,1,h,w] with B={batch_size}, got {shape}")

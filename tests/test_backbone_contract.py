@@ -7,7 +7,6 @@ third-party plugin) is built with its defaults.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
@@ -57,11 +56,6 @@ def _options(name: str, request, monkeypatch) -> dict:
     return {}
 
 
-def _contract_passes_ids() -> bool:
-    """Whether check_backbone calls ``accepts_ids`` backbones with sample ids."""
-    return "accepts_ids" in inspect.getsource(check_backbone)
-
-
 def _assert_info_complete(name: str, info: BackboneInfo) -> None:
     assert isinstance(info, BackboneInfo)
     assert info.name == name
@@ -79,11 +73,6 @@ def test_backbone_contract(name, request, monkeypatch):
     torch.manual_seed(0)
     model = create_backbone(name, **options)
     _assert_info_complete(name, model.info)
-    if getattr(model, "accepts_ids", False) and not _contract_passes_ids():
-        pytest.xfail(
-            "refinedepth.contract.check_backbone does not pass sample ids to accepts_ids "
-            "backbones yet (change requested from the lead); see test_adapters_files.py"
-        )
     report = check_backbone(name, **options)
     info = model.info
     assert report["output_shape"] == [2, 1, *info.output_size]
