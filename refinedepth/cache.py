@@ -33,6 +33,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ COMPRESSIONS = ("gzip", "lzf", "none")
 DEFAULT_COMPRESSION = "lzf"
 GZIP_LEVEL = 4
 _CHUNK_CACHE_BYTES = 4 * 1024 * 1024
+_LOCK_RETRIES = 60
+_LOCK_WAIT = 0.05  # seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,30 +308,41 @@ def _open_h5(path: str | os.PathLike, mode: str = "r", *, allow_recover: bool = 
             raise CacheError(
                 f"{path} is not a refinedepth cache: not an HDF5 file; make one with 'refinedepth cache'"
             )
-    kwargs: dict[str, Any] = {"rdcc_nbytes": _CHUNK_CACHE_BYTES} if mode == "r" else {"libver": "latest"}
-    try:
-        return h5py.File(path, mode, **kwargs)
-    except OSError as exc:
-        text = str(exc)
-        size = path.stat().st_size
+    if mode == "r":
+        # Readers take no lock, so an `inspect` or a training job never blocks a writer.
+        kwargs: dict[str, Any] = {"rdcc_nbytes": _CHUNK_CACHE_BYTES, "locking": False}
+    else:
+        kwargs = {"libver": "latest"}
+    for _ in range(_LOCK_RETRIES):
+        try:
+            return h5py.File(path, mode, **kwargs)
+        except OSError as exc:
+            text = str(exc)
         if "truncated file" in text:
-            expected = _parse_stored_eof(text)
-            raise CacheError(_truncated_message(path, size, expected)) from None
-        busy = "already open for write" in text or "unable to lock file" in text.lower()
-        if busy and mode == "r":
-            try:
-                return h5py.File(path, "r", swmr=True, **kwargs)
-            except OSError:
-                pass
-        if busy and mode != "r" and allow_recover:
-            recover_interrupted(path)
-            try:
-                return h5py.File(path, mode, **kwargs)
-            except OSError as exc2:
-                raise CacheError(f"{path} could not be reopened after an interrupted run: {exc2}") from None
+            raise CacheError(_truncated_message(path, path.stat().st_size, _parse_stored_eof(text))) from None
         if "unable to lock file" in text.lower():
-            raise CacheError(f"{path} is open for writing in another process; wait for it to finish") from None
-        raise CacheError(f"{path} could not be opened as HDF5 ({' '.join(text.split())}); is it corrupt?") from None
+            time.sleep(_LOCK_WAIT)  # another process is opening or closing it: wait a little
+            continue
+        if "locking flag values don't match" in text and "locking" in kwargs:
+            del kwargs["locking"]  # this process already has it open (with locking): share that
+            continue
+        if "already open for write" in text:
+            if mode == "r":  # a writer is at work, or was killed: read through SWMR, change nothing
+                try:
+                    return h5py.File(path, "r", swmr=True, **kwargs)
+                except OSError:
+                    raise CacheError(
+                        f"{path} is being created by another process; try again in a moment"
+                    ) from None
+            if allow_recover:
+                recover_interrupted(path)  # refuses if a live writer holds it
+                try:
+                    return h5py.File(path, mode, **kwargs)
+                except OSError as exc2:
+                    raise CacheError(f"{path} could not be reopened after an interrupted run: {exc2}") from None
+            raise CacheError(f"{path} is open for writing in another process or was left open by a killed one")
+        raise CacheError(f"{path} could not be opened as HDF5 ({' '.join(text.split())}); is it corrupt?")
+    raise CacheError(f"{path} is open for writing in another process; wait for it to finish")
 
 
 def _parse_stored_eof(text: str) -> int:
@@ -407,6 +421,9 @@ class CacheWriter:
         self._done = f["done"]
         self._done_cache = self._done[:].astype(bool)
         f.swmr_mode = True
+        # An SWMR writer holds no HDF5 file lock; this shared flock tells recover_interrupted and
+        # other writers that the file is alive. The kernel drops it when the process dies.
+        self._liveness = _hold_shared_lock(path)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -609,12 +626,30 @@ class CacheWriter:
     def close(self) -> None:
         if self._f.id.valid:
             self._f.close()
+        if self._liveness is not None:
+            self._liveness.close()
+            self._liveness = None
 
     def __enter__(self) -> CacheWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _hold_shared_lock(path: Path):
+    """Open ``path`` and take a shared ``flock`` on it; None where flock does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    fh = open(path, "rb")  # noqa: SIM115 - held for the writer's lifetime
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise CacheError(f"{path} is being repaired or written by another process; wait for it to finish") from None
+    return fh
 
 
 def _as_numpy(x: Any) -> np.ndarray:

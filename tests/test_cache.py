@@ -193,6 +193,42 @@ def test_killed_writer_leaves_a_resumable_file(tmp_path):
     assert recover_interrupted(path) is False  # closed cleanly: nothing to clear
 
 
+_LIVE_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from refinedepth.cache import CacheConfig, CacheWriter
+    cfg = CacheConfig(num_samples=3, rough_size=(8, 8), gt_size=(8, 8))
+    w = CacheWriter.create(sys.argv[1], cfg)
+    w.write(0, rough=np.ones((1, 8, 8)), gt=np.ones((8, 8)))
+    print("ready", flush=True)
+    sys.stdin.read()  # stay alive until the test closes stdin
+    w.write(1, rough=np.ones((1, 8, 8)), gt=np.ones((8, 8)))
+    w.close()
+    """
+)
+
+
+def test_a_live_writer_is_never_taken_over(tmp_path):
+    path = tmp_path / "live.h5"
+    proc = subprocess.Popen([sys.executable, "-c", _LIVE_WRITER, str(path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with open_cache(path) as c:  # readers are welcome
+            assert c.num_done == 1
+        cfg = CacheConfig(num_samples=3, rough_size=(8, 8), gt_size=(8, 8))
+        with pytest.raises(CacheError, match="open for writing in another process"):
+            CacheWriter.open(path, cfg)
+        with pytest.raises(CacheError, match="open for writing in another process"):
+            recover_interrupted(path)
+    finally:
+        proc.communicate("", timeout=60)
+    assert proc.returncode == 0
+    with open_cache(path) as c:
+        assert c.num_done == 2 and verify_cache(path)["not_done"] == 1
+
+
 def test_cache_dataset_items_and_workers(tmp_path):
     import torch
     from torch.utils.data import DataLoader
@@ -281,6 +317,33 @@ def test_merge_shards_virtual_dataset_survives_moving(tmp_path):
         assert verify_cache(moved / "train.h5")["ok"]
     finally:
         os.chdir(cwd)
+
+
+def test_verify_reports_a_missing_shard(tmp_path):
+    r, g, _ = _arrays(n=4)
+    cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
+    out = tmp_path / "m.h5"
+    for k in range(2):
+        with CacheWriter.create(shard_path(out, k, 2), cfg, shard=(k, 2)) as w:
+            idx = list(range(w.start, w.stop))
+            w.write_batch(idx, rough=r[idx], gt=g[idx])
+    merge_shards(out)
+    shard_path(out, 1, 2).unlink()
+    report = verify_cache(out)
+    assert not report["ok"]
+    assert "shard m.shards/m-00002-of-00002.h5 (relative to" in report["problems"][0]
+    assert report["empty_gt"] == 2  # HDF5 fills a missing source with zeros
+
+
+def test_reader_opens_a_file_while_it_is_being_written(tmp_path):
+    cfg = CacheConfig(num_samples=3, rough_size=(8, 8), gt_size=(8, 8))
+    with CacheWriter.create(tmp_path / "live.h5", cfg) as w:
+        w.write(0, rough=np.ones((1, 8, 8)), gt=np.ones((8, 8)))
+        with open_cache(tmp_path / "live.h5") as c:
+            assert c.num_done == 1 and c.read(0)["gt"].sum() == 64
+        w.write(1, rough=np.ones((1, 8, 8)), gt=np.ones((8, 8)))
+    with open_cache(tmp_path / "live.h5") as c:
+        assert c.num_done == 2
 
 
 def test_merge_refuses_incomplete_or_missing_shard(tmp_path):

@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from refinedepth.cache import open_cache, write_cache
 from refinedepth.cli.main import cli
+from refinedepth.errors import CacheError
 
 # A small FCRN (timm resnet18 encoder at 64x80) over tiny synthetic scenes: ~0.05 s a sample.
 BACKBONE = ["--backbone", "fcrn", "--backbone-arg", "encoder=resnet18", "--backbone-arg", "input_size=[64,80]"]
@@ -54,10 +55,11 @@ def _assert_same_cache(a: Path, b: Path) -> None:
 
 
 def _done_count(path: Path) -> int:
+    """Poll the file the way a user would (`inspect`): readers take no lock and read via SWMR."""
     try:
-        with h5py.File(path, "r", swmr=True) as f:
-            return int(f["done"][:].sum())
-    except (OSError, KeyError):  # not created yet, or the writer has not switched to SWMR yet
+        with open_cache(path) as c:
+            return c.num_done
+    except CacheError:  # not created yet, or the writer has not switched to SWMR yet
         return -1
 
 
@@ -266,3 +268,41 @@ def test_inspect_describes_incomplete_cache_and_verify_fails(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith(
         f"Error: {tmp_path / 'p.h5'} failed verification with 2 problem(s), first: sample 1 is not done"
     )
+
+
+def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
+    """An identity refiner (residual, zero-initialised output layer) leaves the rough maps as they
+    were; the cache records the refiner's path and sha256 and becomes metric."""
+    import torch
+
+    from refinedepth.cache import sha256_path
+    from refinedepth.refiner import checkpoint as ckpt
+    from refinedepth.refiner.models import GeneratorConfig, build_generator
+
+    g = build_generator(GeneratorConfig(encoder="C4-C8-C8", decoder="CD8-C4", zero_init_output=True), seed=0)
+    meta = {
+        "refiner": {
+            "preset": "tiny", "inputs": "rough", "residual": True, "size": [32, 40],
+            "generator": g.config.to_dict(), "discriminator": {},
+            "normalization": {"output_kind": "metric", "max_depth": 10.0},
+        },
+        "state": {"epoch": 1, "step": 1},
+    }
+    refiner_dir = ckpt.save_checkpoint(tmp_path / "refiner", config=meta, generator=g)
+    args = ["cache", *COMMON, "--limit", "2", "--batch-size", "2", "--workers", "0"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        plain = _invoke([*args, "--out", str(tmp_path / "plain.h5")])
+        chained = _invoke([*args, "--refiner", str(refiner_dir), "--out", str(tmp_path / "chained.h5")])
+    finally:
+        torch.set_num_threads(before)
+    assert plain.exit_code == 0 and chained.exit_code == 0, chained.output
+    with open_cache(tmp_path / "plain.h5") as a, open_cache(tmp_path / "chained.h5") as b:
+        assert b.config.refiners == ({"path": str(refiner_dir), "sha256": sha256_path(refiner_dir)},)
+        assert b.config.output_kind == "metric"
+        for i in range(2):
+            np.testing.assert_allclose(b.read(i)["rough"], a.read(i)["rough"], rtol=1e-4, atol=1e-5)
+    # a different refiner list is a different command
+    refused = _invoke([*args, "--out", str(tmp_path / "chained.h5")])
+    assert "refiners: [] vs [" in _error_line(refused)
