@@ -32,6 +32,7 @@ from ._common import console, device_option, parse_key_values, progress_bar, qui
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, shuffling and augmentation.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a run (replaces its files).")
 @device_option
 @quiet_option
 def train_backbone(
@@ -57,6 +58,7 @@ def train_backbone(
     seed: int,
     workers: int,
     resume: bool,
+    overwrite: bool,
     device: str,
     quiet: bool,
 ) -> None:
@@ -105,7 +107,7 @@ def train_backbone(
     if resume:
         config = _resume_config(config)
     with progress_bar(quiet, unit="batch") as progress:
-        result = run(config, progress=progress, resume=resume)
+        result = run(config, progress=progress, resume=resume, overwrite=overwrite)
     from refinedepth.distributed import dist_info
 
     if not dist_info().is_main:

@@ -404,15 +404,23 @@ def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device,
     return acc.compute()
 
 
-def _check_resume(out: Path, config: TrainBackboneConfig, resume: bool) -> dict[str, Any] | None:
+def _check_resume(out: Path, config: TrainBackboneConfig, resume: bool, overwrite: bool = False) -> dict[str, Any] | None:
     state_path = out / CHECKPOINT_DIR / "state.json"
+    if overwrite and not resume:
+        if dist_is_main():
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                (out / name).unlink(missing_ok=True)
+            for name in ("state.json", "model.safetensors", "optimizer.safetensors"):
+                (out / CHECKPOINT_DIR / name).unlink(missing_ok=True)
+        return None
     if not state_path.is_file():
         if resume and (out / CONFIG_NAME).exists():
             raise CheckpointError(f"{out}: no {CHECKPOINT_DIR}/state.json to resume from; start a new run with another --out")
         return None
     if not resume:
         raise ConfigError(
-            f"{out} already holds a train-backbone run; pass --resume to continue it or choose another --out"
+            f"{out} already holds a train-backbone run; pass --resume to continue it, --overwrite to "
+            "start again, or choose another --out"
         )
     try:
         state = json.loads(state_path.read_text())
@@ -428,7 +436,18 @@ def _check_resume(out: Path, config: TrainBackboneConfig, resume: bool) -> dict[
     return state
 
 
-def train_backbone(config: TrainBackboneConfig, progress: ProgressCallback | None = None, resume: bool = False) -> TrainBackboneResult:
+def dist_is_main() -> bool:
+    from .distributed import dist_info
+
+    return dist_info().is_main
+
+
+def train_backbone(
+    config: TrainBackboneConfig,
+    progress: ProgressCallback | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainBackboneResult:
     """Train ``config.backbone`` on ``config.dataset`` (see the module docstring).
 
     Args:
@@ -437,6 +456,7 @@ def train_backbone(config: TrainBackboneConfig, progress: ProgressCallback | Non
             validation batch ("validate").
         resume: continue the run in ``config.out`` after its last completed epoch (up to
             ``config.epochs``, which may be larger than before).
+        overwrite: start afresh even if ``config.out`` holds a run (its files are replaced).
 
     Returns:
         a :class:`TrainBackboneResult` with the per-epoch history and the weights' path.
@@ -453,7 +473,9 @@ def train_backbone(config: TrainBackboneConfig, progress: ProgressCallback | Non
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     out = Path(config.out)
-    prior = _check_resume(out, config, resume)
+    if resume and overwrite:
+        raise ConfigError("train-backbone: --resume and --overwrite exclude each other; pick one")
+    prior = _check_resume(out, config, resume, overwrite)
     barrier()
 
     torch.manual_seed(config.seed + dist.rank)

@@ -96,6 +96,8 @@ def test_resume_continues_exactly(run, tmp_path):
     with pytest.raises(ConfigError, match="--resume: .* was trained with optimizer='adam', this run asks for 'sgd'"):
         train_backbone(_config(out, epochs=4, optimizer="sgd"), resume=True)
     resumed = train_backbone(_config(out, epochs=4), resume=True)
+    with pytest.raises(ConfigError, match="--resume and --overwrite exclude each other"):
+        train_backbone(_config(out, epochs=4), resume=True, overwrite=True)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
     # the same seed and per-epoch streams: identical to the uninterrupted run's weights
     a = load_file(str(run["out"] / "backbone.safetensors"))
@@ -142,6 +144,9 @@ def test_cli_trains_and_resumes(tmp_path):
     resumed = CliRunner().invoke(cli, [*args, "--epochs", "2", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "config.json").read_text())["epochs_done"] == 2
+    fresh = CliRunner().invoke(cli, [*args, "--epochs", "1", "--overwrite"])
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads((out / "config.json").read_text())["epochs_done"] == 1
 
 
 def test_cli_help_is_complete():
