@@ -70,3 +70,19 @@ def register_toy_backbone(name: str = "toy-depth"):
 
     register_backbone(name, factory, info=info, overwrite=True)
     return name
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_refiner() -> Path:
+    """One tiny refiner per test process (trained on first use), shared by the test modules."""
+    if "refiner" not in _SHARED:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="refinedepth-test-refiner-"))
+        atexit.register(shutil.rmtree, root, True)
+        _SHARED["refiner"] = tiny_refiner(root / "refiner", degraded_cache(root / "train.h5"))
+    return _SHARED["refiner"]

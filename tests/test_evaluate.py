@@ -146,3 +146,28 @@ def test_visuals_are_written(metric_cache, tmp_path):
     grid = np.asarray(Image.open(result.visuals[0]))
     single = np.asarray(Image.open(result.visuals[1]))
     assert grid.ndim == 3 and grid.shape[0] > 2 * single.shape[0] and grid.shape[1] == single.shape[1]
+
+
+def test_two_chained_refiners_give_three_rows(tmp_path):
+    from refinedepth.refiner.api import Refiner
+
+    from ._helpers_evaluate import degraded_cache, shared_refiner
+
+    ref = shared_refiner()
+    cache = degraded_cache(tmp_path / "test.h5", n=4, seed=1)
+    result = evaluate_cache(cache, [ref, ref], batch_size=3, device="cpu", csv_path=tmp_path / "s.csv")
+    assert result.stages == ["rough", "+ refiner", "+ refiner + refiner"]
+    # reference: the refiner applied by hand to the whole batch, then the metrics module
+    with __import__("refinedepth.cache", fromlist=["open_cache"]).open_cache(cache) as reader:
+        rough = np.stack([reader.read(i)["rough"] for i in range(4)])
+        gt = np.stack([reader.read(i)["gt"] for i in range(4)])
+    r = Refiner.from_pretrained(ref)
+    once = r.refine_tensor(torch.from_numpy(rough), output_kind="metric")
+    twice = r.refine_tensor(once, output_kind="metric")
+    for row, pred in zip(result.rows, [torch.from_numpy(rough), once, twice]):
+        up = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0].numpy()
+        expected = compute_metrics(up, gt)
+        for name in METRIC_NAMES:
+            assert row[1][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-7), (row[0], name)
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert len(rows) == 12 and [r["stage"] for r in rows[:3]] == result.stages

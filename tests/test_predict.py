@@ -11,7 +11,7 @@ from refinedepth.cli.main import cli
 from refinedepth.data.io import png_depth_scale, read_depth_png
 from refinedepth.predict import find_images, predict_images
 
-from ._helpers_evaluate import degraded_cache, register_toy_backbone, tiny_refiner
+from ._helpers_evaluate import register_toy_backbone, shared_refiner
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +77,7 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
 
     from refinedepth.refiner.api import Refiner
 
-    cache = degraded_cache(tmp_path / "train.h5")
-    ref = tiny_refiner(tmp_path / "ref", cache)
+    ref = shared_refiner()
     folder, _ = images
     predict_images([folder / "b.jpg"], toy, tmp_path / "o", refiners=[ref, ref], device="cpu")
     got = np.load(tmp_path / "o" / "b_depth.npy")
