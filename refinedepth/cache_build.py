@@ -81,8 +81,12 @@ class _BackboneInputs:
     input size, gt float32 [H,W] at the cache's gt size (invalid -> 0), optionally RGB uint8 at
     the cache size."""
 
-    def __init__(self, dataset, indices: Sequence[int], input_size, rough_size, gt_size, with_rgb: bool) -> None:
+    def __init__(
+        self, dataset, indices: Sequence[int], input_size, rough_size, gt_size, with_rgb: bool,
+        strict_gt_size: bool = False,
+    ) -> None:
         self.dataset = dataset
+        self.strict_gt_size = strict_gt_size
         self.indices = list(indices)
         self.input_size = tuple(input_size)
         self.rough_size = tuple(rough_size)
@@ -103,6 +107,11 @@ class _BackboneInputs:
         item["rgb_in"] = _resize_rgb(rgb, self.input_size)
         depth = np.where(np.isfinite(sample.depth) & (sample.depth > 0), sample.depth, 0).astype(np.float32)
         gt = torch.from_numpy(depth)
+        if self.strict_gt_size and tuple(gt.shape) != self.gt_size:
+            raise DataError(
+                f"sample {sample.id!r} has gt of {gt.shape[0]}x{gt.shape[1]}, the first sample "
+                f"{self.gt_size[0]}x{self.gt_size[1]}; pass --gt-size HxW to resize every sample to one size"
+            )
         if tuple(gt.shape) != self.gt_size:
             gt = F.interpolate(gt[None, None], size=self.gt_size, mode="nearest-exact")[0, 0]
         item["gt"] = gt
@@ -218,6 +227,9 @@ def build_cache(
     n = len(ds)
     if n == 0:
         raise DataError(f"dataset {dataset!r} split {split!r} has no samples; check the path and --split")
+    # Without --gt-size and without a fixed native size, the first sample sets the size and a
+    # sample of another size is an error (rather than a silent resize).
+    strict_gt_size = gt_size is None and ds.native_size is None
     if gt_size is None:
         gt_size = ds.native_size or tuple(ds[0].depth.shape)
     gt_size = _parse_size(gt_size, "--gt-size")
@@ -289,7 +301,7 @@ def build_cache(
     try:
         pending = writer.pending()
         result.already_done = len(writer) - len(pending)
-        inputs = _BackboneInputs(ds, pending, info.input_size, size, gt_size, with_rgb)
+        inputs = _BackboneInputs(ds, pending, info.input_size, size, gt_size, with_rgb, strict_gt_size)
         loader = DataLoader(
             inputs,
             batch_size=batch_size,
@@ -303,7 +315,7 @@ def build_cache(
         if progress is not None:
             progress(0, total, desc="cache" if not dist.enabled else f"cache rank {dist.rank}")
         tick = time.perf_counter()
-        for batch in loader:
+        for batch in _batches(loader):
             t0 = time.perf_counter()
             t_load += t0 - tick
             rgb = batch["rgb_in"].to(torch_device, non_blocking=True)
@@ -359,6 +371,26 @@ def build_cache(
         "write": t_write,
     }
     return result
+
+
+def _batches(loader):
+    """Iterate ``loader``; an expected error raised in a worker comes back with its own one-line
+    message (DataLoader wraps it in the worker's traceback)."""
+    from .errors import RefinedepthError
+
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RefinedepthError as exc:
+            text = str(exc).strip()
+            if "Original Traceback" not in text:
+                raise
+            last = text.splitlines()[-1]
+            raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None
+        yield batch
 
 
 def _check_dataset_path(spec: str) -> None:

@@ -306,3 +306,39 @@ def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
     # a different refiner list is a different command
     refused = _invoke([*args, "--out", str(tmp_path / "chained.h5")])
     assert "refiners: [] vs [" in _error_line(refused)
+    # inspect on a checkpoint directory shows its description
+    described = _invoke(["inspect", str(refiner_dir), "--json"])
+    assert described.exit_code == 0, described.output
+    import json
+
+    assert json.loads(described.output)["kind"] == "refiner-checkpoint"
+
+
+def test_samples_of_another_size_need_gt_size(tmp_path):
+    """A dataset without a fixed native size: the first sample sets gt_size, another size is an
+    error naming the sample (also from a DataLoader worker), unless --gt-size is given."""
+    from refinedepth.cache_build import build_cache
+    from refinedepth.data import Sample, register_reader
+    from refinedepth.errors import DataError
+
+    class VarSize:
+        spec, name, split, native_size, max_depth, protocol = "varsize", "varsize", "train", None, 10.0, "none"
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            h = 24 if i < 2 else 30
+            return Sample(rgb=np.zeros((h, 32, 3), np.uint8), depth=np.full((h, 32), 2.0, np.float32), id=f"v{i}")
+
+    register_reader("varsize", lambda arg, **kw: VarSize(), needs_argument=False)
+    kw = dict(backbone="fcrn", backbone_args={"encoder": "resnet18", "input_size": [64, 80]}, dataset="varsize",
+              size=(16, 16), batch_size=1, device="cpu")
+    with pytest.raises(DataError) as err:
+        build_cache(tmp_path / "a.h5", workers=1, **kw)
+    assert str(err.value) == (
+        "sample 'v2' has gt of 30x32, the first sample 24x32; pass --gt-size HxW to resize every sample to one size"
+    )
+    build_cache(tmp_path / "b.h5", workers=0, gt_size=(24, 32), **kw)
+    with open_cache(tmp_path / "b.h5") as c:
+        assert c.complete and c.read(2)["gt"].shape == (24, 32)
