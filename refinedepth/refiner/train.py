@@ -437,6 +437,9 @@ def train_refiner(
     ckpt.recover(last_dir)
     if config.resume and (last_dir / ckpt.CONFIG_NAME).is_file():
         state = _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device)
+        if dist.rank > 0:  # the stored RNG states are rank 0's; keep other ranks' draws distinct
+            torch.manual_seed(config.seed + 1000 * dist.rank + state["step"])
+            aug_gen.manual_seed(config.seed * 7919 + 17 + 1000 * dist.rank + state["step"])
     elif last_dir.exists() and not config.overwrite and not config.resume:
         raise CheckpointError(
             f"{str(out)!r} already holds a training run (last/ checkpoint): pass --resume to continue it, "
@@ -589,7 +592,7 @@ def train_refiner(
                 rate = steps_this_run / max(time.perf_counter() - t_loop, 1e-9)
                 progress(step, total_steps, desc="train", epoch=epoch + 1, **losses, steps_s=rate)
             if step % config.log_every == 0:
-                log({"type": "train", "epoch": epoch, "step": step, "lr": lr, **losses})
+                log({"type": "train", "epoch": epoch + 1, "step": step, "lr": lr, **losses})
         if stopped or (step >= total_steps and epoch_step < steps_per_epoch):
             if epoch_step > 0 and steps_this_run > 0:
                 end_of_segment(epoch, epoch_step, complete=epoch_step >= steps_per_epoch)
