@@ -182,3 +182,29 @@ def test_rgb_only_baseline_trains_without_residual_and_refines_from_images(cache
     rgb = torch.randint(0, 255, (2, 3, 30, 40), dtype=torch.uint8)
     depth = refiner.refine(None, rgb)
     assert depth.shape == (2, 30, 40) and bool((depth > 0).all())
+
+
+@pytest.mark.parametrize("kind", ["relative", "disparity"])
+def test_relative_and_disparity_rough_maps_are_lifted_to_metric_depth(tmp_path, kind):
+    import numpy as np
+
+    from refinedepth.cache import write_cache
+
+    from ._helpers_refiner import _samples, degrade
+
+    def cache(path, split, n, seed):
+        _, depth = _samples(split, n, (48, 64))
+        scale = np.random.default_rng(seed).uniform(0.2, 5.0, (n, 1, 1, 1)).astype(np.float32)
+        rough = degrade(depth, (64, 64), seed) * scale  # unknown scale per map
+        if kind == "disparity":
+            rough = 1.0 / rough
+        return write_cache(path, rough=rough, gt=depth, max_depth=10.0, output_kind=kind, compression="lzf")
+
+    cfg = TrainConfig(train=str(cache(tmp_path / "t.h5", "train", 48, 0)), val=str(cache(tmp_path / "v.h5", "test", 12, 1)),
+                      out=str(tmp_path / "run"), preset="small", size=(64, 64), epochs=2, device="cpu")
+    result = train_refiner(cfg)
+    norm = ckpt.read_config(result.best)["refiner"]["normalization"]
+    assert norm["output_kind"] == kind and 0 < norm["target_low"] < norm["target_high"] < 10
+    # without a scale the rough maps score only after median alignment; the refined maps are metric
+    assert result.val["rough_align"] == "median"
+    assert result.val["refined"]["abs_rel"] < 0.4, result.val["refined"]

@@ -3,9 +3,11 @@
 The generator works in ``[-1, 1]`` (tanh output). Following the paper (§4), metric rough maps and
 ground truth are mapped by a maximum depth: ``unit = depth / max_depth * 2 - 1`` (10 m NYU,
 80 m Make3D). Rough maps of ``relative`` or ``disparity`` backbones carry no scale, so each map is
-normalised on its own (its 2nd..98th percentile to ``[-1, 1]``; disparity is flipped so that near
-is low, like depth); the target is still metric, so the refiner learns to lift relative depth to
-metres. The output always decodes with ``max_depth``: refined maps are metric depth in metres.
+normalised on its own: its 2nd..98th percentile is mapped onto the typical metric range of the
+training ground truth (``target_low``..``target_high`` metres, measured on the training cache;
+disparity is flipped so that near is low, like depth). The target is still metric, so the
+refiner learns to lift relative depth to metres, starting from a sensible guess of the scale.
+The output always decodes with ``max_depth``: refined maps are metric depth in metres.
 
 Residual refiners predict a correction added to the normalised rough map. At inference the
 correction is computed at the model's size and upsampled onto the rough map at the caller's size,
@@ -37,12 +39,16 @@ class Normalization:
             ``output_kind`` attribute).
         max_depth: metres that map to +1 (the cache's ``max_depth``); 0 m maps to -1.
         low_percentile / high_percentile: the per-sample range for relative/disparity maps.
+        target_low / target_high: metres that range maps to (``None``: 0 and ``max_depth``);
+            training sets them to the training ground truth's mean 2nd/98th percentiles.
     """
 
     output_kind: str = "metric"
     max_depth: float = 10.0
     low_percentile: float = 2.0
     high_percentile: float = 98.0
+    target_low: float | None = None
+    target_high: float | None = None
 
     def __post_init__(self) -> None:
         if self.output_kind not in OUTPUT_KINDS:
@@ -72,7 +78,11 @@ class Normalization:
             # Depth given to a disparity-trained refiner (e.g. chained after a metric stage).
             rough = 1.0 / rough.clamp_min(1e-6)
         unit = _per_sample_unit(rough, self.low_percentile, self.high_percentile)
-        return -unit if self.output_kind == "disparity" else unit
+        if self.output_kind == "disparity":
+            unit = -unit
+        lo = -1.0 if self.target_low is None else self.target_low / self.max_depth * 2 - 1
+        hi = 1.0 if self.target_high is None else self.target_high / self.max_depth * 2 - 1
+        return lo + (unit + 1) * 0.5 * (hi - lo)
 
     # -- depth maps (targets and outputs) -----------------------------------------------------
     def depth_to_unit(self, depth: torch.Tensor) -> torch.Tensor:

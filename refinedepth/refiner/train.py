@@ -293,6 +293,25 @@ def _open_cache_dataset(path: str, role: str, **kw):
     return CacheDataset(path, **kw)
 
 
+def ground_truth_range(dataset, max_depth: float, samples: int = 64) -> tuple[float, float]:
+    """Mean 2nd and 98th percentiles (metres) of the valid ground truth of up to ``samples``
+    evenly spaced training samples: where relative rough maps are placed before refinement."""
+    n = len(dataset)
+    lows, highs = [], []
+    for i in sorted({int(k * n / min(n, samples)) for k in range(min(n, samples))}):
+        item = dataset[i]
+        gt = item["gt"][item["valid"] & torch.isfinite(item["gt"]) & (item["gt"] > 0)]
+        if gt.numel():
+            q = torch.quantile(gt.float()[:: max(1, gt.numel() // 100_000)], torch.tensor([0.02, 0.98]))
+            lows.append(float(q[0]))
+            highs.append(float(q[1]))
+    if not lows:
+        return 0.0, max_depth
+    low = min(max(sum(lows) / len(lows), 0.0), max_depth)
+    high = min(max(sum(highs) / len(highs), low + 1e-3 * max_depth), max_depth)
+    return low, high
+
+
 # -- validation ----------------------------------------------------------------------------------
 @torch.no_grad()
 def validate(
@@ -313,8 +332,8 @@ def validate(
     """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution).
 
     Predictions are resized (bilinear) to the ground truth's resolution before scoring. Rough
-    maps of relative/disparity backbones are median-aligned for their row (they have no scale);
-    refined maps are scored as they are (metric).
+    maps of relative/disparity backbones are median-aligned for their row (they have no scale;
+    disparity is inverted first); refined maps are scored as they are (metric).
     """
     from ..metrics import MetricAccumulator
 
@@ -343,7 +362,8 @@ def validate(
             )
         gt_size = tuple(gt.shape[-2:])
         gt = torch.where(valid, gt, torch.zeros_like(gt))
-        rough_up = resize(rough.float(), gt_size)[:, 0].cpu()
+        rough_depth = 1.0 / rough.float().clamp_min(1e-6) if norm.output_kind == "disparity" else rough.float()
+        rough_up = resize(rough_depth, gt_size)[:, 0].cpu()
         refined_up = resize(refined.float(), gt_size)[:, 0].cpu()
         acc_rough.update(rough_up, gt)
         acc_refined.update(refined_up, gt)
@@ -410,7 +430,11 @@ def train_refiner(
         raise ConfigError(f"training cache {config.train!r} holds no samples: expected at least one")
     kind = train_ds.output_kind
     max_depth = float(config.max_depth or train_ds.max_depth)
-    norm = Normalization(output_kind=kind, max_depth=max_depth)
+    if kind == "metric":
+        norm = Normalization(output_kind=kind, max_depth=max_depth)
+    else:
+        low, high = ground_truth_range(train_ds, max_depth)
+        norm = Normalization(output_kind=kind, max_depth=max_depth, target_low=low, target_high=high)
     protocol = str(train_ds.attrs.get("protocol", "none"))
     val_ds = None
     if config.val:
