@@ -124,3 +124,22 @@ def test_per_sample_normalisation_lifts_relative_and_disparity_maps():
     metric = Normalization(output_kind="metric", max_depth=10.0)
     torch.testing.assert_close(metric.rough_to_unit(torch.tensor([0.0, 5.0, 10.0, 20.0])), torch.tensor([-1.0, 0.0, 1.0, 1.0]))
     torch.testing.assert_close(metric.unit_to_depth(torch.tensor([-1.0, 0.0, 1.0, 2.0])), torch.tensor([0.01, 5.0, 10.0, 10.0]))
+
+
+def test_optimize_hook_runs_inference_through_the_returned_module(run_dir):
+    calls = []
+
+    class Doubler(torch.nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, x):
+            calls.append(tuple(x.shape))
+            return self.g(x)
+
+    refiner = Refiner.from_pretrained(run_dir, optimize=Doubler)
+    plain = Refiner.from_pretrained(run_dir)
+    rough = np.full((20, 20), 3.0, np.float32)
+    np.testing.assert_array_equal(refiner.refine(rough), plain.refine(rough))
+    assert calls == [(1, 1, 64, 64)]

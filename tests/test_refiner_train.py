@@ -208,3 +208,14 @@ def test_relative_and_disparity_rough_maps_are_lifted_to_metric_depth(tmp_path, 
     # without a scale the rough maps score only after median alignment; the refined maps are metric
     assert result.val["rough_align"] == "median"
     assert result.val["refined"]["abs_rel"] < 0.4, result.val["refined"]
+
+
+def test_optimize_hook_gets_the_built_models(caches, tmp_path):
+    seen = []
+
+    def optimize(generator, discriminator, device):
+        seen.append((type(generator).__name__, type(discriminator).__name__, str(device)))
+        return generator, discriminator
+
+    train_refiner(_cfg(caches, tmp_path / "opt", train=str(caches["tiny"]), val=None, max_steps=1), optimize=optimize)
+    assert seen == [("UNetGenerator", "PatchDiscriminator", "cpu")]
