@@ -80,6 +80,7 @@ def bench_build(tmp: Path, n: int, batch: int, workers: int, backbone_args: dict
         "load_ms": 1000 * s["load"] / n,
         "write_ms": 1000 * s["write"] / n,
         "share": 100 * s["write"] / s["backbone"],
+        "wall_share": 100 * s["write"] / s["total"],
     }
     return row, out
 
@@ -131,6 +132,10 @@ def bench_read(tmp: Path, source: Path, n: int, epochs: int) -> list[dict]:
     gt = torch.from_numpy(np.stack([base[i % len(base)]["gt"] for i in range(n)]))
     gt = F.interpolate(gt[:, None], size=(256, 256), mode="nearest-exact")[:, 0].numpy()
     rows = []
+    # One intra-op thread in this process: with more, torch.stack in the collate of a
+    # workers=0 loader spins in OpenMP on a loaded machine and runs ~15x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     for compression in ("gzip", "lzf"):
         path = write_cache(tmp / f"read-{compression}.h5", rough=rough, gt=gt, rough_dtype="float16",
                            compression=compression)
@@ -152,6 +157,7 @@ def bench_read(tmp: Path, source: Path, n: int, epochs: int) -> list[dict]:
                 "target": "≥ 500" if workers == 2 else "",
             })
             del loader
+    torch.set_num_threads(threads)
     return rows
 
 
@@ -176,13 +182,14 @@ def main(argv=None) -> int:
         f"Measured with `python benchmarks/bench_cache.py{' --quick' if args.quick else ''}` on {machine}.",
         "",
         "Building a cache (`refinedepth cache`): synthetic 240x320 scenes, FCRN at 228x304, rough maps "
-        "stored at 256x256 float32, gt at 240x320, gzip+shuffle; HDF5 writing share = writing time / "
+        "stored at 256x256 float32, gt at 240x320, lzf+shuffle (the default); HDF5 writing share = writing time / "
         "backbone time (target < 10%).",
         "",
         _table([build], [("backbone", "backbone"), ("samples", "samples"), ("batch", "batch"),
                          ("workers", "workers"), ("samples_s", "samples/s"),
                          ("backbone_ms", "backbone ms/sample"), ("load_ms", "waiting for data ms/sample"),
-                         ("write_ms", "HDF5 write ms/sample"), ("share", "write share of backbone %")]),
+                         ("write_ms", "HDF5 write ms/sample"), ("share", "write % of backbone time"),
+                         ("wall_share", "write % of wall time")]),
         "",
         "Writing alone (same arrays, batches of 4, flush + done mark per batch), against the backbone time above:",
         "",
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
                         ("kb", "KiB/sample on disk")]),
         "",
         "Reading 256x256 pairs (float16 rough + float32 gt) with `CacheDataset` + `DataLoader(batch_size=16, "
-        "shuffle=True)`, file in the page cache, best epoch:",
+        "shuffle=True)`, file in the page cache, best epoch, 1 torch thread in the main process:",
         "",
         _table(reads, [("compression", "compression"), ("pairs", "pairs"), ("workers", "workers"),
                        ("pairs_s", "pairs/s"), ("target", "target")]),
