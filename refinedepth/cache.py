@@ -42,7 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import CacheError, ConfigError, ShapeError
+from .errors import CacheError, ConfigError, DataError, ShapeError
 
 FORMAT = "refinedepth-cache"
 SCHEMA_VERSION = 1
@@ -443,6 +443,8 @@ class CacheWriter:
         path = Path(path)
         if path.exists() and not overwrite:
             raise CacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
+        if path.exists():
+            _hold_shared_lock(path, exclusive=True).close()  # never replace a file being written
         filters = _filters(compression)
         start, stop = (0, config.num_samples) if shard is None else shard_range(config.num_samples, *shard)
         n = stop - start
@@ -606,6 +608,11 @@ class CacheWriter:
         if self._valid is not None:
             valid = (gt > 0) if valid is None else _as_numpy(valid).astype(bool)
             _check_shape("valid", valid, (b, gh, gw), self.path)
+        if cfg.rough_dtype == "float16" and np.nanmax(np.abs(rough), initial=0) > np.finfo(np.float16).max:
+            raise DataError(
+                f"{self.path}: rough values up to {np.nanmax(np.abs(rough)):.4g} do not fit float16 "
+                "(max 65504); use --dtype float32"
+            )
         rough = rough.astype(cfg.rough_dtype, copy=False)
         locals_ = [self._local(int(i)) for i in indices]
         for k, j in enumerate(locals_):
@@ -637,18 +644,19 @@ class CacheWriter:
         self.close()
 
 
-def _hold_shared_lock(path: Path):
-    """Open ``path`` and take a shared ``flock`` on it; None where flock does not exist."""
+def _hold_shared_lock(path: Path, exclusive: bool = False):
+    """Open ``path`` and take a shared (or exclusive) ``flock`` on it; the returned file object
+    holds it until closed. Returns None where flock does not exist."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return None
     fh = open(path, "rb")  # noqa: SIM115 - held for the writer's lifetime
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        raise CacheError(f"{path} is being repaired or written by another process; wait for it to finish") from None
+        raise CacheError(f"{path} is open for writing in another process; wait for it to finish") from None
     return fh
 
 

@@ -27,7 +27,7 @@ from refinedepth.cache import (
     verify_cache,
     write_cache,
 )
-from refinedepth.errors import CacheError, ConfigError, ShapeError
+from refinedepth.errors import CacheError, ConfigError, DataError, ShapeError
 
 
 def _arrays(n=5, rough=(16, 20), gt=(12, 16), seed=0):
@@ -88,6 +88,10 @@ def test_writer_checks_shapes(tmp_path):
         with pytest.raises(ShapeError, match="stores rgb"):
             w.write(0, rough=np.ones((1, 8, 8)), gt=np.ones((6, 6)))
         assert w.num_done == 0
+    cfg16 = CacheConfig(num_samples=1, rough_size=(8, 8), gt_size=(6, 6), rough_dtype="float16")
+    with CacheWriter.create(tmp_path / "h.h5", cfg16) as w:
+        with pytest.raises(DataError, match=r"rough values up to 7e\+04 do not fit float16 \(max 65504\)"):
+            w.write(0, rough=np.full((1, 8, 8), 70000.0), gt=np.ones((6, 6)))
 
 
 def test_config_validation():
@@ -222,6 +226,8 @@ def test_a_live_writer_is_never_taken_over(tmp_path):
             CacheWriter.open(path, cfg)
         with pytest.raises(CacheError, match="open for writing in another process"):
             recover_interrupted(path)
+        with pytest.raises(CacheError, match="open for writing in another process"):
+            CacheWriter.create(path, cfg, overwrite=True)
     finally:
         proc.communicate("", timeout=60)
     assert proc.returncode == 0
