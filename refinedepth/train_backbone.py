@@ -236,9 +236,12 @@ def _batches(n: int, batch_size: int, generator, shuffle: bool, rank: int, world
     import torch
 
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    if world > 1:
+    if world > 1 and not shuffle:  # evaluation: every sample exactly once across ranks
+        order = order[rank::world]
+    elif world > 1:  # training: equal shares (DDP needs the same number of steps on every rank)
         per_rank = len(order) // world if drop_last else math.ceil(len(order) / world)
-        order = (order + order[: per_rank * world - len(order)])[rank::world][:per_rank]
+        pad = max(0, per_rank * world - len(order))
+        order = (order + order[:pad])[rank::world][:per_rank]
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
         batches.pop()
