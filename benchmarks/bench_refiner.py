@@ -1,0 +1,247 @@
+"""Refiner throughput: inference and one training step (D+G) per preset, plain eager vs the fast
+paths of ``refinedepth.refiner.fast``, as a share of the matmul peak measured alongside.
+
+FLOPs are counted on the plain module with ``torch.utils.flop_counter`` (the nominal count: every
+kernel tap of every output, padding included, backward passes included for training); the fast
+path computes the same function, so it is credited with the same FLOPs.
+
+Run alone: ``.venv/bin/python benchmarks/bench_refiner.py [--quick] [--presets pix2pix,paper-nyu]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import MatmulPeak, format_table, interleaved, machine_info  # noqa: E402
+
+DEFAULT_PRESETS = ("pix2pix", "paper-nyu", "paper-make3d", "small")
+SIZE = (256, 256)
+
+INFERENCE_COLUMNS = [
+    ("preset", "preset"),
+    ("batch", "batch"),
+    ("gflop_per_image", "GFLOP/img"),
+    ("plain_images_per_s", "plain img/s"),
+    ("plain_share", "plain %peak"),
+    ("fast_images_per_s", "fast img/s"),
+    ("fast_gflops", "fast GFLOP/s"),
+    ("fast_share", "fast %peak"),
+    ("speedup", "speed-up"),
+    ("max_abs_diff", "max |diff|"),
+]
+TRAINING_COLUMNS = [
+    ("preset", "preset"),
+    ("batch", "batch"),
+    ("gflop_per_step", "GFLOP/step"),
+    ("plain_step_s", "plain s/step"),
+    ("plain_share", "plain %peak"),
+    ("fast_step_s", "fast s/step"),
+    ("fast_gflops", "fast GFLOP/s"),
+    ("fast_share", "fast %peak"),
+    ("speedup", "speed-up"),
+    ("max_grad_diff", "max rel. grad diff"),
+]
+
+
+def _models(preset_name: str, seed: int = 0):
+    import torch
+
+    from refinedepth.refiner.models import build_discriminator, build_generator
+    from refinedepth.refiner.presets import get_preset
+
+    preset = get_preset(preset_name)
+    g = build_generator(preset.generator_config("rough"), seed=seed)
+    d = build_discriminator(preset.discriminator_config("rough"), seed=seed + 1)
+    if preset.residual:  # zero-initialised output layer: give it weights so outputs are not all 0
+        with torch.no_grad():
+            head = g.head[0]
+            head.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(seed + 2))
+    # Trained-looking BatchNorm statistics, so folding is exercised with non-trivial values.
+    gen = torch.Generator().manual_seed(seed + 3)
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return g, d
+
+
+def count_flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def bench_inference(
+    presets=DEFAULT_PRESETS, batches=(1, 8), peak: MatmulPeak | None = None, rounds: int = 3, progress=None
+) -> list[dict[str, Any]]:
+    import torch
+
+    from refinedepth.refiner.fast import optimize_for_inference
+
+    peak = peak or MatmulPeak()
+    rows = []
+    for name in presets:
+        g, _ = _models(name)
+        g.eval()
+        for batch in batches:
+            x = torch.randn(batch, 1, *SIZE, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                flops = count_flops(lambda: g(x))  # noqa: B023
+                fast = optimize_for_inference(g, tuple(x.shape))
+                diff = float((fast(x) - g(x)).abs().max())
+                plain_r = interleaved(lambda: g(x), peak, flops, rounds=rounds)  # noqa: B023
+                fast_r = interleaved(lambda: fast(x), peak, flops, rounds=rounds)  # noqa: B023
+            rows.append(
+                {
+                    "preset": name,
+                    "batch": batch,
+                    "size": list(SIZE),
+                    "gflop_per_image": flops / batch / 1e9,
+                    "plain_images_per_s": batch / plain_r["seconds"],
+                    "plain_gflops": plain_r["gflops"],
+                    "plain_share": 100 * plain_r["share"],
+                    "fast_images_per_s": batch / fast_r["seconds"],
+                    "fast_gflops": fast_r["gflops"],
+                    "fast_share": 100 * fast_r["share"],
+                    "speedup": plain_r["seconds"] / fast_r["seconds"],
+                    "max_abs_diff": diff,
+                }
+            )
+            if progress:
+                progress(rows[-1])
+            fast = None  # free the prepacked weights before the next preset
+    return rows
+
+
+class TrainStep:
+    """One pix2pix step as ``train_refiner`` takes it: D on (x, real) and (x, fake.detach()),
+    BCE, loss halved, Adam step; then G with BCE on D(x, fake) + 100 * masked L1, Adam step."""
+
+    def __init__(self, preset_name: str, batch: int, fast: bool, seed: int = 0, dtype=None, size=None) -> None:
+        import torch
+
+        from refinedepth.refiner.fast import prepare_for_training
+
+        dtype = dtype or torch.float32
+        size = tuple(size or SIZE)
+        self.g, self.d = _models(preset_name, seed)
+        self.g.to(dtype)
+        self.d.to(dtype)
+        if fast:
+            prepare_for_training(self.g)
+            prepare_for_training(self.d)
+        self.g.train()
+        self.d.train()
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        gen = torch.Generator().manual_seed(seed + 10)
+        self.x = (torch.rand(batch, 1, *size, generator=gen) * 2 - 1).to(dtype)
+        self.gt = (torch.rand(batch, 1, *size, generator=gen) * 2 - 1).to(dtype)
+        self.valid = torch.rand(batch, 1, *size, generator=gen) > 0.1
+        self.bce = torch.nn.BCEWithLogitsLoss()
+
+    def __call__(self) -> tuple[float, float]:
+        import torch
+
+        torch.manual_seed(0)  # same dropout masks in every variant
+        fake = self.g(self.x)
+        real = torch.where(self.valid, self.gt, fake.detach())
+        self.opt_d.zero_grad(set_to_none=True)
+        d_real = self.d(torch.cat([self.x, real], 1))
+        d_fake = self.d(torch.cat([self.x, fake.detach()], 1))
+        loss_d = 0.5 * (
+            self.bce(d_real, torch.ones_like(d_real)) + self.bce(d_fake, torch.zeros_like(d_fake))
+        )
+        loss_d.backward()
+        self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        d_out = self.d(torch.cat([self.x, fake], 1))
+        l1 = ((fake - self.gt).abs() * self.valid).sum() / self.valid.sum().clamp(min=1)
+        loss_g = self.bce(d_out, torch.ones_like(d_out)) + 100.0 * l1
+        loss_g.backward()
+        self.opt_g.step()
+        return float(loss_d.detach()), float(loss_g.detach())
+
+
+def grad_difference(a: TrainStep, b: TrainStep) -> float:
+    """Largest gradient difference after one step, relative to each tensor's largest gradient.
+
+    (Parameters after Adam's first step are not a fair comparison: it moves each weight by
+    ``lr * sign(grad)``, so rounding flips the sign of near-zero gradients.)"""
+    worst = 0.0
+    for p, q in zip([*a.g.parameters(), *a.d.parameters()], [*b.g.parameters(), *b.d.parameters()]):
+        if p.grad is None or q.grad is None:
+            continue
+        scale = float(p.grad.abs().max())
+        if scale > 0:
+            worst = max(worst, float((p.grad - q.grad).abs().max()) / scale)
+    return worst
+
+
+def bench_training(
+    presets=DEFAULT_PRESETS, batches=(1,), peak: MatmulPeak | None = None, rounds: int = 3, progress=None
+) -> list[dict[str, Any]]:
+    peak = peak or MatmulPeak()
+    rows = []
+    for name in presets:
+        for batch in batches:
+            plain, fast = TrainStep(name, batch, fast=False), TrainStep(name, batch, fast=True)
+            flops = count_flops(TrainStep(name, batch, fast=False))
+            plain()
+            fast()
+            diff = grad_difference(plain, fast)
+            plain_r = interleaved(plain, peak, flops, rounds=rounds, repeats=1)
+            fast_r = interleaved(fast, peak, flops, rounds=rounds, repeats=1)
+            rows.append(
+                {
+                    "preset": name,
+                    "batch": batch,
+                    "size": list(SIZE),
+                    "gflop_per_step": flops / 1e9,
+                    "plain_step_s": plain_r["seconds"],
+                    "plain_gflops": plain_r["gflops"],
+                    "plain_share": 100 * plain_r["share"],
+                    "fast_step_s": fast_r["seconds"],
+                    "fast_gflops": fast_r["gflops"],
+                    "fast_share": 100 * fast_r["share"],
+                    "speedup": plain_r["seconds"] / fast_r["seconds"],
+                    "max_grad_diff": diff,
+                }
+            )
+            if progress:
+                progress(rows[-1])
+            del plain, fast
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="batch 1 inference only, 2 rounds")
+    parser.add_argument("--no-training", action="store_true")
+    args = parser.parse_args(argv)
+    presets = [p for p in args.presets.split(",") if p]
+    rounds = 2 if args.quick else args.rounds
+    peak = MatmulPeak()
+    print(f"machine: {machine_info()}", flush=True)
+    print(f"matmul peak: {peak.measure():.0f} GFLOP/s", flush=True)
+    inf = bench_inference(presets, (1,) if args.quick else (1, 8), peak, rounds=rounds, progress=print)
+    print(format_table(inf, INFERENCE_COLUMNS))
+    train = []
+    if not args.no_training and not args.quick:
+        train = bench_training(presets, (1,), peak, rounds=rounds, progress=print)
+        print(format_table(train, TRAINING_COLUMNS))
+    print(f"matmul peak: {peak.summary()}")
+    return {"inference": inf, "training": train, "peak": peak.summary()}
+
+
+if __name__ == "__main__":
+    main()
