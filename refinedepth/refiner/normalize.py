@@ -136,17 +136,6 @@ def generator_input(rough_unit: torch.Tensor | None, rgb_unit: torch.Tensor | No
     return torch.cat([rough_unit, rgb_unit], dim=1)
 
 
-def apply_generator(generator, x: torch.Tensor, rough_unit: torch.Tensor | None, residual: bool) -> torch.Tensor:
-    """Run ``generator`` on ``x``; residual refiners add the output to ``rough_unit``.
-
-    Returns ``(refined_unit, raw_output)`` at the model's size.
-    """
-    out = generator(x)
-    if residual:
-        return rough_unit + out.float(), out
-    return out.float(), out
-
-
 def refine_full(
     generator,
     rough: torch.Tensor | None,
