@@ -124,7 +124,9 @@ def test_interrupted_swap_is_recovered(tmp_path):
     g, _ = _models()
     last = ckpt.save_checkpoint(tmp_path / "last", config=_meta(g), generator=g)
     last.rename(tmp_path / ".last.old")  # crash between the two renames
-    assert Refiner.from_pretrained(tmp_path, which="last").path == str(tmp_path / "last")
+    assert Refiner.from_pretrained(tmp_path, which="last").path == str(tmp_path / ".last.old")  # read as is
+    ckpt.recover(tmp_path / "last")  # what the next save or --resume does
+    assert Refiner.from_pretrained(tmp_path / "last").path == str(tmp_path / "last")
 
 
 def test_describe_checkpoint_reads_config_and_headers(tmp_path):

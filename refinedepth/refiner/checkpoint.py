@@ -14,9 +14,10 @@ A training run directory holds ``last/`` and ``best/`` checkpoints and ``log.jso
 Atomicity: a checkpoint is written into a hidden temporary sibling directory, its files are
 flushed, ``config.json`` goes last, and only then is it swapped in by renames
 (``last -> .last.old``, ``tmp -> last``, remove ``.last.old``). A crash at any point leaves either
-the complete old or the complete new checkpoint; if the crash falls between the two renames, the
-next load or save renames ``.last.old`` back. Loading checks every file's size and hash against
-``config.json``, so a truncated or altered file is refused with a message naming it.
+the complete old or the complete new checkpoint; if the crash falls between the two renames,
+loading uses ``.last.old`` as it is (readers never rename) and the next save or ``--resume``
+renames it back. Loading checks every file's size and hash against ``config.json``, so a
+truncated or altered file is refused with a message naming it.
 """
 
 from __future__ import annotations
@@ -209,8 +210,14 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 # -- reading ------------------------------------------------------------------------------------
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint directory from a checkpoint or a run directory (``best/`` first, then ``last/``)."""
+    """A checkpoint directory from a checkpoint or a run directory (``best/`` first, then ``last/``).
+
+    Reading never renames anything: if a save was interrupted between its two renames (or is in
+    progress right now in another process), the complete ``.NAME.old`` twin is used as it is.
+    """
     path = Path(path)
+    if not path.exists() and (_old_path(path) / CONFIG_NAME).is_file():
+        return _old_path(path)
     if not path.exists():
         raise CheckpointError(
             f"refiner checkpoint {str(path)!r} does not exist: expected a directory written by "
@@ -218,14 +225,13 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         )
     if not path.is_dir():
         raise CheckpointError(f"refiner checkpoint {str(path)!r} is a file: expected a checkpoint directory")
-    order = [which] + [w for w in ("best", "last") if w != which]
-    for sub in order:
-        recover(path / sub)
     if (path / CONFIG_NAME).is_file():
         return path
+    order = [which] + [w for w in ("best", "last") if w != which]
     for sub in order:
-        if (path / sub / CONFIG_NAME).is_file():
-            return path / sub
+        for candidate in (path / sub, _old_path(path / sub)):
+            if (candidate / CONFIG_NAME).is_file():
+                return candidate
     raise CheckpointError(
         f"{str(path)!r} is not a refiner checkpoint: expected {CONFIG_NAME} in it or in its best/ or "
         "last/ sub-directory (was training interrupted before the first checkpoint?)"
