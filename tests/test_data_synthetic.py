@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refinedepth.data import Sample, open_dataset, parse_spec
-from refinedepth.data.synthetic import SyntheticDataset, render_sample
+from refinedepth.data.synthetic import SyntheticDataset, make_scene, render_sample, render_scene
 from refinedepth.errors import ConfigError, ShapeError
 
 SMALL = (60, 80)
@@ -87,12 +87,24 @@ def test_seeds_and_splits_give_different_scenes():
     assert np.array_equal(ds[0].rgb, render_sample("indoor", 0, "train", seed=1, size=SMALL).rgb)
 
 
-def test_depth_is_z_depth_of_the_geometry():
-    # The floor seen by the camera: z-depth grows towards the horizon, row by row, in the middle
-    # column of an outdoor scene's lower half (flat ground, nothing in the way at the bottom).
-    s = render_sample("outdoor", 1, "train", size=(120, 160))
-    col = s.depth[60:, 80]
-    assert (np.diff(col) < 0).mean() > 0.9  # nearer towards the bottom of the picture
+def test_depth_is_exact_z_depth_of_the_ground_plane():
+    # An outdoor scene emptied of objects, seen by a camera pitched down by 0.1 rad at 2 m: below
+    # the horizon every pixel sees the ground y = 0, whose z-depth has a closed form per row.
+    h, w = 60, 80
+    scene = make_scene("outdoor", np.random.default_rng(0), (h, w), fov=60.0)
+    scene.boxes, scene.spheres = [], []
+    pitch, height = -0.1, 2.0
+    c, s = np.cos(pitch), np.sin(pitch)
+    scene.rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])  # camera -> world
+    scene.origin = np.array([0.0, height, 0.0])
+    _, depth = render_scene(scene, (h, w))
+    focal = 0.5 * w / np.tan(np.radians(30.0))
+    y_cam = -(np.arange(h) + 0.5 - h / 2) / focal  # camera-frame ray (x, y_cam, 1), y up
+    down = -(c * y_cam + s)  # minus the world-y component of the ray
+    want = np.where(down > 0, height / np.where(down > 0, down, 1.0), np.inf)
+    want = np.minimum(want, 80.0)
+    assert np.allclose(depth, want[:, None].astype(np.float32), rtol=1e-5)
+    assert depth[-1, 0] < 5.0 and depth[0, 0] == 80.0  # ground near the bottom, sky at the top
 
 
 def test_dataset_indexing():

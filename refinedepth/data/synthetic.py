@@ -12,7 +12,9 @@ is read or downloaded. Two families:
 
 The pictures carry the cues a CNN uses to infer depth: perspective of textured planes, texture
 gradients (textures are band-limited by the pixel footprint, so they fade with distance instead of
-aliasing), shading and light fall-off, shadows at contact points, fog.
+aliasing), shading and light fall-off, shadows at contact points, fog. One camera (60 degrees
+across by default) and a narrow range of camera heights and pitches, as in a dataset recorded with
+one sensor, keep the scale of a scene inferable from the picture.
 
 Determinism: sample ``i`` of a split is rendered from ``SeedSequence([seed, family, split, i])``,
 so it is the same whatever the dataset's length or ``limit``, and train and test never share a
@@ -34,6 +36,9 @@ MAX_DEPTH = {"indoor": 10.0, "outdoor": 80.0}
 _SPLIT_CODE = {"train": 0, "test": 1}
 DEFAULT_SIZE = (240, 320)
 DEFAULT_COUNTS = {"train": 1000, "test": 200}
+# One camera for the whole dataset, as with a real sensor (a Kinect sees about 58 degrees across):
+# a varying field of view would make the scale of a scene ambiguous from the picture alone.
+DEFAULT_FOV = 60.0
 
 _EPS = 1e-6
 
@@ -148,18 +153,17 @@ def _material(rng, kinds, period=(0.2, 0.8), sat=(0.1, 0.7), val=(0.3, 0.9), bas
     )
 
 
-def _indoor_scene(rng: np.random.Generator, size: tuple[int, int]) -> _Scene:
+def _indoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -> _Scene:
     h_img, w_img = size
     # Room extents keep the farthest corner under 10 m of z-depth (diagonal of 6.5 x 6.5 < 9.2).
     width, length, height = rng.uniform(3.0, 6.5), rng.uniform(3.0, 6.5), rng.uniform(2.4, 3.2)
     lo = np.array([-width / 2, 0.0, 0.0])
     hi = np.array([width / 2, height, length])
     cam = np.array(
-        [rng.uniform(-width / 2 + 0.4, width / 2 - 0.4), rng.uniform(1.0, 1.7), rng.uniform(0.3, 1.2)]
+        [rng.uniform(-width / 2 + 0.4, width / 2 - 0.4), rng.uniform(1.2, 1.6), rng.uniform(0.3, 1.2)]
     )
     _, rotation, focal = _camera(
-        rng, cam, rng.uniform(-0.6, 0.6), rng.uniform(-0.45, 0.05), rng.uniform(-0.05, 0.05),
-        rng.uniform(55, 70), w_img,
+        rng, cam, rng.uniform(-0.6, 0.6), rng.uniform(-0.35, 0.0), rng.uniform(-0.03, 0.03), fov, w_img,
     )
     floor = _material(rng, ["planks", "tiles", "checker", "noise"], period=(0.15, 0.6), val=(0.25, 0.75))
     wall_base = _random_color(rng, sat=(0.05, 0.45), val=(0.55, 0.95))
@@ -187,7 +191,7 @@ def _indoor_scene(rng: np.random.Generator, size: tuple[int, int]) -> _Scene:
         reach = float(np.hypot(half[0], half[2]))
         x = rng.uniform(lo[0] + reach, hi[0] - reach) if hi[0] - lo[0] > 2 * reach else 0.0
         z = rng.uniform(lo[2] + reach, hi[2] - reach) if hi[2] - lo[2] > 2 * reach else length / 2
-        if math.hypot(x - cam[0], z - cam[2]) < reach + 0.9:
+        if math.hypot(x - cam[0], z - cam[2]) < reach + 1.2:
             continue  # keep the camera out of (and not pressed against) the furniture
         center = np.array([x, half[1], z])
         mat = _material(rng, ["plain", "noise", "planks", "checker", "stripes"], period=(0.05, 0.4))
@@ -226,12 +230,12 @@ def _indoor_scene(rng: np.random.Generator, size: tuple[int, int]) -> _Scene:
     )
 
 
-def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int]) -> _Scene:
+def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -> _Scene:
     h_img, w_img = size
     cam = np.array([0.0, rng.uniform(1.4, 2.4), 0.0])
     _, rotation, focal = _camera(
         rng, cam, rng.uniform(-0.3, 0.3), rng.uniform(-0.18, 0.0), rng.uniform(-0.03, 0.03),
-        rng.uniform(55, 75), w_img,
+        fov, w_img,
     )
     grass = _Material(
         "grass", _hsv(rng.uniform(0.18, 0.3), rng.uniform(0.35, 0.7), rng.uniform(0.25, 0.5)),
@@ -657,21 +661,24 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     return rgb, depth.astype(np.float32).reshape(h, w)
 
 
-def make_scene(family: str, rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE) -> _Scene:
+def make_scene(
+    family: str, rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE, fov: float = DEFAULT_FOV
+) -> _Scene:
+    """Draw a random scene of ``family``; ``fov`` is the camera's horizontal field of view (degrees)."""
     if family == "indoor":
-        return _indoor_scene(rng, size)
+        return _indoor_scene(rng, size, fov)
     if family == "outdoor":
-        return _outdoor_scene(rng, size)
+        return _outdoor_scene(rng, size, fov)
     raise ConfigError(f"unknown synthetic family {family!r}; expected 'indoor' or 'outdoor'")
 
 
 def render_sample(
     family: str, index: int, split: str = "train", seed: int = 0, size: tuple[int, int] = DEFAULT_SIZE,
-    sky: str = "max",
+    sky: str = "max", fov: float = DEFAULT_FOV,
 ) -> Sample:
     """Render sample ``index`` of ``split`` of a synthetic family (independent of any dataset length)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), FAMILIES[family], _SPLIT_CODE[split], int(index)]))
-    scene = make_scene(family, rng, size)
+    scene = make_scene(family, rng, size, fov)
     rgb, depth = render_scene(scene, size, rng)
     if sky == "invalid" and family == "outdoor":
         depth = np.where(depth >= scene.max_depth, np.float32(0.0), depth)
@@ -683,7 +690,8 @@ class SyntheticDataset(DepthDataset):
 
     Options: ``size=(height, width)`` (default 240x320), ``seed`` (default 0), ``train_count`` and
     ``test_count`` (lengths of the splits, default 1000 and 200; ``all`` is train then test),
-    ``sky="max"|"invalid"`` (outdoor: sky depth at ``max_depth``, or marked invalid).
+    ``sky="max"|"invalid"`` (outdoor: sky depth at ``max_depth``, or marked invalid),
+    ``fov`` (the camera's horizontal field of view in degrees, default 60, the same for every sample).
     """
 
     name = "synthetic"
@@ -699,6 +707,7 @@ class SyntheticDataset(DepthDataset):
         train_count: int = DEFAULT_COUNTS["train"],
         test_count: int = DEFAULT_COUNTS["test"],
         sky: str = "max",
+        fov: float = DEFAULT_FOV,
     ) -> None:
         family = (family or "indoor").strip().lower()
         spec = spec or f"synthetic:{family}"
@@ -712,6 +721,8 @@ class SyntheticDataset(DepthDataset):
             raise ConfigError(f"{spec}: size must be (height, width) of at least 8x8 pixels, got {size}")
         if sky not in ("max", "invalid"):
             raise ConfigError(f"{spec}: sky must be 'max' or 'invalid', got {sky!r}")
+        if not 10.0 <= float(fov) <= 150.0:
+            raise ConfigError(f"{spec}: fov is the horizontal field of view in degrees (10-150), got {fov}")
         counts = {"train": int(train_count), "test": int(test_count)}
         parts = ["train", "test"] if split == "all" else [split]
         items = [(part, i) for part in parts for i in range(counts[part])]
@@ -720,6 +731,7 @@ class SyntheticDataset(DepthDataset):
         self.size = size
         self.seed = int(seed)
         self.sky = sky
+        self.fov = float(fov)
         self.max_depth = MAX_DEPTH[family]
         self.protocol = "none"
 
@@ -733,4 +745,4 @@ class SyntheticDataset(DepthDataset):
 
     def _load(self, item) -> Sample:
         part, i = item
-        return render_sample(self.family, i, part, self.seed, self.size, self.sky)
+        return render_sample(self.family, i, part, self.seed, self.size, self.sky, self.fov)
