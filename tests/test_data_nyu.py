@@ -67,8 +67,12 @@ def test_official_split_from_the_file(nyu_dir):
 
 def test_raw_depths_selectable(nyu_dir):
     filled = open_dataset(f"nyu:{nyu_dir}", split="all")[1].depth
-    raw = open_dataset(f"nyu:{nyu_dir}", split="all", raw=True)[1].depth
-    assert np.array_equal(raw, filled * 2)
+    raw_ds = open_dataset(f"nyu:{nyu_dir}", split="all", raw=True)
+    assert np.array_equal(raw_ds[1].depth, filled * 2)
+    assert raw_ds.description.endswith("ground truth: raw Kinect depth (rawDepths)")  # reports say which
+    assert open_dataset(f"nyu:{nyu_dir}", split="test").description == (
+        "NYU Depth v2 labeled, test (official split), 2 samples, ground truth: filled depth (depths)"
+    )
 
 
 def test_split_file_elsewhere_and_missing(nyu_dir, tmp_path):

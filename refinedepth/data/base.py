@@ -98,6 +98,11 @@ class DepthDataset:
             yield self[i]
 
     @property
+    def description(self) -> str:
+        """One line for reports: what the data and its ground truth are."""
+        return f"{self.spec} ({self.split}, {len(self)} samples)"
+
+    @property
     def ids(self) -> list[str]:
         """The sample ids in order (cheap: no pixel data is read)."""
         return [self._item_id(item) for item in self._items]

@@ -125,6 +125,12 @@ class NYUDataset(DepthDataset):
     def native_size(self) -> tuple[int, int]:
         return self._size
 
+    @property
+    def description(self) -> str:
+        gt = "raw Kinect depth (rawDepths)" if self.raw else "filled depth (depths)"
+        split = "official split" if self.split != "all" else "all 1449 labeled frames"
+        return f"NYU Depth v2 labeled, {self.split} ({split}), {len(self)} samples, ground truth: {gt}"
+
     def _h5(self):
         # Opened lazily, once per process: h5py handles must not cross a fork (DataLoader workers).
         if self._file is None or self._pid != os.getpid():

@@ -739,6 +739,11 @@ class SyntheticDataset(DepthDataset):
     def native_size(self) -> tuple[int, int]:
         return self.size
 
+    @property
+    def description(self) -> str:
+        h, w = self.size
+        return f"synthetic {self.family} scenes, {self.split}, {len(self)} samples at {h}x{w}, seed {self.seed}"
+
     def _item_id(self, item) -> str:
         part, i = item
         return f"synthetic-{self.family}-{part}-{i:06d}"
