@@ -37,6 +37,9 @@ def test_attributes_and_defaults():
     assert isinstance(s, Sample) and s.rgb.shape == (48, 64, 3) and s.depth.shape == (48, 64)
     assert s.rgb.dtype == np.uint8 and s.depth.dtype == np.float32
     assert s.id == "synthetic-indoor-train-000000"
+    assert out.description == "synthetic outdoor scenes, test, 5 samples at 240x320, seed 0"
+    wide = open_dataset("synthetic", limit=1, size=(48, 64), fov=90)[0]
+    assert not np.array_equal(wide.depth, s.depth)  # the field of view is an option
 
 
 def test_indoor_depth_is_valid_and_in_range(indoor):
@@ -126,6 +129,10 @@ def test_bad_specs_and_options():
         open_dataset("synthetic", split="val")
     with pytest.raises(ConfigError, match="limit must be a positive number"):
         open_dataset("synthetic", limit=0)
+    with pytest.raises(ConfigError, match=r"fov is the horizontal field of view in degrees \(10-150\), got 5"):
+        open_dataset("synthetic", fov=5)
+    with pytest.raises(ConfigError, match="sky must be 'max' or 'invalid'"):
+        open_dataset("synthetic:outdoor", sky="blue")
     assert parse_spec("folder:/a:b") == ("folder", "/a:b")
     assert parse_spec("synthetic") == ("synthetic", None)
 
