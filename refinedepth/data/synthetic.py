@@ -49,12 +49,22 @@ _EPS = 1e-6
 
 @dataclass
 class _Material:
-    kind: str  # plain | noise | checker | stripes | planks | tiles | grass | road
+    kind: str  # plain | noise | checker | stripes | planks | tiles | grass
     color: np.ndarray  # (3,) linear albedo
     color2: np.ndarray  # (3,) second colour (checker, stripes, grout...)
     period: float  # metres
     amount: float  # texture contrast in [0, 1]
     angle: float = 0.0  # rotation of the texture in its plane
+
+
+@dataclass
+class _Road:
+    """A straight road along z on the outdoor ground: asphalt, a dashed centre line, edge lines."""
+
+    x: float  # centre
+    half_width: float
+    color: np.ndarray
+    dash_period: float  # metres per dash + gap
 
 
 @dataclass
@@ -98,6 +108,7 @@ class _Scene:
     horizon: np.ndarray
     zenith: np.ndarray
     exposure: float
+    road: _Road | None = None
 
 
 def _rot_y(a: float) -> np.ndarray:
@@ -242,11 +253,9 @@ def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) 
         _hsv(rng.uniform(0.08, 0.2), rng.uniform(0.3, 0.6), rng.uniform(0.15, 0.35)),
         float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.5, 1.0)),
     )
-    # the road runs along z; its centre x and width ride in the second material's fields
     road_x, road_half = float(rng.uniform(-4.0, 4.0)), float(rng.uniform(2.5, 5.0))
-    road = _Material("road", np.array([road_x, road_half, 0.0]), np.array([0.22, 0.22, 0.23]) * rng.uniform(0.8, 1.3),
-                     float(rng.uniform(2.0, 4.0)), 1.0)
-    grass.road = road  # type: ignore[attr-defined]
+    asphalt = np.array([0.22, 0.22, 0.23]) * rng.uniform(0.8, 1.3)
+    road = _Road(road_x, road_half, asphalt, float(rng.uniform(2.0, 4.0)))
 
     boxes: list[_Box] = []
     spheres: list[_Sphere] = []
@@ -287,7 +296,7 @@ def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) 
         fog_distance=float(rng.uniform(60.0, 180.0)),
         horizon=_hsv(rng.uniform(0.55, 0.62), rng.uniform(0.05, 0.25), rng.uniform(0.75, 0.95)),
         zenith=_hsv(rng.uniform(0.57, 0.63), rng.uniform(0.35, 0.7), rng.uniform(0.5, 0.8)),
-        exposure=float(rng.uniform(0.9, 1.15)),
+        exposure=float(rng.uniform(0.9, 1.15)), road=road,
     )
 
 
@@ -530,12 +539,12 @@ def _texture(mat: _Material, u: np.ndarray, v: np.ndarray, footprint: np.ndarray
     return albedo
 
 
-def _road(mat: _Material, x: np.ndarray, z: np.ndarray, footprint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which ground points lie on the road, and the road's albedo there (asphalt + dashed line)."""
-    road_x, road_half = mat.color[0], mat.color[1]
+def _road(road: _Road, x: np.ndarray, z: np.ndarray, footprint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ground points lie on the road, and the road's albedo there (asphalt + lines)."""
+    road_x, road_half = road.x, road.half_width
     on = np.abs(x - road_x) < road_half
-    asphalt = mat.color2[None, :] * (0.9 + 0.2 * _value_noise(x * 3, z * 3, 5.0))[:, None]
-    dash = (np.abs(x - road_x) < 0.08) & ((z / mat.period) % 2 < 1)
+    asphalt = road.color[None, :] * (0.9 + 0.2 * _value_noise(x * 3, z * 3, 5.0))[:, None]
+    dash = (np.abs(x - road_x) < 0.08) & ((z / road.dash_period) % 2 < 1)
     edge = np.abs(np.abs(x - road_x) - (road_half - 0.25)) < 0.07
     line = (dash | edge).astype(np.float64) * _fade(footprint, 0.3)
     albedo = asphalt * (1 - line[:, None]) + np.array([0.85, 0.85, 0.8])[None, :] * line[:, None]
@@ -617,9 +626,8 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
         # metres of surface covered by one pixel: distance / focal, stretched at grazing angles
         footprint = t[sel] * ray_len[sel] / scene.focal / np.maximum(cos_view, 0.08)
         albedo[sel] = _texture(mat, u, v, footprint, salt=float(sid))
-        road = getattr(mat, "road", None)
-        if road is not None:
-            on, road_albedo = _road(road, p[:, 0], p[:, 2], footprint)
+        if scene.road is not None and mat is scene.ground:
+            on, road_albedo = _road(scene.road, p[:, 0], p[:, 2], footprint)
             albedo[sel[on]] = road_albedo[on]
 
     # lighting: ambient + directional (with shadows outdoors) + a point lamp with fall-off
