@@ -40,6 +40,20 @@ def _run(args, **kw):
     return subprocess.run([sys.executable, "-m", "refinedepth", *args], env=_env(), capture_output=True, text=True, **kw)
 
 
+def _reference(args: list[str], out: Path) -> None:
+    """The uninterrupted single-process run, in this process with one torch thread (the same
+    kernels as a subprocess with OMP_NUM_THREADS=1, without paying its start-up)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = _invoke([*args, "--workers", "0", "--out", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+
+
 def _assert_same_cache(a: Path, b: Path) -> None:
     with open_cache(a) as x, open_cache(b) as y:
         assert x.config == y.config
@@ -66,8 +80,7 @@ def _done_count(path: Path) -> int:
 @pytest.mark.slow
 def test_killed_cache_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["cache", *COMMON, "--limit", "8", "--batch-size", "1", "--with-rgb", "--dtype", "float16"]
-    ref = _run([*args, "--workers", "0", "--out", str(tmp_path / "ref.h5")], timeout=300)
-    assert ref.returncode == 0, ref.stderr
+    _reference(args, tmp_path / "ref.h5")
 
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen(
@@ -102,13 +115,12 @@ def test_killed_cache_resumes_to_the_uninterrupted_result(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_merge_equals_single_process(tmp_path):
-    args = ["cache", *COMMON, "--limit", "8", "--batch-size", "2", "--workers", "0"]
-    single = _run([*args, "--out", str(tmp_path / "single.h5")], timeout=300)
-    assert single.returncode == 0, single.stderr
+    args = ["cache", *COMMON, "--limit", "8", "--batch-size", "2"]
+    _reference(args, tmp_path / "single.h5")
     out = tmp_path / "run" / "multi.h5"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "refinedepth", *args, "--out", str(out)],
+         "-m", "refinedepth", *args, "--workers", "0", "--out", str(out)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
