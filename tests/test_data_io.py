@@ -110,3 +110,17 @@ def test_read_rgb_converts(tmp_path):
     Image.fromarray(np.full((3, 4), 200, np.uint8)).save(tmp_path / "g.png")
     rgb = read_rgb(tmp_path / "g.png")
     assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8 and (rgb == 200).all()
+
+
+def test_truncated_jpeg_only_when_allowed(tmp_path):
+    import io
+
+    from PIL import ImageFile
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:-100])
+    with pytest.raises(FileFormatError, match=r"cut\.jpg: not a readable image \(image file is truncated"):
+        read_rgb(tmp_path / "cut.jpg")
+    assert read_rgb(tmp_path / "cut.jpg", allow_truncated=True).shape == (32, 32, 3)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # PIL's global switch is restored

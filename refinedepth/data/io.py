@@ -33,8 +33,8 @@ def _to_numpy(depth) -> np.ndarray:
     return np.asarray(depth)
 
 
-def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+def _open_image(path: Path, allow_truncated: bool = False):
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
     if not path.is_file():
         raise FileFormatError(f"{path}: file not found")
@@ -42,14 +42,27 @@ def _open_image(path: Path):
         image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        if allow_truncated and "truncated" in str(exc):
+            # Decode what is there (the rest is filled grey); PIL's switch is global, so restore it.
+            previous = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = True
+            try:
+                image = Image.open(path)
+                image.load()
+                return image
+            finally:
+                ImageFile.LOAD_TRUNCATED_IMAGES = previous
         raise FileFormatError(f"{path}: not a readable image ({exc}); expected a PNG/JPEG file") from None
     return image
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as ``uint8 [H, W, 3]`` (grey and RGBA are converted; 16-bit is scaled down)."""
+def read_rgb(path: str | os.PathLike, allow_truncated: bool = False) -> np.ndarray:
+    """Read an image as ``uint8 [H, W, 3]`` (grey and RGBA are converted; 16-bit is scaled down).
+
+    ``allow_truncated`` decodes a truncated file instead of failing (Make3D's test set has one).
+    """
     path = Path(path)
-    image = _open_image(path)
+    image = _open_image(path, allow_truncated)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         array = np.clip(array / 257.0, 0, 255).astype(np.uint8)
