@@ -126,11 +126,14 @@ def _rot_z(a: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _camera(rng: np.random.Generator, origin, yaw, pitch, roll, fov_deg, width) -> tuple:
-    # Positive pitch looks up: rotating the forward axis (0,0,1) about x by -pitch lifts it.
+def _camera(yaw: float, pitch: float, roll: float, fov_deg: float, width: int) -> tuple[np.ndarray, float]:
+    """Camera-to-world rotation and focal length (pixels) for a horizontal field of view.
+
+    Positive pitch looks up: rotating the forward axis (0, 0, 1) about x by ``-pitch`` lifts it.
+    """
     rotation = _rot_y(yaw) @ _rot_x(-pitch) @ _rot_z(roll)
     focal = 0.5 * width / math.tan(math.radians(fov_deg) / 2)
-    return np.asarray(origin, dtype=np.float64), rotation, focal
+    return rotation, focal
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -165,7 +168,7 @@ def _material(rng, kinds, period=(0.2, 0.8), sat=(0.1, 0.7), val=(0.3, 0.9), bas
 
 
 def _indoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -> _Scene:
-    h_img, w_img = size
+    w_img = size[1]
     # Room extents keep the farthest corner under 10 m of z-depth (diagonal of 6.5 x 6.5 < 9.2).
     width, length, height = rng.uniform(3.0, 6.5), rng.uniform(3.0, 6.5), rng.uniform(2.4, 3.2)
     lo = np.array([-width / 2, 0.0, 0.0])
@@ -173,8 +176,8 @@ def _indoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -
     cam = np.array(
         [rng.uniform(-width / 2 + 0.4, width / 2 - 0.4), rng.uniform(1.2, 1.6), rng.uniform(0.3, 1.2)]
     )
-    _, rotation, focal = _camera(
-        rng, cam, rng.uniform(-0.6, 0.6), rng.uniform(-0.35, 0.0), rng.uniform(-0.03, 0.03), fov, w_img,
+    rotation, focal = _camera(
+        rng.uniform(-0.6, 0.6), rng.uniform(-0.35, 0.0), rng.uniform(-0.03, 0.03), fov, w_img,
     )
     floor = _material(rng, ["planks", "tiles", "checker", "noise"], period=(0.15, 0.6), val=(0.25, 0.75))
     wall_base = _random_color(rng, sat=(0.05, 0.45), val=(0.55, 0.95))
@@ -242,10 +245,10 @@ def _indoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -
 
 
 def _outdoor_scene(rng: np.random.Generator, size: tuple[int, int], fov: float) -> _Scene:
-    h_img, w_img = size
+    w_img = size[1]
     cam = np.array([0.0, rng.uniform(1.4, 2.4), 0.0])
-    _, rotation, focal = _camera(
-        rng, cam, rng.uniform(-0.3, 0.3), rng.uniform(-0.18, 0.0), rng.uniform(-0.03, 0.03),
+    rotation, focal = _camera(
+        rng.uniform(-0.3, 0.3), rng.uniform(-0.18, 0.0), rng.uniform(-0.03, 0.03),
         fov, w_img,
     )
     grass = _Material(
