@@ -312,6 +312,11 @@ def _rows_dot(x: np.ndarray, v: np.ndarray) -> np.ndarray:
     return x[:, 0] * v[0] + x[:, 1] * v[1] + x[:, 2] * v[2]
 
 
+def _pair_dot(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise dot product of two (N, 3) arrays (NumPy's axis-1 reductions are slow on 3 columns)."""
+    return x[:, 0] * y[:, 0] + x[:, 1] * y[:, 1] + x[:, 2] * y[:, 2]
+
+
 def _rows_matmul(x: np.ndarray, m: np.ndarray) -> np.ndarray:
     """``x @ m`` for ``x`` (N, 3) or (3,) and ``m`` (3, 3), without BLAS."""
     if x.ndim == 1:
@@ -326,13 +331,13 @@ def _bounding_candidates(origin, dirs, center, radius, limit=None) -> np.ndarray
     operations per ray and the exact test runs only on the rays that can hit it.
     """
     oc = center - origin
-    a = np.einsum("ij,ij->i", dirs, dirs)
+    a = _pair_dot(dirs, dirs)
     if oc.ndim == 1:
         b = _rows_dot(dirs, oc)
         c = oc @ oc - radius * radius
     else:
-        b = np.einsum("ij,ij->i", dirs, oc)
-        c = np.einsum("ij,ij->i", oc, oc) - radius * radius
+        b = _pair_dot(dirs, oc)
+        c = _pair_dot(oc, oc) - radius * radius
     disc = b * b - a * c
     ok = (disc >= 0) & ((b > 0) | (c < 0))
     if limit is not None:
@@ -345,19 +350,24 @@ def _box_t(origin, dirs, box: _Box) -> np.ndarray:
     rot = _rot_y(box.yaw)  # box -> world; row vectors: x @ rot == rot.T @ x (world -> box)
     o = _rows_matmul(origin - box.center, rot)
     d = _rows_matmul(dirs, rot)
-    safe = np.where(np.abs(d) < _EPS, _EPS, d)
-    t1 = (-box.half - o) / safe
-    t2 = (box.half - o) / safe
-    t_enter = np.minimum(t1, t2).max(axis=1)
-    t_exit = np.maximum(t1, t2).min(axis=1)
+    t_enter = t_exit = None
+    for k in range(3):  # one slab per axis, on 1-D arrays
+        dk = d[:, k]
+        ok = o[k] if o.ndim == 1 else o[:, k]
+        safe = np.where(np.abs(dk) < _EPS, _EPS, dk)
+        t1 = (-box.half[k] - ok) / safe
+        t2 = (box.half[k] - ok) / safe
+        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+        t_enter = near if t_enter is None else np.maximum(t_enter, near)
+        t_exit = far if t_exit is None else np.minimum(t_exit, far)
     return np.where((t_enter <= t_exit) & (t_enter > 1e-4), t_enter, np.inf)
 
 
 def _sphere_t(origin, dirs, sphere: _Sphere) -> np.ndarray:
     oc = sphere.center - origin
-    a = np.einsum("ij,ij->i", dirs, dirs)
-    b = _rows_dot(dirs, oc) if oc.ndim == 1 else np.einsum("ij,ij->i", dirs, oc)
-    c = (oc @ oc if oc.ndim == 1 else np.einsum("ij,ij->i", oc, oc)) - sphere.radius**2
+    a = _pair_dot(dirs, dirs)
+    b = _rows_dot(dirs, oc) if oc.ndim == 1 else _pair_dot(dirs, oc)
+    c = (oc @ oc if oc.ndim == 1 else _pair_dot(oc, oc)) - sphere.radius**2
     disc = b * b - a * c
     t = (b - np.sqrt(np.maximum(disc, 0.0))) / a
     return np.where((disc >= 0) & (t > 1e-4), t, np.inf)
@@ -428,7 +438,7 @@ def _occluded(points: np.ndarray, scene: _Scene, sun: np.ndarray | None = None,
         to_light, limit = np.broadcast_to(sun, (m, 3)), np.inf
     else:
         to_light, limit = lamp - points, 1.0
-        dist = np.sqrt(np.einsum("ij,ij->i", to_light, to_light))
+        dist = np.sqrt(_pair_dot(to_light, to_light))
         away = -to_light / dist[:, None]  # unit directions from the lamp to the points
     for prim in prims:
         r = _radius(prim)
@@ -460,7 +470,8 @@ def _surface_attributes(prim, points: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if isinstance(prim, _Box):
         rot = _rot_y(prim.yaw)
         local = _rows_matmul(points - prim.center, rot)
-        axis = np.argmax(np.abs(local) / prim.half, axis=1)
+        r0, r1, r2 = (np.abs(local[:, k]) / prim.half[k] for k in range(3))
+        axis = np.where(r0 >= r1, np.where(r0 >= r2, 0, 2), np.where(r1 >= r2, 1, 2))
         rows = np.arange(len(points))
         n_local = np.zeros_like(local)
         n_local[rows, axis] = np.sign(local[rows, axis])
@@ -477,8 +488,13 @@ def _surface_attributes(prim, points: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _hash2(i: np.ndarray, j: np.ndarray, salt: float) -> np.ndarray:
-    """A cheap deterministic hash of integer lattice points to [0, 1)."""
-    x = np.sin(i * 12.9898 + j * 78.233 + salt * 37.719) * 43758.5453
+    """A cheap deterministic hash of integer lattice points (given as floats) to [0, 1)."""
+    h = i.astype(np.int64) * 73856093 ^ j.astype(np.int64) * 19349663 ^ int(salt * 1000 + 7) * 83492791
+    h = (h ^ (h >> 13)) * 1274126177
+    return ((h ^ (h >> 16)) & 0xFFFF) / 65536.0
+
+
+def _frac(x: np.ndarray) -> np.ndarray:
     return x - np.floor(x)
 
 
@@ -513,20 +529,20 @@ def _texture(mat: _Material, u: np.ndarray, v: np.ndarray, footprint: np.ndarray
     kind = mat.kind
     if kind in ("checker", "stripes", "tiles", "planks"):
         if kind == "checker":
-            pattern = ((np.floor(u / p) + np.floor(v / p)) % 2).astype(np.float64)
+            pattern = ((np.floor(u / p) + np.floor(v / p)).astype(np.int64) & 1).astype(np.float64)
             detail = _fade(footprint, p)
         elif kind == "stripes":
-            pattern = (np.floor(2 * u / p) % 2).astype(np.float64)
+            pattern = (np.floor(2 * u / p).astype(np.int64) & 1).astype(np.float64)
             detail = _fade(footprint, p)
         elif kind == "tiles":  # grout lines, 8% of the period wide
-            fu, fv = (u / p) % 1.0, (v / p) % 1.0
+            fu, fv = _frac(u / p), _frac(v / p)
             pattern = ((fu < 0.08) | (fv < 0.08)).astype(np.float64)
             detail = _fade(footprint, 0.08 * p * 2)
         else:  # planks along v, each with its own shade and some grain
             plank = np.floor(u / p)
             shade = _hash2(plank, np.floor(v / (6 * p) + _hash2(plank, plank, salt)), salt)
             grain = _value_noise(u / p * 8, v / p * 0.7, salt + 1)
-            seam = ((u / p) % 1.0 < 0.04).astype(np.float64)
+            seam = (_frac(u / p) < 0.04).astype(np.float64)
             pattern = np.clip(0.55 * shade + 0.3 * grain + 0.8 * seam, 0, 1)
             detail = _fade(footprint, 0.5 * p)
         mean = 0.5 if kind != "tiles" else 0.16
@@ -547,7 +563,7 @@ def _road(road: _Road, x: np.ndarray, z: np.ndarray, footprint: np.ndarray) -> t
     road_x, road_half = road.x, road.half_width
     on = np.abs(x - road_x) < road_half
     asphalt = road.color[None, :] * (0.9 + 0.2 * _value_noise(x * 3, z * 3, 5.0))[:, None]
-    dash = (np.abs(x - road_x) < 0.08) & ((z / road.dash_period) % 2 < 1)
+    dash = (np.abs(x - road_x) < 0.08) & ((np.floor(z / road.dash_period).astype(np.int64) & 1) == 0)
     edge = np.abs(np.abs(x - road_x) - (road_half - 0.25)) < 0.07
     line = (dash | edge).astype(np.float64) * _fade(footprint, 0.3)
     albedo = asphalt * (1 - line[:, None]) + np.array([0.85, 0.85, 0.8])[None, :] * line[:, None]
@@ -572,7 +588,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     )
     dirs = _rows_matmul(cam_dirs, scene.rotation.T)
     o = scene.origin
-    ray_len = np.linalg.norm(dirs, axis=1)  # metres of path per unit of z-depth
+    ray_len = np.sqrt(_pair_dot(dirs, dirs))  # metres of path per unit of z-depth
     unit_dirs = dirs / ray_len[:, None]
 
     # pass 1: nearest hit distance and which surface; surfaces are room faces / ground, then prims
@@ -581,12 +597,18 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     surfaces: list = []  # ("plane", axis, normal sign, material) or ("prim", primitive)
     if scene.room is not None:
         lo, hi = scene.room
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bound = np.where(dirs > 0, hi, lo)
-            t_axis = np.where(np.abs(dirs) > _EPS, (bound - o) / dirs, np.inf)
-        axis = np.argmin(t_axis, axis=1)
-        t = t_axis[np.arange(n), axis]
-        positive = dirs[np.arange(n), axis] > 0
+        # the camera is inside: each ray leaves through the nearest of the three walls it faces
+        axis = np.zeros(n, dtype=np.int64)
+        positive = np.zeros(n, dtype=bool)
+        for k in range(3):
+            dk = dirs[:, k]
+            pos = dk > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tk = np.where(np.abs(dk) > _EPS, (np.where(pos, hi[k], lo[k]) - o[k]) / dk, np.inf)
+            closer = tk < t
+            t = np.where(closer, tk, t)
+            axis[closer] = k
+            positive[closer] = pos[closer]
         for (ax, pos), name in _ROOM_FACES.items():
             surface[(axis == ax) & (positive == pos)] = len(surfaces)
             surfaces.append(("plane", ax, -1.0 if pos else 1.0, scene.room_materials[name]))
@@ -625,7 +647,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
         else:
             mat = entry[1].material
             normal[sel], u, v = _surface_attributes(entry[1], p)
-        cos_view = np.abs(np.einsum("ij,ij->i", normal[sel], unit_dirs[sel]))
+        cos_view = np.abs(_pair_dot(normal[sel], unit_dirs[sel]))
         # metres of surface covered by one pixel: distance / focal, stretched at grazing angles
         footprint = t[sel] * ray_len[sel] / scene.focal / np.maximum(cos_view, 0.08)
         albedo[sel] = _texture(mat, u, v, footprint, salt=float(sid))
@@ -634,10 +656,10 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
             albedo[sel[on]] = road_albedo[on]
 
     # lighting: ambient + directional (with shadows outdoors) + a point lamp with fall-off
-    idx = np.nonzero(hit)[0]
+    idx = slice(None) if hit.all() else np.nonzero(hit)[0]  # a view when every ray hit (indoors)
     pts = points[idx] + normal[idx] * 1e-3
     nrm = normal[idx]
-    light = np.full(idx.size, scene.ambient)
+    light = np.full(len(nrm), scene.ambient)
     sun_cos = np.clip(_rows_dot(nrm, scene.sun_dir), 0.0, None)
     if scene.room is None:
         lit = np.nonzero(sun_cos > 0)[0]
@@ -646,8 +668,8 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
     light += scene.sun_power * sun_cos
     if scene.lamp_pos is not None:
         to_lamp = scene.lamp_pos - pts
-        dist = np.linalg.norm(to_lamp, axis=1)
-        lamp_cos = np.clip(np.einsum("ij,ij->i", nrm, to_lamp) / dist, 0.0, None)
+        dist = np.sqrt(_pair_dot(to_lamp, to_lamp))
+        lamp_cos = np.clip(_pair_dot(nrm, to_lamp) / dist, 0.0, None)
         lit = np.nonzero(lamp_cos > 0)[0]
         shadow = _occluded(pts[lit], scene, lamp=scene.lamp_pos)
         lamp_cos[lit[shadow]] *= 0.15
@@ -667,7 +689,7 @@ def render_scene(scene: _Scene, size: tuple[int, int], rng: np.random.Generator 
 
     srgb = np.clip(color, 0.0, 1.0) ** (1 / 2.2)
     if rng is not None:  # a little sensor noise
-        srgb = srgb + rng.normal(0.0, 1.5 / 255, srgb.shape)
+        srgb = srgb + rng.standard_normal(srgb.shape, dtype=np.float32) * (1.5 / 255)
     rgb = np.clip(np.round(srgb * 255), 0, 255).astype(np.uint8).reshape(h, w, 3)
     return rgb, depth.astype(np.float32).reshape(h, w)
 
