@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--gan-mode", default="vanilla", choices=["vanilla", "lsgan", "none"])
+    ap.add_argument("--batch-size", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,7 +50,7 @@ def main() -> None:
         train = degraded_cache(tmp / "train.h5", "train", args.train, 0)
         val = degraded_cache(tmp / "val.h5", "test", args.val, 1)
         cfg = TrainConfig(train=str(train), val=str(val), out=str(tmp / "run"), preset=args.preset,
-                          epochs=args.epochs, device="cpu")
+                          epochs=args.epochs, device="cpu", gan_mode=args.gan_mode, batch_size=args.batch_size)
         times: list[float] = []
         last = [time.perf_counter()]
 
@@ -62,13 +64,15 @@ def main() -> None:
         result = train_refiner(cfg, progress=progress)
         wall = time.perf_counter() - t0
     steady = sorted(times[5:])[len(times[5:]) // 2] if len(times) > 10 else float("nan")
-    print(f"preset {args.preset}, {args.train} train / {args.val} held-out samples, threads {args.threads}")
+    print(f"preset {args.preset}, gan {args.gan_mode}, batch {args.batch_size}, {args.train} train / "
+          f"{args.val} held-out samples, threads {args.threads}")
     print(f"{'epoch':>5} {'steps':>6} {'rough abs_rel':>14} {'refined abs_rel':>16} {'refined rmse':>13}")
     for h in result.history:
         v = h["val"]
         print(f"{h['epoch']:>5} {h['step']:>6} {v['rough']['abs_rel']:>14.4f} {v['refined']['abs_rel']:>16.4f} "
               f"{v['refined']['rmse']:>13.4f}")
-    print(f"median time per training step (batch 1, 128x128, incl. data): {steady * 1000:.1f} ms; total wall {wall:.0f} s")
+    print(f"median time per training step (batch {args.batch_size}, 128x128, incl. data): {steady * 1000:.1f} ms; "
+          f"total wall {wall:.0f} s")
 
 
 if __name__ == "__main__":
