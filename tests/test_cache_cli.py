@@ -326,11 +326,12 @@ def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
     assert json.loads(described.output)["kind"] == "refiner-checkpoint"
 
 
-def test_samples_of_another_size_need_gt_size(tmp_path):
+def test_samples_of_another_size_need_gt_size(tmp_path, monkeypatch):
     """A dataset without a fixed native size: the first sample sets gt_size, another size is an
     error naming the sample (also from a DataLoader worker), unless --gt-size is given."""
+    from refinedepth import data
     from refinedepth.cache_build import build_cache
-    from refinedepth.data import Sample, register_reader
+    from refinedepth.data import Sample
     from refinedepth.errors import DataError
 
     class VarSize:
@@ -343,7 +344,7 @@ def test_samples_of_another_size_need_gt_size(tmp_path):
             h = 24 if i < 2 else 30
             return Sample(rgb=np.zeros((h, 32, 3), np.uint8), depth=np.full((h, 32), 2.0, np.float32), id=f"v{i}")
 
-    register_reader("varsize", lambda arg, **kw: VarSize(), needs_argument=False)
+    monkeypatch.setitem(data._READERS, "varsize", lambda arg, **kw: VarSize())  # removed after the test
     kw = dict(backbone="fcrn", backbone_args={"encoder": "resnet18", "input_size": [64, 80]}, dataset="varsize",
               size=(16, 16), batch_size=1, device="cpu")
     with pytest.raises(DataError) as err:
