@@ -28,6 +28,8 @@ _LAZY = {
     "CacheDataset": "refinedepth.cache",
     "MetricAccumulator": "refinedepth.metrics",
     "compute_metrics": "refinedepth.metrics",
+    "train_refiner": "refinedepth.refiner.train",
+    "TrainConfig": "refinedepth.refiner.train",
 }
 
 
