@@ -33,6 +33,7 @@ from _common import (  # noqa: E402
     machine_info,
     peak_rss_mb,
     replace_marked,
+    set_clock,
     write_json,
 )
 from bench_refiner import (  # noqa: E402
@@ -85,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help=f"comma-separated parts to skip: {', '.join(PARTS)}")
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS), help="refiner presets")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per refiner figure")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock", default="wall", choices=("wall", "cpu"),
+        help="cpu: time by the thread's CPU time (needs --threads 1; for busy shared machines)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
     parser.add_argument("--json", default=str(RESULTS_JSON), help="where to write the results")
     args = parser.parse_args(argv)
@@ -98,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
 
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu needs --threads 1")
+    set_clock(args.clock)
     t_start = time.perf_counter()
     info = machine_info()
     _say(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
@@ -107,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": info,
     }
-
-    import torch
 
     peak = MatmulPeak()
     first = peak.measure(repeats=5)
@@ -136,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if "fcrn" not in skip:
         _say("FCRN (benchmarks/bench_fcrn.py) ...")
-        results["fcrn"] = run_script(["benchmarks/bench_fcrn.py", *(["--quick"] if args.quick else [])], timeout=300)
+        fcrn_args = ["benchmarks/bench_fcrn.py", *(["--quick"] if args.quick else [])]
+        if args.threads:
+            fcrn_args += ["--threads", str(args.threads)]
+        results["fcrn"] = run_script(fcrn_args, timeout=300)
         _say(results["fcrn"]["output"].rstrip())
     if "cache" not in skip:
         _say("cache (benchmarks/bench_cache.py) ...")
@@ -174,6 +188,7 @@ def md_sections(results: dict[str, Any]) -> dict[str, str]:
     machine = [
         f"`{results['command']}` on {results['date']}: {info['cpu']}, {info['cores']} cores, "
         f"torch {info['torch']} with {results.get('torch_threads', info['torch_threads'])} threads, "
+        f"timed by {'the thread CPU time (--clock cpu)' if info.get('clock') == 'cpu' else 'wall time'}, "
         f"{info['os']}; load average at the start {info['load_average']} "
         f"(the machine was shared: see the note below). Whole run {results.get('seconds', '?')} s.",
         "",

@@ -56,8 +56,13 @@ __all__ = [
 
 PRECISIONS = ("fp32", "bf16")
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.Tanh)
-# Transposed convolutions with at most this many output channels use the matmul formulation.
+# impl="auto" runs a stride-2 transposed convolution as a matmul (oneDNN) plus phase sums when it
+# has at most _GEMM_MAX_OUT output channels (oneDNN's deconvolution kernels are poor for tiny
+# Cout) or an input of 2x2 .. 8x8 pixels (the U-Net's inner levels, where the prepacked
+# deconvolution ran at a quarter to a half of the matmul's rate on a Zen 5 core; from 16x16 up the
+# deconvolution kernel is faster). Measured per layer with benchmarks/bench_refiner.py's shapes.
 _GEMM_MAX_OUT = 8
+_GEMM_MIN_PIXELS, _GEMM_MAX_PIXELS = 4, 64
 
 # --------------------------------------------------------------------------------------------
 # process-level knobs
@@ -198,6 +203,7 @@ class FusedConv(nn.Module):
         self.dilation, self.groups = tuple(conv.dilation), conv.groups
         self.output_padding = tuple(conv.output_padding) if self.transposed else (0, 0)
         self.act, self.act_scalars = _activation_spec(act)
+        self.auto = impl == "auto"
         self.impl = self._choose(impl)
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple | None = None
@@ -210,7 +216,6 @@ class FusedConv(nn.Module):
             and self.stride == (2, 2)
             and self.dilation == (1, 1)
             and self.groups == 1
-            and self.out_channels <= _GEMM_MAX_OUT
         )
 
     def candidates(self) -> list[str]:
@@ -221,9 +226,12 @@ class FusedConv(nn.Module):
             out.append("gemm")
         return out
 
-    def _choose(self, impl: str) -> str:
+    def _choose(self, impl: str, height: int | None = None, width: int | None = None) -> str:
         if impl == "auto":
-            if self.gemm_applicable():
+            if self.gemm_applicable() and (
+                self.out_channels <= _GEMM_MAX_OUT
+                or (height is not None and width is not None and _GEMM_MIN_PIXELS <= height * width <= _GEMM_MAX_PIXELS)
+            ):
                 return "gemm"
             return "packed" if has_prepacked_kernels() else "eager"
         if impl not in self.candidates():
@@ -234,7 +242,7 @@ class FusedConv(nn.Module):
         kind = "ConvTranspose2d" if self.transposed else "Conv2d"
         return (
             f"{kind}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}), act={self.act}, impl={self.impl}"
+            f"padding={self.padding}), act={self.act}, impl={'auto' if self.auto else self.impl}"
         )
 
     def _apply(self, fn, recurse=True):  # noqa: D401 - nn.Module hook
@@ -248,9 +256,10 @@ class FusedConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = x.device.type == "cpu" and x.dtype == torch.float32 and not (torch.is_grad_enabled() and x.requires_grad)
         if fast and self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
-            if self.impl == "packed":
+            impl = self._choose("auto", x.shape[-2], x.shape[-1]) if self.auto else self.impl
+            if impl == "packed":
                 return self._forward_packed(x)
-            if self.impl == "gemm":
+            if impl == "gemm":
                 return self._forward_gemm(x)
         return self.forward_eager(x)
 
@@ -294,6 +303,23 @@ class FusedConv(nn.Module):
     def _forward_gemm(self, x: torch.Tensor) -> torch.Tensor:
         return _apply_activation(self._transposed_gemm(x), self.act, self.act_scalars)
 
+    def _matmul(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows @ weight.reshape(Cin, -1)``: oneDNN with the weight prepacked when available
+        (MKL's sgemm, behind ``torch.mm``, runs its AVX2 kernels on AMD CPUs at half the rate)."""
+        if self._gemm_weight is None:
+            matrix = self.weight.reshape(self.in_channels, -1)
+            self._gemm_weight = matrix.contiguous()
+            if has_prepacked_kernels() and rows.device.type == "cpu":
+                try:
+                    packed = torch.ops.mkldnn._reorder_linear_weight(matrix.t().contiguous(), rows.shape[0])
+                    torch.ops.mkldnn._linear_pointwise(rows[:1], packed, None, "none", [], "")
+                    self._gemm_weight = packed
+                except (AttributeError, RuntimeError):
+                    pass
+        if self._gemm_weight.is_mkldnn:
+            return torch.ops.mkldnn._linear_pointwise(rows, self._gemm_weight, None, "none", [], "")
+        return rows @ self._gemm_weight
+
     def _transposed_gemm(self, x: torch.Tensor) -> torch.Tensor:
         """Stride-2 transposed convolution as ``cols = x @ W`` then a sum of shifted slices.
 
@@ -307,10 +333,8 @@ class FusedConv(nn.Module):
         cout = self.out_channels
         ho = (h - 1) * 2 - 2 * ph + kh + self.output_padding[0]
         wo = (w - 1) * 2 - 2 * pw + kw + self.output_padding[1]
-        if self._gemm_weight is None:
-            self._gemm_weight = self.weight.reshape(cin, cout * kh * kw).contiguous()
         rows = x.permute(0, 2, 3, 1).reshape(b * h * w, cin)  # a view when x is channels-last
-        cols = (rows @ self._gemm_weight).view(b, h, w, cout, kh, kw)
+        cols = self._matmul(rows).view(b, h, w, cout, kh, kw)
         out = x.new_zeros(b, ho, wo, cout) if self.bias is None else self.bias.expand(b, ho, wo, cout).clone()
         for a in (0, 1):
             rows_a = (ho - a + 1) // 2
@@ -507,6 +531,7 @@ def autotune_layers(fast: nn.Module, example: torch.Tensor, repeats: int = 3, at
             ref = m.forward_eager(x)
             scale = max(1.0, float(ref.abs().max()))
             best, best_t = "eager", float("inf")
+            m.auto = False
             for impl in m.candidates():
                 m.impl = impl
                 y = m(x)
@@ -515,7 +540,7 @@ def autotune_layers(fast: nn.Module, example: torch.Tensor, repeats: int = 3, at
                 t = _best_time(lambda: m(x), repeats)  # noqa: B023 - called right here
                 if t < best_t:
                     best, best_t = impl, t
-            m.impl = best
+            m.impl, m.auto = best, False
             chosen[name] = best
     return chosen
 
