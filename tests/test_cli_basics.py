@@ -105,3 +105,16 @@ def test_bad_backbone_arg_is_usage_error():
 
     with pytest.raises(click.BadParameter, match="expected KEY=VALUE"):
         parse_key_values(["encoder"])
+
+
+def test_package_import_is_light_and_lazy_names_resolve():
+    code = (
+        "import sys, refinedepth\n"
+        "assert 'torch' not in sys.modules, 'import refinedepth must not import torch'\n"
+        "for name in refinedepth._LAZY:\n"
+        "    assert getattr(refinedepth, name).__name__ == name, name\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
