@@ -355,3 +355,30 @@ def test_samples_of_another_size_need_gt_size(tmp_path, monkeypatch):
     build_cache(tmp_path / "b.h5", workers=0, gt_size=(24, 32), **kw)
     with open_cache(tmp_path / "b.h5") as c:
         assert c.complete and c.read(2)["gt"].shape == (24, 32)
+
+
+REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7scenes-redkitchen"
+
+
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="real RGB-D frames (shared/data/7scenes-redkitchen) absent")
+def test_real_kinect_frames_cache_with_exact_ground_truth(tmp_path):
+    """Real Kinect frames through the folder reader: gt stored at the native 480x640, exactly the
+    reader's depth with invalid pixels (0 and 65535 in the PNGs) as 0."""
+    from refinedepth.cache_build import build_cache
+    from refinedepth.data import open_dataset
+
+    spec = f"folder:{REDKITCHEN}"
+    build_cache(tmp_path / "k.h5", backbone="fcrn", backbone_args={"encoder": "resnet18", "input_size": [64, 80]},
+                dataset=spec, split="all", limit=2, size=(32, 40), workers=0, device="cpu")
+    ds = open_dataset(spec, split="all", limit=2)
+    with open_cache(tmp_path / "k.h5") as c:
+        assert c.gt_size == (480, 640) and c.complete
+        for i in range(2):
+            depth = ds[i].depth
+            expected = np.where(np.isfinite(depth) & (depth > 0), depth, 0)
+            s = c.read(i)
+            assert s["id"] == ds[i].id
+            np.testing.assert_array_equal(s["gt"], expected)
+            assert 0.5 < s["valid"].mean() < 1.0  # real holes
+    result = _invoke(["inspect", str(tmp_path / "k.h5"), "--verify", "-q"])
+    assert result.exit_code == 0 and "OK: every sample read" in result.output
