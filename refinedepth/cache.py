@@ -1029,12 +1029,14 @@ def merge_shards(
     shards = [Path(s) for s in shards]
     infos = []
     config = None
+    first_attrs: dict[str, Any] = {}
     for s in shards:
         with open_cache(s) as r:
             if "shard_start" not in r.attrs:
                 raise CacheError(f"{s} is a whole cache, not a shard (no shard_start attribute); nothing to merge")
             if config is None:
                 config = r.config
+                first_attrs = dict(r.attrs)
             elif r.config != config:
                 raise CacheError(f"{s} was made by a different command than {shards[0]}: {'; '.join(r.config.differences(config)[:3])}")
             if not r.complete:
@@ -1075,8 +1077,7 @@ def merge_shards(
         ids = [sid for *_, sids, _ in infos for sid in sids]
         f.create_dataset("sample_id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
         f.create_dataset("done", data=np.ones(n, dtype=np.uint8))
-        first = {k: _attr(v) for k, v in h5py.File(infos[0][2], "r").attrs.items()}
-        for key, value in first.items():
+        for key, value in first_attrs.items():
             if key.startswith("shard_"):
                 continue
             f.attrs[key] = value
