@@ -262,3 +262,25 @@ def test_prepare_for_training_same_parameters_and_gradients():
 def test_tune_allocator_is_idempotent():
     first = fast.tune_allocator()
     assert fast.tune_allocator() is first
+
+
+def test_refiner_api_hook_gives_the_same_refined_depth():
+    from refinedepth.refiner.api import Refiner
+
+    meta = {
+        "refiner": {
+            "normalization": {"output_kind": "metric", "max_depth": 10.0},
+            "inputs": "rough",
+            "residual": True,
+            "size": [128, 128],
+            "preset": "small",
+        }
+    }
+    plain = Refiner(_generator("small"), meta)
+    quick = Refiner(_generator("small"), meta).optimize(optimize_for_inference)
+    rough = (torch.rand(2, 1, 96, 160, generator=torch.Generator().manual_seed(8)) * 9 + 0.5).numpy()
+    ref = plain.refine(rough)
+    out = quick.refine(rough)
+    assert out.shape == ref.shape == rough.shape
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)  # metres; 1e-5 of max_depth
+    assert np.abs(ref - rough).max() > 1e-3  # the refiner did something

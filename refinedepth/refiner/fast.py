@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import ctypes.util
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -97,6 +98,7 @@ def tune_allocator(threshold_bytes: int = 1 << 30) -> bool:
     return ok
 
 
+@functools.lru_cache(maxsize=1)
 def has_prepacked_kernels() -> bool:
     """Whether this torch build has oneDNN's prepacked convolution ops (x86/ARM CPU builds)."""
     ops = getattr(torch.ops, "mkldnn", None)
