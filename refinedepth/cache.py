@@ -247,9 +247,7 @@ def recover_interrupted(path: str | os.PathLike) -> bool:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            raise CacheError(
-                f"{path} is open for writing in another process; wait for it to finish or stop it"
-            ) from exc
+            raise _lock_error(path, exc) from None
         try:
             base = _superblock_offset(fh)
             if base is None:
@@ -654,10 +652,21 @@ def _hold_shared_lock(path: Path, exclusive: bool = False):
     fh = open(path, "rb")  # noqa: SIM115 - held for the writer's lifetime
     try:
         fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
         fh.close()
-        raise CacheError(f"{path} is open for writing in another process; wait for it to finish") from None
+        raise _lock_error(path, exc) from None
     return fh
+
+
+def _lock_error(path: Path, exc: OSError) -> CacheError:
+    import errno
+
+    if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+        return CacheError(f"{path} is open for writing in another process; wait for it to finish")
+    return CacheError(
+        f"{path}: cannot lock the file ({exc.strerror}); the filesystem may not support locks: "
+        "write the cache on a local disk"
+    )
 
 
 def _as_numpy(x: Any) -> np.ndarray:
