@@ -26,6 +26,8 @@ _LAZY = {
     "open_dataset": "refinedepth.data",
     "Sample": "refinedepth.data",
     "CacheDataset": "refinedepth.cache",
+    "open_cache": "refinedepth.cache",
+    "build_cache": "refinedepth.cache_build",
     "MetricAccumulator": "refinedepth.metrics",
     "compute_metrics": "refinedepth.metrics",
     "train_refiner": "refinedepth.refiner.train",
