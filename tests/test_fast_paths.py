@@ -232,31 +232,51 @@ def test_prepare_for_training_same_parameters_and_gradients():
     from bench_refiner import TrainStep, grad_difference
 
     size = (64, 64)
-    steps = {
-        "plain": TrainStep("small", 2, fast=False, size=size),
-        "fast": TrainStep("small", 2, fast=True, size=size),
-        "fp64": TrainStep("small", 2, fast=False, size=size, dtype=torch.float64),
-    }
     # Dropout masks are drawn in memory order, so channels-last draws different (equally random)
     # masks; compare the deterministic part of the function.
-    for step in steps.values():
-        for m in step.g.modules():
-            if isinstance(m, nn.Dropout):
-                m.p = 0.0
-    quick = steps["fast"]
-    assert quick.g.encoder[1][0].weight.is_contiguous(memory_format=torch.channels_last)
-    params = [id(p) for p in quick.g.parameters()]
-    assert prepare_for_training(quick.g) is quick.g
-    assert [id(p) for p in quick.g.parameters()] == params  # optimisers stay valid
-    assert list(quick.g.state_dict()) == list(steps["plain"].g.state_dict())
+    steps = {
+        "plain": TrainStep("small", 2, fast=False, size=size, dropout=False),
+        "nhwc": TrainStep("small", 2, fast=False, size=size, dropout=False),
+        "fp64": TrainStep("small", 2, fast=False, size=size, dropout=False, dtype=torch.float64),
+    }
+    nhwc = steps["nhwc"]
+    params = [id(p) for p in nhwc.g.parameters()]
+    for model in (nhwc.g, nhwc.d):
+        assert prepare_for_training(model, channels_last=True) is model
+    assert nhwc.g.encoder[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert [id(p) for p in nhwc.g.parameters()] == params  # optimisers stay valid
+    assert list(nhwc.g.state_dict()) == list(steps["plain"].g.state_dict())
     losses = {name: step() for name, step in steps.items()}
-    assert losses["fast"] == pytest.approx(losses["plain"], rel=1e-5)
+    assert losses["nhwc"] == pytest.approx(losses["plain"], rel=1e-5)
     # fp32 kernels differ in summation order; channels-last is as close to fp64 as plain fp32 is
     plain_err = grad_difference(steps["plain"], steps["fp64"])
-    fast_err = grad_difference(steps["fast"], steps["fp64"])
-    assert fast_err < 1e-2 and fast_err < 10 * max(plain_err, 1e-4)
-    g, d = fast.optimize_training(steps["plain"].g, steps["plain"].d, "cpu")
-    assert g is steps["plain"].g and d is steps["plain"].d
+    nhwc_err = grad_difference(nhwc, steps["fp64"])
+    assert nhwc_err < 1e-2 and nhwc_err < 10 * max(plain_err, 1e-4)
+    with pytest.raises(ConfigError, match="channels_last must be"):
+        prepare_for_training(nhwc.g, channels_last="yes")
+
+
+def test_fast_training_step_matches_plain():
+    """``prepare_for_training`` (auto: NCHW on CPU) + fused Adam: same losses and weights."""
+    from bench_refiner import TrainStep
+
+    plain = TrainStep("small", 2, fast=False, size=(64, 64))
+    quick = TrainStep("small", 2, fast=True, size=(64, 64))
+    assert not quick.g.encoder[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        assert quick() == pytest.approx(plain(), rel=1e-5)
+    # Adam moves each weight by about lr * m / sqrt(v): where a gradient is ~0, rounding in the
+    # fused update can change a weight by a fraction of lr (2e-4); everything else agrees to 1e-6.
+    off, total = 0, 0
+    for p, q in zip([*plain.g.parameters(), *plain.d.parameters()], [*quick.g.parameters(), *quick.d.parameters()]):
+        torch.testing.assert_close(q, p, rtol=0, atol=2e-4)
+        off += int(((q - p).abs() > 1e-6).sum())
+        total += p.numel()
+    assert off <= 1e-4 * total
+    opt = fast.adam(nn.Linear(2, 2).parameters(), lr=1e-3)
+    assert isinstance(opt, torch.optim.Adam)
+    g, d = fast.optimize_training(plain.g, plain.d, "cpu")
+    assert g is plain.g and d is plain.d
 
 
 def test_tune_allocator_is_idempotent():

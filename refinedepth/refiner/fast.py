@@ -46,6 +46,7 @@ from ..errors import ConfigError
 __all__ = [
     "FastInference",
     "FusedConv",
+    "adam",
     "fold_batchnorm",
     "fuse_sequential",
     "has_prepacked_kernels",
@@ -595,18 +596,41 @@ def _input_channels(module: nn.Module) -> int:
 # training
 
 
-def prepare_for_training(model: nn.Module, *, channels_last: bool = True, allocator: bool = True) -> nn.Module:
+def prepare_for_training(
+    model: nn.Module, *, channels_last: bool | str = "auto", allocator: bool = True
+) -> nn.Module:
     """Make ``model`` train faster without changing its function; returns the same object.
 
-    Converts its 4-D parameters and buffers to channels-last in place (the ``Parameter`` objects
-    stay the same, so optimisers, checkpoints and ``state_dict`` keep working; inputs are
-    converted by oneDNN/cuDNN as they meet the first convolution) and tunes the allocator.
+    ``channels_last``: convert 4-D parameters and buffers to NHWC in place (the ``Parameter``
+    objects stay the same, so optimisers, checkpoints and ``state_dict`` keep working). ``auto``
+    does so on CUDA, where cuDNN's NHWC kernels win, and not on CPU, where oneDNN's backward
+    convolutions were no faster in NHWC (pix2pix and paper-nyu training steps 0-8% slower on a
+    Zen 5 core). Also tunes the allocator (:func:`tune_allocator`). Pair it with :func:`adam` for
+    the optimiser: the fused Adam update is most of the remaining gain on CPU.
+
+    Note that dropout masks are drawn in memory order, so a channels-last run draws different
+    (equally random) masks than a contiguous one from the same seed.
     """
+    if channels_last not in (True, False, "auto"):
+        raise ConfigError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
     if allocator:
         tune_allocator()
+    if channels_last == "auto":
+        channels_last = _module_device(model).type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def adam(params, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), **kwargs: Any) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with the fused (single-kernel) update when this torch supports it for
+    the parameters' device, else the default. Same algorithm and state (checkpoints interchange);
+    on CPU the generator's update went from 93 to 27 ms per step for pix2pix (54M parameters)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=betas, **kwargs)
 
 
 def optimize_training(
