@@ -26,8 +26,10 @@ PERFORMANCE_MD = REPO / "docs" / "performance.md"
 # ---------------------------------------------------------------------------------------------
 # timing
 
-_CLOCK: Callable[[], float] = time.perf_counter
 CLOCKS = ("wall", "cpu")
+# Child benchmark scripts inherit the clock through the environment (run_all sets it).
+_CLOCK_ENV = "REFINEDEPTH_BENCH_CLOCK"
+_CLOCK: Callable[[], float] = time.thread_time if os.environ.get(_CLOCK_ENV) == "cpu" else time.perf_counter
 
 
 def set_clock(name: str) -> None:
@@ -47,6 +49,7 @@ def set_clock(name: str) -> None:
         if torch.get_num_threads() != 1:
             raise ValueError("the cpu clock needs torch.set_num_threads(1) (other threads' work is not counted)")
     _CLOCK = time.thread_time if name == "cpu" else time.perf_counter
+    os.environ[_CLOCK_ENV] = name
 
 
 def clock_name() -> str:
