@@ -73,8 +73,8 @@ def train_backbone(
     Example:
       refinedepth train-backbone fcrn --dataset nyu:nyu_depth_v2_labeled.mat --out runs/fcrn
       refinedepth train-backbone fcrn --dataset synthetic --dataset-arg size=[120,160] \\
-          --backbone-arg encoder=resnet18 --backbone-arg input_size=[96,128] \\
-          --optimizer adam --lr 1e-3 --epochs 8 --batch-size 8 --limit 256 --out runs/fcrn-small
+          --backbone-arg encoder=resnet18 --backbone-arg input_size=[64,96] \\
+          --optimizer adam --lr 1e-3 --epochs 8 --limit 800 --out runs/fcrn-small
       refinedepth train-backbone fcrn --dataset synthetic --out runs/fcrn-small --epochs 12 --resume
     """
     from refinedepth.train_backbone import TrainBackboneConfig
