@@ -36,7 +36,7 @@ print(json.dumps({"count": r.count, "seconds": seconds, "rss_mib": resource.getr
 """
 
 
-def make_cache(path: Path, n: int, rough_size=(128, 128), gt_size=(240, 320), chunk: int = 100) -> None:
+def make_cache(path: Path, n: int, rough_size=(64, 64), gt_size=(120, 160), chunk: int = 100) -> None:
     """Smooth synthetic gt + degraded rough maps, written in chunks (never all in memory)."""
     import numpy as np
 

@@ -32,7 +32,7 @@ INFERENCE_COLUMNS = [
     ("fast_gflops", "fast GFLOP/s"),
     ("fast_share", "fast %peak"),
     ("speedup", "speed-up"),
-    ("max_abs_diff", "max |diff|"),
+    ("max_abs_diff", "max abs diff"),
 ]
 TRAINING_COLUMNS = [
     ("preset", "preset"),

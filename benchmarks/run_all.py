@@ -51,9 +51,26 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# Runs a script as __main__ and prints its own peak RSS at exit (VmHWM belongs to the process's
+# memory after exec; getrusage(RUSAGE_CHILDREN) would report the forking parent's size).
+_WRAPPER = """
+import atexit, runpy, sys
+def _hwm():
+    try:
+        for line in open('/proc/self/status'):
+            if line.startswith('VmHWM:'):
+                print('[peak RSS %.1f MB]' % (int(line.split()[1]) / 1024.0), flush=True)
+    except OSError:
+        pass
+atexit.register(_hwm)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def run_script(args: list[str], timeout: float) -> dict[str, Any]:
     """Run a benchmark script in a child process; its output, exit status, time and peak RSS."""
-    cmd = [sys.executable, *args]
+    cmd = [sys.executable, "-c", _WRAPPER, *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -64,13 +81,10 @@ def run_script(args: list[str], timeout: float) -> dict[str, Any]:
         out, _ = proc.communicate()
         rc = "timeout"
     rss = None
-    try:
-        import resource
-
-        # ru_maxrss of the largest child so far: exact for the first child, an upper bound after.
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    except (ImportError, OSError):
-        pass
+    lines = out.splitlines()
+    if lines and lines[-1].startswith("[peak RSS ") and lines[-1].endswith(" MB]"):
+        rss = float(lines[-1][len("[peak RSS ") : -len(" MB]")])
+        out = "\n".join(lines[:-1]) + "\n"
     return {
         "command": " ".join(shlex.quote(a) for a in ["python", *args]),
         "returncode": rc,
@@ -93,7 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/performance.md")
     parser.add_argument("--json", default=str(RESULTS_JSON), help="where to write the results")
+    parser.add_argument("--render", metavar="JSON", help="only rewrite the doc's tables from a results file")
     args = parser.parse_args(argv)
+    if args.render:
+        import json
+
+        results = json.loads(Path(args.render).read_text())
+        for name, body in md_sections(results).items():
+            replace_marked(PERFORMANCE_MD, name, body, heading=SECTION_HEADINGS[name])
+        print(render_markdown(results))
+        return 0
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(PARTS)
     if unknown:
@@ -198,9 +221,11 @@ def md_sections(results: dict[str, Any]) -> dict[str, str]:
         f"Peak RSS: {results.get('rss_after_inference_mb', '?')} MB after refiner inference, "
         f"{results.get('rss_after_training_mb', '?')} MB after the training steps (this process); "
         + "; ".join(
-            f"{part} {results[part].get('max_rss_mb', '?')} MB" for part in ("fcrn", "cache") if part in results
+            f"{part} {results[part]['max_rss_mb']} MB" if results[part].get("max_rss_mb") else f"{part} not recorded"
+            for part in ("fcrn", "cache")
+            if part in results
         )
-        + (" (child processes)." if any(p in results for p in ("fcrn", "cache")) else ""),
+        + (" (child processes, their own peak)." if any(p in results for p in ("fcrn", "cache")) else ""),
     ]
     out = {"machine": "\n".join(machine)}
     refiner = []
@@ -215,7 +240,8 @@ def md_sections(results: dict[str, Any]) -> dict[str, str]:
     if results.get("refiner_training"):
         refiner += [
             "One training step (D step + G step, Adam, batch 1, 256x256; fast = `prepare_for_training` on G "
-            "and D); FLOPs include both backward passes:",
+            "and D and `fast.adam`, the fused Adam); FLOPs include both backward passes; the gradient check "
+            "runs one step of each without dropout:",
             "",
             format_table(results["refiner_training"], TRAINING_COLUMNS, markdown=True),
         ]
