@@ -12,8 +12,9 @@ Inference (:func:`optimize_for_inference`) works on a copy of an eval-mode gener
   instead of on every call: at small spatial sizes (the U-Net's 1x1 .. 8x8 levels, where the
   weights are 16-32 MB and the arithmetic is tiny) the per-call reorder was most of the time;
 - a stride-2 transposed convolution with very few output channels (the 1-channel output layer)
-  runs as one matrix product ``[B*H*W, Cin] @ [Cin, Cout*k*k]`` plus a sum of shifted phase
-  slices, which oneDNN's kernels handle badly for tiny ``Cout``;
+  or a 2x2 .. 8x8 input (the U-Net's inner levels) runs as one prepacked oneDNN matrix product
+  ``[B*H*W, Cin] @ [Cin, Cout*k*k]`` plus a sum of shifted phase slices, which beats oneDNN's
+  deconvolution kernel there (chosen per call from the input size);
 - activations are kept in channels-last (NHWC) memory, which oneDNN (and cuDNN) prefer;
 - glibc is told to keep freed memory for reuse (:func:`tune_allocator`): tensors over 32 MB are
   otherwise returned to the OS on every free and page-faulted back in on the next allocation,
@@ -23,8 +24,11 @@ Off CPU (CUDA) the same module falls back to ``F.conv2d`` on the folded weights 
 optionally under bf16 autocast (``precision="bf16"``). ``compile=True`` additionally wraps the
 result in ``torch.compile`` and keeps it only if it matches and is faster (``"auto"``).
 
-Training (:func:`prepare_for_training`) converts parameters to channels-last in place, so
-optimisers and checkpoints keep working on the same ``Parameter`` objects.
+Training (:func:`prepare_for_training`, :func:`optimize_training`, :func:`adam`): the fused Adam
+update, the allocator, and channels-last parameters on CUDA (converted in place, so optimisers and
+checkpoints keep working on the same ``Parameter`` objects).
+
+Figures and how they were measured: ``docs/performance.md`` (``make bench``).
 """
 
 from __future__ import annotations
