@@ -444,14 +444,21 @@ class FastInference(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        run = self.compiled if self.compiled is not None else self.module
         if self.precision == "bf16":
             with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                y = run(x)
+                y = self._run(x)
             y = y.float()
         else:
-            y = run(x)
+            y = self._run(x)
         return y.contiguous()
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception:  # noqa: BLE001 - e.g. a recompilation failing for a new shape
+                self.compiled = None  # the eager fast path computes the same function
+        return self.module(x)
 
 
 def optimize_for_inference(
