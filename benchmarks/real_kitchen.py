@@ -3,8 +3,9 @@
 Split by time, as the data's README asks (neighbouring frames are nearly identical):
 
 * frames   0-299: train the small FCRN (stage 1);
-* frames 300-479: cache the FCRN's rough maps and train the refiner on them (stage 2), so the
-  refiner learns the errors the FCRN makes on frames it has not seen;
+* frames 300-449: cache the FCRN's rough maps and train the refiner on them (stage 2), so the
+  refiner learns the errors the FCRN makes on frames it has not seen; frames 450-479 validate it
+  (the checkpoint with the best abs_rel is kept);
 * frames 480-599: the held-out test split: evaluate rough vs refined at the native 480x640.
 
 Depth is Kinect v1 (0 and 65535 invalid), RGB and depth only roughly registered.
@@ -32,8 +33,9 @@ def main() -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the 7scenes-redkitchen folder")
     parser.add_argument("--out", default="runs/real-kitchen")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script runs")
-    parser.add_argument("--fcrn-epochs", type=int, default=12)
-    parser.add_argument("--refiner-epochs", type=int, default=6)
+    parser.add_argument("--fcrn-epochs", type=int, default=15)
+    parser.add_argument("--refiner-epochs", type=int, default=10)
+    parser.add_argument("--gan-mode", default="none", choices=["none", "vanilla", "lsgan"])
     parser.add_argument("--inputs", default="rough+rgb", choices=["rough", "rough+rgb"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,14 +56,14 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = f"folder:{data}"
     q = args.quick
-    fcrn_frames, refiner_frames = (40, 24) if q else (300, 180)
+    fcrn_frames, refiner_frames, val_frames = (40, 24, 8) if q else (300, 150, 30)
     test_frames = 16 if q else 120
     backbone_args = {
         "encoder": "resnet18",
-        "encoder_args": {"channels": [32, 64, 128, 256]},
-        "input_size": [96, 128],
+        "encoder_args": {"channels": [16, 32, 64, 128], "stem_width": 16},
+        "input_size": [64, 96],
     }
-    cache_size = (128, 128)
+    cache_size = (64, 64)
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -77,7 +79,7 @@ def main() -> int:
             epochs=1 if q else args.fcrn_epochs,
             batch_size=16,
             optimizer="adam",
-            lr=1e-3,
+            lr=3e-3,
             lr_step=max(1, (2 * args.fcrn_epochs) // 3),
             lr_gamma=0.3,
             seed=args.seed,
@@ -93,6 +95,8 @@ def main() -> int:
     # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
     build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
                 limit=refiner_frames, gt_size=(240, 320), **common)
+    build_cache(out / "cache-val.h5", split="test", dataset_args={"split_index": fcrn_frames + refiner_frames},
+                limit=val_frames, gt_size=(240, 320), **common)
     # the last test_frames frames at the native 480x640
     build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": 600 - test_frames}, **common)
     seconds["cache"] = time.perf_counter() - t
@@ -101,13 +105,16 @@ def main() -> int:
     train_refiner(
         TrainConfig(
             train=str(out / "cache-train.h5"),
+            val=str(out / "cache-val.h5"),
             out=str(out / "refiner"),
             preset="small",
             inputs=args.inputs,
             size=cache_size,
             epochs=1 if q else args.refiner_epochs,
             batch_size=4,
+            lr=1e-3,
             lr_schedule="linear",
+            gan_mode=args.gan_mode,
             seed=args.seed,
             device=args.device,
             overwrite=True,
@@ -128,9 +135,11 @@ def main() -> int:
         rows=result.rows,
         intro=(
             f"FCRN trained on frames 0-{fcrn_frames - 1}, refiner on frames {fcrn_frames}-"
-            f"{fcrn_frames + refiner_frames - 1}, evaluated on frames {600 - test_frames}-599 at 480x640."
+            f"{fcrn_frames + refiner_frames - 1} (validated on the next {val_frames}), evaluated on "
+            f"frames {600 - test_frames}-599 at 480x640."
         ),
-        settings={"backbone": backbone_args, "inputs": args.inputs, "seconds": {k: round(v) for k, v in seconds.items()}},
+        settings={"backbone": backbone_args, "inputs": args.inputs, "gan_mode": args.gan_mode,
+                  "seconds": {k: round(v) for k, v in seconds.items()}},
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],
     )
     print(markdown_table(result.rows))
