@@ -139,7 +139,18 @@ def test_optimize_hook_runs_inference_through_the_returned_module(run_dir):
             return self.g(x)
 
     refiner = Refiner.from_pretrained(run_dir, optimize=Doubler)
-    plain = Refiner.from_pretrained(run_dir)
+    plain = Refiner.from_pretrained(run_dir, optimize=None)
     rough = np.full((20, 20), 3.0, np.float32)
     np.testing.assert_array_equal(refiner.refine(rough), plain.refine(rough))
     assert calls == [(1, 1, 64, 64)]
+
+
+def test_default_cpu_inference_path_is_the_fast_one_and_equals_plain(run_dir):
+    from refinedepth.refiner.fast import FastInference
+
+    fast = Refiner.from_pretrained(run_dir)  # optimize="auto"
+    plain = Refiner.from_pretrained(run_dir, optimize=None)
+    assert isinstance(fast._module, FastInference)
+    assert plain._module is plain.generator
+    rough = np.random.default_rng(0).uniform(0.5, 8.0, (3, 50, 70)).astype(np.float32)
+    np.testing.assert_allclose(fast.refine(rough), plain.refine(rough), rtol=1e-5, atol=1e-5)

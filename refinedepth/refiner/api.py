@@ -57,14 +57,17 @@ class Refiner:
         path: str | os.PathLike,
         device: str | torch.device = "cpu",
         which: str = "best",
-        optimize: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        optimize: Callable[[torch.nn.Module], torch.nn.Module] | str | None = "auto",
     ) -> Refiner:
         """Load a refiner from a checkpoint directory or a training run directory.
 
         A run directory resolves to its ``best/`` checkpoint (``which="last"`` for the other).
         Files are size- and hash-checked; a truncated or altered file raises
         :class:`~refinedepth.errors.CheckpointError` naming it. ``optimize`` is applied to the
-        loaded generator (e.g. a fast inference path from ``refinedepth.refiner.fast``).
+        loaded generator: ``"auto"`` (default) uses the exact fast CPU inference path of
+        :func:`refinedepth.refiner.fast.optimize_for_inference` (BatchNorm folded, prepacked
+        oneDNN convolutions; equal to the plain module to ~1e-6) and the plain module elsewhere;
+        ``None`` keeps the plain module; a callable is applied as is.
         """
         from ..device import resolve_device
 
@@ -76,6 +79,8 @@ class Refiner:
         tensors = ckpt.load_tensors(directory, ckpt.GENERATOR_FILE, meta)
         ckpt.load_state(generator, tensors, f"{directory}/{ckpt.GENERATOR_FILE}")
         refiner = cls(generator.to(dev), meta, device=dev, path=str(directory))
+        if optimize == "auto":
+            optimize = _auto_inference_path if dev.type == "cpu" else None
         if optimize is not None:
             refiner.optimize(optimize)
         return refiner
@@ -241,3 +246,10 @@ def _rgb_to_batch(rgb: Any) -> torch.Tensor:
 
 
 __all__ = ["Refiner"]
+
+
+def _auto_inference_path(generator: torch.nn.Module) -> torch.nn.Module:
+    """The fast CPU inference path, without process-wide allocator changes (library use)."""
+    from .fast import optimize_for_inference
+
+    return optimize_for_inference(generator, allocator=False)

@@ -393,7 +393,7 @@ def refiner_description(config: TrainConfig, norm: Normalization) -> dict[str, A
 def train_refiner(
     config: TrainConfig,
     progress: ProgressCallback | None = None,
-    optimize: Callable[..., tuple[torch.nn.Module, torch.nn.Module]] | None = None,
+    optimize: Callable[..., tuple[torch.nn.Module, torch.nn.Module]] | str | None = "auto",
 ) -> TrainResult:
     """Train a refiner as described by ``config``; returns a :class:`TrainResult`.
 
@@ -401,9 +401,14 @@ def train_refiner(
     hook (e.g. ``refinedepth.refiner.fast``) applied after the models are built, loaded and moved
     to the device; the modules it returns must share parameters with the ones it was given
     (``torch.compile``, in-place ``channels_last`` ...), because optimisers and checkpoints use
-    the originals.
+    the originals. ``"auto"`` (the default) uses :func:`refinedepth.refiner.fast.optimize_training`
+    (channels-last on CUDA, allocator tuning); ``None`` trains the plain modules.
     """
     from ..device import resolve_device
+    from . import fast
+
+    if optimize == "auto":
+        optimize = fast.optimize_training
 
     t_start = time.perf_counter()
     device = resolve_device(config.device)
@@ -453,8 +458,9 @@ def train_refiner(
     use_gan = config.gan_mode != "none"
     discriminator = build_discriminator(preset.discriminator_config(config.inputs), seed=config.seed + 1).to(device)
     betas = (config.beta1, config.beta2)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    # fused Adam where available: the same algorithm and state, a fraction of the update time
+    opt_g = fast.adam(generator.parameters(), lr=config.lr, betas=betas)
+    opt_d = fast.adam(discriminator.parameters(), lr=config.lr, betas=betas)
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
     state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
