@@ -37,6 +37,11 @@ class DemoConfig:
         out: output folder (caches, runs, report).
         family: synthetic family (``indoor`` or ``outdoor``).
         image_size: rendered ``(height, width)``: the ground truth's and evaluation resolution.
+        source_fov / target_fov: horizontal field of view (degrees) of the camera the FCRN is
+            trained on, and of the camera it is deployed on (refiner training, validation, test).
+            A different camera is the everyday reason a pretrained depth model is off (here it
+            over-estimates depth by about 25%); the refiner learns the correction from a few
+            hundred pairs of the target camera. Equal values give the paper's same-camera setting.
         backbone_args: FCRN options (small timm encoder, reduced input size).
         backbone_train / backbone_epochs / backbone_batch / backbone_lr: stage-1 budget. Kept
             small on purpose: the rough maps must be imperfect for stage 2 to have work to do.
@@ -51,6 +56,8 @@ class DemoConfig:
     out: str = "demo-out"
     family: str = "indoor"
     image_size: tuple[int, int] = (120, 160)
+    source_fov: float = 60.0
+    target_fov: float = 80.0
     backbone_args: dict[str, Any] = field(
         default_factory=lambda: {
             "encoder": "resnet18",
@@ -168,10 +175,13 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
         "evaluation": str(out / "evaluation.json"),
         "per_sample": str(out / "per_sample.csv"),
     }
-    data_args = {"size": list(config.image_size), "seed": config.seed}
-    # the refiner's training and validation scenes: other seeds, so the FCRN has never seen them
-    refiner_data_args = {"size": list(config.image_size), "seed": config.seed + 1}
-    val_data_args = {"size": list(config.image_size), "seed": config.seed + 2}
+    size = list(config.image_size)
+    data_args = {"size": size, "seed": config.seed, "fov": config.source_fov}
+    # the deployment camera: the refiner's training and validation scenes come from other seeds,
+    # so the FCRN has never seen them; the test split is disjoint from every training split
+    refiner_data_args = {"size": size, "seed": config.seed + 1, "fov": config.target_fov}
+    val_data_args = {"size": size, "seed": config.seed + 2, "fov": config.target_fov}
+    test_data_args = {"size": size, "seed": config.seed, "fov": config.target_fov}
 
     def step(name: str):
         return _Timer(seconds, name)
@@ -204,7 +214,7 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
         for key, split, limit, args in (
             ("train_cache", "train", config.refiner_train, refiner_data_args),
             ("val_cache", "train", config.val, val_data_args),
-            ("test_cache", "test", config.test, data_args),
+            ("test_cache", "test", config.test, test_data_args),
         ):
             build_cache(
                 paths[key],
@@ -293,9 +303,11 @@ Two-stage depth estimation (Sun et al.) on procedurally rendered `{config.datase
 `refinedepth demo`{" --quick (a miniature run: its numbers mean nothing)" if config.quick_run else ""}.
 
 1. **Stage 1**: a small FCRN (`{json.dumps(config.backbone_args)}`) trained on {config.backbone_train}
-   scenes for {config.backbone_epochs} epochs (a deliberately small budget: its maps are rough).
+   scenes seen by a camera with a {config.source_fov:g}° field of view, for {config.backbone_epochs} epochs
+   (a deliberately small budget: its maps are rough).
 2. **Cache**: its rough maps for {config.refiner_train} *other* training scenes (another seed, unseen
-   by the FCRN) and for the {config.test} held-out test scenes, at {config.cache_size[0]}x{config.cache_size[1]}.
+   by the FCRN) and for the {config.test} held-out test scenes, all seen by the deployment camera
+   ({config.target_fov:g}° field of view), at {config.cache_size[0]}x{config.cache_size[1]}.
 3. **Stage 2**: the `{config.refiner_preset}` refiner (inputs `{config.refiner_inputs}`, residual on the
    rough map, loss: {_loss_text(config)}), trained for {config.refiner_epochs} epochs on the training
    cache; the checkpoint with the best abs_rel on {config.val} validation scenes (a third seed) is kept.
