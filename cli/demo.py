@@ -9,7 +9,7 @@ from ._common import console, device_option, progress_bar, quiet_option
 
 @click.command("demo")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder (caches, runs, report.md).")
-@click.option("--quick", is_flag=True, help="A miniature run (about half a minute; numbers meaningless), for smoke tests.")
+@click.option("--quick", is_flag=True, help="A miniature run (seconds; numbers meaningless), for smoke tests.")
 @click.option("--family", type=click.Choice(["indoor", "outdoor"]), default="indoor", show_default=True, help="Synthetic scene family.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @device_option
@@ -17,8 +17,8 @@ from ._common import console, device_option, progress_bar, quiet_option
 def demo(out_dir: str, quick: bool, family: str, seed: int, device: str, quiet: bool) -> None:
     """Train a small FCRN, cache, train the refiner, evaluate rough vs refined, write a report.
 
-    Everything runs on procedurally rendered scenes (nothing is downloaded) in about 8 minutes on
-    two CPU cores. The report (report.md: the table and picture grids) goes to --out; its path is
+    Everything runs on procedurally rendered scenes (nothing is downloaded), in a minute or two on
+    two idle CPU cores. The report (report.md: the table and picture grids) goes to --out; its path is
     printed last, on stdout.
 
     \b
