@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script runs")
     parser.add_argument("--fcrn-epochs", type=int, default=15)
     parser.add_argument("--refiner-epochs", type=int, default=10)
-    parser.add_argument("--gan-mode", default="none", choices=["none", "vanilla", "lsgan"])
+    parser.add_argument("--gan-mode", default="vanilla", choices=["none", "vanilla", "lsgan"])
     parser.add_argument("--inputs", default="rough+rgb", choices=["rough", "rough+rgb"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
