@@ -45,11 +45,11 @@ def _parse_augment(value: str) -> tuple[str, ...] | None:
 )
 @click.option("--residual/--no-residual", default=None, help="Predict a correction of the rough map [default: preset's].")
 @click.option("--size", default=None, metavar="HxW", help="Generator input size [default: preset's, e.g. 256x256].")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True, help="Passes over --train (paper: 20).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True, help="Pairs per step (paper: 1).")
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate (G and D).")
-@click.option("--beta1", type=float, default=0.5, show_default=True)
-@click.option("--beta2", type=float, default=0.999, show_default=True)
+@click.option("--beta1", type=float, default=0.5, show_default=True, help="Adam beta1 (pix2pix: 0.5).")
+@click.option("--beta2", type=float, default=0.999, show_default=True, help="Adam beta2.")
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "linear"]),
@@ -72,7 +72,7 @@ def _parse_augment(value: str) -> tuple[str, ...] | None:
     help="Comma list of hflip, scale, brightness; 'none'; or 'preset' for the preset's default.",
 )
 @click.option("--max-depth", type=float, default=None, help="Metres mapped to +1 [default: the cache's max_depth].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, sampling, augmentation and dropout.")
 @device_option
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (CUDA only; ignored on CPU).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")

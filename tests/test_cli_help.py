@@ -77,6 +77,17 @@ def test_options_are_kebab_case(path):
                 assert opt == opt.lower() and "_" not in opt, f"{opt} should be kebab-case"
 
 
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_every_option_has_help(path):
+    cmd = _resolve(path)
+    missing = [
+        param.opts[0]
+        for param in cmd.params
+        if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()
+    ]
+    assert missing == [], f"'refinedepth {' '.join(path)}': options without help: {missing}"
+
+
 def _doc_sections() -> dict[tuple[str, ...], str]:
     """``## refinedepth NAME`` / ``### refinedepth NAME SUB`` headings -> their text."""
     text = DOC.read_text()
