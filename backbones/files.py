@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refinedepth.backbones.wrap import check_rgb, resize_depth
+from refinedepth.backbones.wrap import check_rgb, resize_depth, size_option
 from refinedepth.errors import ConfigError, DataError, ShapeError
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
@@ -167,20 +167,6 @@ class FilesBackbone(nn.Module):
         return f"root={root!r}, pattern={self.pattern!r}, output_size={size}"
 
 
-def _size_option(value: Any, what: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"files: {what} must be [height, width], received {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"files: {what} must be positive, received {[h, w]}")
-    return h, w
-
-
 def _extensions_option(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -267,7 +253,7 @@ def create_files(
     root_path = root_path.resolve()
     placeholder = BackboneInfo(NAME, output_kind, (1, 1), (1, 1))
     module = FilesBackbone(root_path, placeholder, pattern, exts, scale, nonfinite)
-    out_size = _size_option(output_size, "output_size")
+    out_size = size_option(output_size, "files: output_size")
     if out_size is None:
         ids = module.available_ids()
         if not ids:
@@ -277,7 +263,7 @@ def create_files(
                 "pass output_size=[H,W]"
             )
         out_size = tuple(read_prediction(module.path_for(ids[0]), scale).shape)
-    in_size = _size_option(input_size, "input_size") or out_size
+    in_size = size_option(input_size, "files: input_size") or out_size
     vrange = (
         tuple(float(v) for v in value_range) if value_range is not None else (0.0, float("inf"))
     )

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from refinedepth.backbones.wrap import as_depth_batch, check_rgb, resize_depth
+from refinedepth.backbones.wrap import as_depth_batch, check_rgb, resize_depth, size_option
 from refinedepth.errors import CheckpointError, ConfigError, PluginError
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
@@ -539,8 +539,8 @@ def create_hf(
         else _hub_processor_config(hub_id, cached_only=cached)
     )
     preprocess = HFPreprocess.for_family(family, processor)
-    in_size = _size_option(input_size, "input_size") or preprocess.default_input_size()
-    out_size = _size_option(output_size, "output_size") or in_size
+    in_size = size_option(input_size, "hf: input_size") or preprocess.default_input_size()
+    out_size = size_option(output_size, "hf: output_size") or in_size
     max_depth = _max_depth(config) if kind == "metric" else math.inf
     fov_to_metric = (
         family == "depth_pro" and kind == "metric" and getattr(net, "fov_model", None) is not None
@@ -565,20 +565,6 @@ def create_hf(
         description=f"Hugging Face {type(net).__name__} ({family}, {kind}) from {recorded}",
     )
     return HFDepthBackbone(net, preprocess, info, fov_to_metric=fov_to_metric)
-
-
-def _size_option(value: Any, what: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"hf: {what} must be [height, width], received {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"hf: {what} must be positive, received {[h, w]}")
-    return h, w
 
 
 def _load_extra_weights(net: nn.Module, path: Path) -> None:

@@ -233,4 +233,19 @@ def wrap_backbone(
     )
 
 
-__all__ = ["WrappedBackbone", "wrap_backbone", "check_rgb", "as_depth_batch", "resize_depth"]
+__all__ = ["WrappedBackbone", "wrap_backbone", "check_rgb", "as_depth_batch", "resize_depth", "size_option"]
+
+
+def size_option(value: Any, what: str) -> tuple[int, int] | None:
+    """Parse a ``(height, width)`` option (an int means square); ``what`` names it in errors."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be [height, width], received {value!r}") from None
+    if h <= 0 or w <= 0:
+        raise ConfigError(f"{what} must be positive, received {[h, w]}")
+    return h, w
