@@ -781,12 +781,21 @@ class CacheReader:
             for name in ("rough", "gt", "sample_id", "done"):
                 if name not in self._f:
                     raise CacheError(f"{self.path} is not a complete refinedepth cache: dataset {name!r} is missing")
-            self._rough = self._f["rough"]
-            self._gt = self._f["gt"]
-            self._rgb = self._f["rgb"] if "rgb" in self._f else None
-            self._valid = self._f["valid"] if "valid" in self._f else None
-            self._ids = self._f["sample_id"]
-            self._done = self._f["done"]
+            try:
+                self._rough = self._f["rough"]
+                self._gt = self._f["gt"]
+                self._rgb = self._f["rgb"] if "rgb" in self._f else None
+                self._valid = self._f["valid"] if "valid" in self._f else None
+                self._ids = self._f["sample_id"]
+                self._done = self._f["done"]
+            except (KeyError, OSError) as exc:
+                # h5py reports a half-written header this way: the file is corrupt, or a writer
+                # is creating it right now (before it switches to SWMR mode)
+                raise CacheError(
+                    f"{self.path}: cannot read its datasets ({' '.join(str(exc).split())}); the file "
+                    "is corrupt or still being created: wait for the writer, or run 'refinedepth "
+                    "inspect --verify' on it"
+                ) from exc
         except BaseException:
             self._f.close()
             raise
