@@ -166,17 +166,21 @@ def peak_rss_mb() -> float:
     return r / 1024.0 if platform.system() != "Darwin" else r / 1024.0 / 1024.0
 
 
-def machine_info() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = cpu_model()
     info: dict[str, Any] = {
         "cpu": cpu,
         "cores": os.cpu_count(),
