@@ -208,6 +208,7 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
                 device=config.device,
             ),
             progress=progress,
+            overwrite=True,  # the demo re-creates its output folder on every run
         )
     weights = str(stage1.weights)
 

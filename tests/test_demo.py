@@ -60,3 +60,11 @@ def test_quick_config_is_small_and_full_is_not():
     assert quick.backbone_train < full.backbone_train and quick.test < full.test
     with pytest.raises(Exception, match="family must be"):
         DemoConfig(family="space")
+
+
+def test_rerunning_into_the_same_folder_starts_again(quick_run):
+    out, first = quick_run
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out), "-q", "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert (out / "report.md").is_file()
