@@ -122,38 +122,43 @@ class RichProgress:
         self._start = 0.0
 
     def __enter__(self) -> RichProgress:
-        if not self.quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=console(),
-                transient=False,
-            )
-            self._progress.__enter__()
         return self
+
+    def _open(self) -> None:
+        # Started on the first report, so a command that fails before any work prints nothing
+        # but its one-line error.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console(),
+            transient=False,
+        )
+        self._progress.__enter__()
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
 
     def __call__(self, done: int, total: int | None, *, desc: str = "", **fields: Any) -> None:
-        if self._progress is None:
+        if self.quiet:
             return
+        if self._progress is None:
+            self._open()
         if desc != self._desc or self._task is None:
             self._task = self._progress.add_task(desc or "working", total=total, rate="", info="")
             self._desc = desc

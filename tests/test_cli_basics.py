@@ -118,3 +118,25 @@ def test_package_import_is_light_and_lazy_names_resolve():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_progress_bar_is_silent_until_used_then_reports(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from refinedepth.cli import _common
+
+    buf = io.StringIO()
+    monkeypatch.setattr(_common, "_console", Console(file=buf, force_terminal=False, width=160))
+    with _common.progress_bar():
+        pass  # a command that fails before any work prints only its error line
+    assert buf.getvalue() == ""
+    with _common.progress_bar(unit="samples") as progress:
+        for done in range(4):
+            progress(done, 3, desc="cache", loss=0.5)
+    out = buf.getvalue()
+    assert "cache" in out and "3/3" in out and "loss=0.5" in out and "samples/s" in out
+    with _common.progress_bar(quiet=True) as progress:
+        progress(1, 1, desc="quiet")
+    assert "quiet" not in buf.getvalue()
