@@ -44,7 +44,7 @@ from bench_refiner import (  # noqa: E402
     bench_training,
 )
 
-PARTS = ("refiner", "training", "fcrn", "cache")
+PARTS = ("refiner", "training", "fcrn", "cache", "synthetic")
 
 
 def _say(msg: str) -> None:
@@ -182,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             cache_args.append("--update-docs")
         results["cache"] = run_script(cache_args, timeout=300)
         _say(results["cache"]["output"].rstrip())
+    if "synthetic" not in skip:
+        _say("synthetic data (benchmarks/bench_synthetic.py) ...")
+        synth_args = ["benchmarks/bench_synthetic.py", "--samples", "8" if args.quick else "20"]
+        results["synthetic"] = run_script(synth_args, timeout=300)
+        _say(results["synthetic"]["output"].rstrip())
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
 
@@ -201,6 +206,7 @@ SECTION_HEADINGS = {
     "machine": "## Machine and matmul peak",
     "refiner": "## Refiner",
     "fcrn": "## FCRN",
+    "synthetic": "## Synthetic data generator",
 }
 
 
@@ -222,10 +228,10 @@ def md_sections(results: dict[str, Any]) -> dict[str, str]:
         f"{results.get('rss_after_training_mb', '?')} MB after the training steps (this process); "
         + "; ".join(
             f"{part} {results[part]['max_rss_mb']} MB" if results[part].get("max_rss_mb") else f"{part} not recorded"
-            for part in ("fcrn", "cache")
+            for part in ("fcrn", "cache", "synthetic")
             if part in results
         )
-        + (" (child processes, their own peak)." if any(p in results for p in ("fcrn", "cache")) else ""),
+        + (" (child processes, their own peak)." if any(p in results for p in ("fcrn", "cache", "synthetic")) else ""),
     ]
     out = {"machine": "\n".join(machine)}
     refiner = []
@@ -247,11 +253,12 @@ def md_sections(results: dict[str, Any]) -> dict[str, str]:
         ]
     if refiner:
         out["refiner"] = "\n".join(refiner)
-    if "fcrn" in results:
-        r = results["fcrn"]
-        out["fcrn"] = "\n".join(
-            [f"`{r['command']}` (exit {r['returncode']}, {r['seconds']} s):", "", "```", r["output"].rstrip(), "```"]
-        )
+    for part in ("fcrn", "synthetic"):
+        if part in results:
+            r = results[part]
+            out[part] = "\n".join(
+                [f"`{r['command']}` (exit {r['returncode']}, {r['seconds']} s):", "", "```", r["output"].rstrip(), "```"]
+            )
     return out
 
 
