@@ -100,9 +100,7 @@ def save_tiny_glpn(path: Path, max_depth: int = 10) -> Path:
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the thread
     pool's spinning doubles wall time; restore the setting afterwards."""
-    import torch
+    from ._threads import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield

@@ -11,7 +11,6 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -76,10 +75,4 @@ def make_degraded_cache(
     )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tests run on a shared 2-core machine: oversubscribed intra-op threads are many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from ._threads import one_torch_thread  # noqa: E402,F401  (re-exported autouse fixture)

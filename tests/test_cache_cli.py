@@ -24,6 +24,8 @@ from refinedepth.cache import open_cache, write_cache
 from refinedepth.cli.main import cli
 from refinedepth.errors import CacheError
 
+from ._threads import torch_threads
+
 # A small FCRN (timm resnet18 encoder at 64x80) over tiny synthetic scenes: ~0.05 s a sample.
 BACKBONE = ["--backbone", "fcrn", "--backbone-arg", "encoder=resnet18", "--backbone-arg", "input_size=[64,80]"]
 DATA = ["--dataset", "synthetic", "--dataset-arg", "size=[48,64]", "--split", "train"]
@@ -43,14 +45,8 @@ def _run(args, **kw):
 def _reference(args: list[str], out: Path) -> None:
     """The uninterrupted single-process run, in this process with one torch thread (the same
     kernels as a subprocess with OMP_NUM_THREADS=1, without paying its start-up)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         result = _invoke([*args, "--workers", "0", "--out", str(out)])
-    finally:
-        torch.set_num_threads(before)
     assert result.exit_code == 0, result.output
 
 
@@ -285,7 +281,6 @@ def test_inspect_describes_incomplete_cache_and_verify_fails(tmp_path):
 def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
     """An identity refiner (residual, zero-initialised output layer) leaves the rough maps as they
     were; the cache records the refiner's path and sha256 and becomes metric."""
-    import torch
 
     from refinedepth.cache import sha256_path
     from refinedepth.refiner import checkpoint as ckpt
@@ -302,13 +297,9 @@ def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
     }
     refiner_dir = ckpt.save_checkpoint(tmp_path / "refiner", config=meta, generator=g)
     args = ["cache", *COMMON, "--limit", "2", "--batch-size", "2", "--workers", "0"]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         plain = _invoke([*args, "--out", str(tmp_path / "plain.h5")])
         chained = _invoke([*args, "--refiner", str(refiner_dir), "--out", str(tmp_path / "chained.h5")])
-    finally:
-        torch.set_num_threads(before)
     assert plain.exit_code == 0 and chained.exit_code == 0, chained.output
     with open_cache(tmp_path / "plain.h5") as a, open_cache(tmp_path / "chained.h5") as b:
         assert b.config.refiners == ({"path": str(refiner_dir), "sha256": sha256_path(refiner_dir)},)

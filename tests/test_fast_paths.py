@@ -32,14 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny tensors and a shared machine: with several threads, every op waits at an OpenMP
-    # barrier for a thread that another process has descheduled (steps 10-70x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from ._threads import one_torch_thread  # noqa: E402,F401  (autouse fixture)
 
 
 def _random_bn(bn: nn.BatchNorm2d, gen: torch.Generator) -> None:

@@ -13,6 +13,7 @@ from refinedepth.refiner.normalize import Normalization
 from refinedepth.refiner.train import TrainConfig, train_refiner
 
 from ._helpers_refiner import make_degraded_cache, one_torch_thread  # noqa: F401
+from ._threads import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +36,8 @@ def rgb_run_dir(tmp_path_factory):
 
 
 def _one_thread(fn, *args):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return fn(*args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def test_refine_numpy_at_an_untrained_size_returns_metric_depth_at_that_size(run_dir):

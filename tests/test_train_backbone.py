@@ -15,16 +15,16 @@ from refinedepth.errors import CheckpointError, ConfigError
 from refinedepth.registry import create_backbone
 from refinedepth.train_backbone import TrainBackboneConfig, load_trained_backbone, train_backbone
 
+from ._threads import torch_threads
+
 TINY_NET = {"encoder": "resnet18", "encoder_args": {"channels": [16, 32, 64, 128], "stem_width": 16}, "input_size": [64, 96]}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny convolutions run fastest (and bit-reproducibly) on one thread; restore afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def _config(out, **kw) -> TrainBackboneConfig:
