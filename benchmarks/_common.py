@@ -138,14 +138,21 @@ def _onednn_gemm(a, b) -> Callable[[], Any] | None:
 
 
 def interleaved(
-    workload: Callable[[], Any], peak: MatmulPeak, flops: float, rounds: int = 3, repeats: int = 2
+    workload: Callable[[], Any],
+    peak: MatmulPeak,
+    flops: float,
+    rounds: int = 3,
+    repeats: int = 2,
+    warmup: int = 1,
 ) -> dict[str, float]:
-    """Time ``workload`` in ``rounds``, each after a fresh peak measurement.
+    """Time ``workload`` in ``rounds``, each after a fresh peak measurement, after ``warmup``
+    untimed calls.
 
     Returns the best time (s), GFLOP/s at the best time, and ``share``: the median over rounds of
     (workload GFLOP/s) / (peak GFLOP/s) measured in the same round.
     """
-    workload()  # warm-up (allocations, prepacking, lazy init)
+    for _ in range(max(1, warmup)):
+        workload()  # allocations, prepacking, lazy init
     times, ratios = [], []
     for _ in range(max(1, rounds)):
         p = peak.measure()

@@ -7,6 +7,7 @@ to the largest value.
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -260,26 +261,183 @@ def test_prepare_for_training_same_parameters_and_gradients():
 
 
 def test_fast_training_step_matches_plain():
-    """``prepare_for_training`` (auto: NCHW on CPU) + fused Adam: same losses and weights."""
+    """``prepare_for_training`` (CPU: oneDNN matrix-product kernels, NCHW) + fused Adam: same
+    losses and, where rounding cannot flip an activation across its kink, the same weights."""
     from bench_refiner import TrainStep
 
     plain = TrainStep("small", 2, fast=False, size=(64, 64))
     quick = TrainStep("small", 2, fast=True, size=(64, 64))
     assert not quick.g.encoder[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert type(quick.g.encoder[-1][0]) is fast.GemmConv2d
+    for _ in range(3):
+        assert quick() == pytest.approx(plain(), rel=1e-4)
+    # With ReLU/LeakyReLU in place, a 1e-7 difference can flip an activation that is ~0, which
+    # changes every gradient upstream (and Adam turns small gradient changes into lr-sized weight
+    # changes), so the weights are compared without the kinks. Adam moves each weight by about
+    # lr * m / sqrt(v): where a gradient is ~0, rounding can change a weight by a fraction of lr
+    # (2e-4); everything else agrees to 1e-6.
+    plain = TrainStep("small", 2, fast=False, size=(64, 64), dropout=False, smooth=True)
+    quick = TrainStep("small", 2, fast=True, size=(64, 64), dropout=False, smooth=True)
     for _ in range(3):
         assert quick() == pytest.approx(plain(), rel=1e-5)
-    # Adam moves each weight by about lr * m / sqrt(v): where a gradient is ~0, rounding in the
-    # fused update can change a weight by a fraction of lr (2e-4); everything else agrees to 1e-6.
     off, total = 0, 0
-    for p, q in zip([*plain.g.parameters(), *plain.d.parameters()], [*quick.g.parameters(), *quick.d.parameters()]):
-        torch.testing.assert_close(q, p, rtol=0, atol=2e-4)
-        off += int(((q - p).abs() > 1e-6).sum())
-        total += p.numel()
+    with torch.no_grad():
+        for p, q in zip([*plain.g.parameters(), *plain.d.parameters()], [*quick.g.parameters(), *quick.d.parameters()]):
+            torch.testing.assert_close(q, p, rtol=0, atol=2e-4)
+            off += int(((q - p).abs() > 1e-6).sum())
+            total += p.numel()
     assert off <= 1e-4 * total
     opt = fast.adam(nn.Linear(2, 2).parameters(), lr=1e-3)
     assert isinstance(opt, torch.optim.Adam)
     g, d = fast.optimize_training(plain.g, plain.d, "cpu")
     assert g is plain.g and d is plain.d
+
+
+@pytest.mark.parametrize("preset", ["pix2pix", "paper-nyu"])
+def test_fast_training_gradients_match_float64(preset):
+    """One full-size step of the benchmarked presets: the fast path's gradients are as close to a
+    float64 step as the plain fp32 path's are (kinks removed, see TrainStep)."""
+    from bench_refiner import TrainStep, grad_difference
+
+    steps = {
+        name: TrainStep(preset, 1, fast=quick, dropout=False, smooth=True, dtype=dtype)
+        for name, quick, dtype in (("plain", False, None), ("fast", True, None), ("fp64", False, torch.float64))
+    }
+    kernels = {type(m) for m in steps["fast"].g.modules()} | {type(m) for m in steps["fast"].d.modules()}
+    assert {fast.GemmConv2d, fast.GemmConvTranspose2d} <= kernels
+    for step in steps.values():
+        step()
+    plain_err = grad_difference(steps["plain"], steps["fp64"])
+    fast_err = grad_difference(steps["fast"], steps["fp64"])
+    assert plain_err < 1e-4
+    assert fast_err < max(3 * plain_err, 1e-5)
+
+
+# -- training kernels: GemmConv2d / GemmConvTranspose2d ----------------------------------------
+
+# (transposed, C_in, C_out, size, kernel, stride, padding, output_padding, batch)
+GEMM_CASES = [
+    (False, 64, 48, 4, 4, 2, 1, 0, 1),  # the U-Net's inner levels
+    (False, 16, 8, 5, 4, 1, 1, 0, 3),
+    (False, 7, 3, 9, 3, 2, 1, 0, 2),
+    (False, 32, 1, 17, 4, 1, 1, 0, 2),  # the PatchGAN's 1-channel output layer
+    (False, 5, 2, 8, 4, 1, 0, 0, 2),
+    (True, 64, 32, 2, 4, 2, 1, 0, 1),
+    (True, 6, 5, 3, 4, 2, 1, 0, 2),
+    (True, 24, 1, 16, 4, 2, 1, 0, 2),  # the generator's 1-channel output layer
+    (True, 33, 1, 12, 3, 2, 1, 1, 3),  # the paper presets' 3x3 stride-2 layers
+    (True, 9, 2, 7, 3, 2, 1, 1, 2),
+]
+
+
+def _gemm_pair(transposed, cin, cout, k, stride, pad, out_pad, bias=True, seed=0):
+    torch.manual_seed(seed)
+    if transposed:
+        ref = nn.ConvTranspose2d(cin, cout, k, stride, pad, out_pad, bias=bias).double()
+    else:
+        ref = nn.Conv2d(cin, cout, k, stride, pad, bias=bias).double()
+    quick = copy.deepcopy(ref).float()
+    assert fast.use_gemm_kernels(quick) == 1
+    return ref, quick
+
+
+def _force_layout(monkeypatch, layout):
+    if layout == "pixel":
+        monkeypatch.setattr(fast, "_TRAIN_GEMM_MAX_ROWS", 10**9)
+    else:
+        monkeypatch.setattr(fast, "_TRAIN_GEMM_MAX_ROWS", 0)
+        monkeypatch.setattr(fast, "_TRAIN_GEMM_MAX_OUT", 10**9)
+
+
+@pytest.mark.parametrize("backend", ["onednn", "torch"])
+@pytest.mark.parametrize("layout", ["pixel", "channel"])
+@pytest.mark.parametrize("case", GEMM_CASES)
+def test_gemm_kernels_match_float64(case, layout, backend, monkeypatch):
+    """Output, input, weight and bias gradients against a float64 ``nn.Conv2d`` /
+    ``nn.ConvTranspose2d``, for both matrix-product layouts and both matmul backends."""
+    transposed, cin, cout, size, k, stride, pad, out_pad, batch = case
+    if backend == "onednn" and not fast.has_onednn_matmul():
+        pytest.skip("this torch has no oneDNN matmul")
+    _force_layout(monkeypatch, layout)
+    ref, quick = _gemm_pair(transposed, cin, cout, k, stride, pad, out_pad)
+    gen = torch.Generator().manual_seed(1)
+    x64 = torch.randn(batch, cin, size, size, generator=gen, dtype=torch.float64, requires_grad=True)
+    x32 = x64.detach().float().requires_grad_()
+    y64 = ref(x64)
+    if backend == "torch":
+        monkeypatch.setattr(fast, "has_onednn_matmul", lambda: False)
+        fn = fast._GemmConvTranspose2dFn if transposed else fast._GemmConv2dFn
+        extra = (tuple(quick.output_padding),) if transposed else ()
+        y32 = fn.apply(x32, quick.weight, quick.bias, tuple(quick.stride), tuple(quick.padding), *extra, layout == "pixel")
+    else:
+        y32 = quick(x32)
+        assert "Gemm" in type(y32.grad_fn).__name__
+    grad = torch.randn(y64.shape, generator=gen, dtype=torch.float64)
+    y64.backward(grad)
+    y32.backward(grad.float())
+    assert y32.shape == y64.shape and y32.is_contiguous()
+    pairs = [(y32, y64), (x32.grad, x64.grad), (quick.weight.grad, ref.weight.grad), (quick.bias.grad, ref.bias.grad)]
+    for got, want in pairs:
+        assert got.shape == want.shape
+        err = float((got.detach().double() - want.detach()).abs().max() / want.detach().abs().max())
+        assert err < 1e-5
+
+
+@pytest.mark.parametrize("layout", ["pixel", "channel"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_gemm_kernels_without_bias_or_input_gradient(transposed, layout, monkeypatch):
+    """The first layer (input without gradient) and bias-free layers (followed by BatchNorm)."""
+    _force_layout(monkeypatch, layout)
+    ref, quick = _gemm_pair(transposed, 6, 3, 4, 2, 1, 0, bias=False)
+    x = torch.randn(2, 6, 6, 6, generator=torch.Generator().manual_seed(2))
+    y = quick(x)
+    assert "Gemm" in type(y.grad_fn).__name__
+    y.square().sum().backward()
+    ref(x.double()).square().sum().backward()
+    torch.testing.assert_close(quick.weight.grad, ref.weight.grad.float(), rtol=1e-5, atol=1e-5)
+    assert quick.bias is None
+
+
+def test_gemm_kernels_chosen_only_where_they_win():
+    """Few output positions -> by pixel; few output channels -> by channel; else the module's own
+    kernel, as for anything but fp32 CPU tensors."""
+    conv = nn.Conv2d(8, 16, 4, 2, 1)
+    head = nn.ConvTranspose2d(8, 1, 4, 2, 1)
+    fast.use_gemm_kernels(conv)
+    fast.use_gemm_kernels(head)
+    small, large = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 64, 64)  # 16 and 1024 output positions
+    if fast.has_onednn_matmul():
+        assert type(conv(small).grad_fn).__name__ == "_GemmConv2dFnBackward"
+        assert type(head(large).grad_fn).__name__ == "_GemmConvTranspose2dFnBackward"
+    assert type(conv(large).grad_fn).__name__ == "ConvolutionBackward0"
+    assert type(conv.double()(small.double()).grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(head(large).grad_fn).__name__ != "_GemmConvTranspose2dFnBackward"
+
+
+def test_use_gemm_kernels_is_reversible_and_keeps_parameters():
+    class MyConv(nn.Conv2d):
+        pass
+
+    g = _generator("small")
+    g.extra = nn.Sequential(MyConv(2, 2, 3, padding=1), nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(2, 2, 3, padding="same"))
+    params = [id(p) for p in g.parameters()]
+    keys = list(g.state_dict())
+    convs = sum(type(m) in (nn.Conv2d, nn.ConvTranspose2d) for m in g.modules())
+    changed = fast.use_gemm_kernels(g)
+    assert changed == convs - 2  # not the grouped one, nor the "same"-padded one
+    assert fast.use_gemm_kernels(g) == 0  # idempotent
+    assert type(g.extra[0]) is MyConv and type(g.extra[1]) is nn.Conv2d
+    assert all(isinstance(m, nn.Conv2d | nn.ConvTranspose2d) for m in g.modules() if "Gemm" in type(m).__name__)
+    assert [id(p) for p in g.parameters()] == params and list(g.state_dict()) == keys
+    assert copy.deepcopy(g).encoder[0][0].__class__ is fast.GemmConv2d
+    assert fast.use_gemm_kernels(g, enable=False) == changed
+    assert not any("Gemm" in type(m).__name__ for m in g.modules())
+    model = _generator("small")
+    prepare_for_training(model, gemm=False)
+    assert not any("Gemm" in type(m).__name__ for m in model.modules())
+    with pytest.raises(ConfigError, match="gemm must be True, False or 'auto'"):
+        prepare_for_training(model, gemm="yes")
 
 
 def test_tune_allocator_is_idempotent():

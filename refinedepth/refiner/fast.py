@@ -24,9 +24,11 @@ Off CPU (CUDA) the same module falls back to ``F.conv2d`` on the folded weights 
 optionally under bf16 autocast (``precision="bf16"``). ``compile=True`` additionally wraps the
 result in ``torch.compile`` and keeps it only if it matches and is faster (``"auto"``).
 
-Training (:func:`prepare_for_training`, :func:`optimize_training`, :func:`adam`): the fused Adam
-update, the allocator, and channels-last parameters on CUDA (converted in place, so optimisers and
-checkpoints keep working on the same ``Parameter`` objects).
+Training (:func:`prepare_for_training`, :func:`optimize_training`, :func:`adam`), all in place so
+optimisers and checkpoints keep working on the same ``Parameter`` objects: on CPU, oneDNN
+matrix-product kernels for the convolutions with few output positions or few output channels
+(:class:`GemmConv2d`, :class:`GemmConvTranspose2d`, :func:`use_gemm_kernels`); channels-last
+parameters on CUDA; the fused Adam update; the allocator.
 
 Figures and how they were measured: ``docs/performance.md`` (``make bench``).
 """
@@ -50,14 +52,18 @@ from ..errors import ConfigError
 __all__ = [
     "FastInference",
     "FusedConv",
+    "GemmConv2d",
+    "GemmConvTranspose2d",
     "adam",
     "fold_batchnorm",
     "fuse_sequential",
+    "has_onednn_matmul",
     "has_prepacked_kernels",
     "optimize_for_inference",
     "optimize_training",
     "prepare_for_training",
     "tune_allocator",
+    "use_gemm_kernels",
 ]
 
 PRECISIONS = ("fp32", "bf16")
@@ -607,8 +613,246 @@ def _input_channels(module: nn.Module) -> int:
 # training
 
 
+# Training kernels for the convolutions whose oneDNN kernels are slow on CPU. Two shapes are:
+#
+# - few output positions (the U-Net's 1x1 .. 8x8 levels at small batch), where a 16-32 MB weight
+#   meets a few dozen pixels: "by pixel", one matrix product per pass over [pixels, channels] rows
+#   (forward, input gradient, weight gradient) around an unfold/fold;
+# - few output channels (the generator's 1-channel output layer, the discriminator's last layer):
+#   "by channel", one matrix product per sample over the NCHW planes, ``[C_out*k*k, C_in] @
+#   [C_in, H*W]``, and the k*k tap planes summed (convolution) or folded (transposed convolution)
+#   into place.
+#
+# The products run on oneDNN's matmul, on the weight as it is (MKL's sgemm, behind torch.mm, runs
+# 2-3x slower on these skinny shapes on AMD CPUs). oneDNN's convolution kernels stay in charge
+# everywhere else. Thresholds measured per layer shape at batch 1 and 8 (docs/performance.md).
+_TRAIN_GEMM_MAX_ROWS = 128
+_TRAIN_GEMM_MAX_OUT = 8
+
+
+@functools.lru_cache(maxsize=1)
+def has_onednn_matmul() -> bool:
+    """Whether ``torch.ops.mkldnn._linear_pointwise`` runs fp32 products on dense, strided weights."""
+    if not has_prepacked_kernels():
+        return False
+    try:
+        a, w = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(3, 4)
+        y = torch.ops.mkldnn._linear_pointwise(a, w.t(), None, "none", [], "")
+        return bool(torch.equal(y, a @ w))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)`` for 2-D ``x`` [M, K] and ``weight`` [N, K] (any strides)."""
+    if has_onednn_matmul():
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def _per_sample(fn: Callable[[int], torch.Tensor], batch: int) -> torch.Tensor:
+    """``torch.stack([fn(i) for i in range(batch)])`` without the copy when ``batch`` is 1."""
+    return fn(0).unsqueeze(0) if batch == 1 else torch.stack([fn(i) for i in range(batch)])
+
+
+def _tap_slice(tap: int, pad: int, stride: int, out: int) -> slice:
+    """Positions of a padded input plane that tap ``tap`` reads for outputs ``0 .. out-1``."""
+    return slice(tap, tap + stride * (out - 1) + 1, stride)
+
+
+class _GemmConv2dFn(torch.autograd.Function):
+    """``F.conv2d`` (groups 1, dilation 1, zero padding) as matrix products, by pixel or by channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, by_pixel):  # noqa: D102
+        b, cin, h, w = x.shape
+        cout, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+        ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+        wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+        ctx.geometry = (x.shape, (ho, wo), stride, padding, by_pixel)
+        ctx.has_bias = bias is not None
+        if by_pixel:
+            cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # [B, Cin*kh*kw, L]
+            rows = cols.transpose(1, 2).reshape(b * ho * wo, -1)
+            y = _linear(rows, weight.reshape(cout, -1), bias)  # [B*L, Cout]
+            ctx.save_for_backward(rows, weight)
+            return y.view(b, ho, wo, cout).permute(0, 3, 1, 2).contiguous()
+        # by channel: taps[b] = W_taps [Cout*kh*kw, Cin] @ x[b] [Cin, H*W], then sum shifted taps
+        planes = x.contiguous().view(b, cin, h * w)
+        w_taps = weight.permute(0, 2, 3, 1).reshape(cout * kh * kw, cin)
+        taps = _per_sample(lambda i: _linear(w_taps, planes[i].t()), b)
+        taps = F.pad(taps.view(b, cout * kh * kw, h, w), (padding[1], padding[1], padding[0], padding[0]))
+        taps = taps.view(b, cout, kh, kw, *taps.shape[-2:])
+        y = x.new_zeros(b, cout, ho, wo) if bias is None else bias.view(1, -1, 1, 1).expand(b, cout, ho, wo).clone()
+        for ky in range(kh):
+            rs = _tap_slice(ky, padding[0], stride[0], ho)
+            for kx in range(kw):
+                y.add_(taps[:, :, ky, kx, rs, _tap_slice(kx, padding[1], stride[1], wo)])
+        ctx.save_for_backward(planes, weight)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        saved, weight = ctx.saved_tensors
+        (b, cin, h, w), (ho, wo), stride, padding, by_pixel = ctx.geometry
+        cout, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+        gx = gw = gb = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))
+        if by_pixel:
+            g = grad.permute(0, 2, 3, 1).reshape(b * ho * wo, cout)
+            if ctx.needs_input_grad[0]:
+                gcols = _linear(g, weight.reshape(cout, -1).t())  # [B*L, Cin*kh*kw]
+                gx = F.fold(gcols.view(b, ho * wo, -1).transpose(1, 2), (h, w), (kh, kw), padding=padding, stride=stride)
+            if ctx.needs_input_grad[1]:
+                gw = _linear(g.t(), saved.t()).view(weight.shape)
+            return gx, gw, gb, None, None, None
+        # by channel: scatter the output gradient back onto the tap planes
+        ph, pw = padding
+        gtaps = grad.new_zeros(b, cout, kh, kw, h + 2 * ph, w + 2 * pw)
+        for ky in range(kh):
+            rs = _tap_slice(ky, ph, stride[0], ho)
+            for kx in range(kw):
+                gtaps[:, :, ky, kx, rs, _tap_slice(kx, pw, stride[1], wo)] = grad
+        gtaps = gtaps[..., ph : ph + h, pw : pw + w].reshape(b, cout * kh * kw, h * w)
+        w_taps = weight.permute(0, 2, 3, 1).reshape(cout * kh * kw, cin)
+        if ctx.needs_input_grad[0]:
+            gx = _per_sample(lambda i: _linear(w_taps.t(), gtaps[i].t()), b).view(b, cin, h, w)
+        if ctx.needs_input_grad[1]:
+            g_taps = sum(_linear(gtaps[i], saved[i]) for i in range(b))  # [Cout*kh*kw, Cin]
+            gw = g_taps.view(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
+        return gx, gw, gb, None, None, None
+
+
+class _GemmConvTranspose2dFn(torch.autograd.Function):
+    """``F.conv_transpose2d`` (groups 1, dilation 1) as matrix products + fold, by pixel or by channel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, output_padding, by_pixel):  # noqa: D102
+        b, cin, h, w = x.shape
+        kh, kw = weight.shape[2], weight.shape[3]
+        ho = (h - 1) * stride[0] - 2 * padding[0] + kh + output_padding[0]
+        wo = (w - 1) * stride[1] - 2 * padding[1] + kw + output_padding[1]
+        w2 = weight.reshape(cin, -1)  # [Cin, Cout*kh*kw]
+        if by_pixel:
+            saved = x.permute(0, 2, 3, 1).reshape(b * h * w, cin)
+            cols = _linear(saved, w2.t()).view(b, h * w, -1).transpose(1, 2)  # [B, Cout*kh*kw, H*W]
+        else:
+            saved = x.contiguous().view(b, cin, h * w)
+            cols = _per_sample(lambda i: _linear(w2.t(), saved[i].t()), b)
+        y = F.fold(cols, (ho, wo), (kh, kw), padding=padding, stride=stride)
+        if bias is not None:
+            y = y.add_(bias.view(1, -1, 1, 1))
+        ctx.save_for_backward(saved, weight)
+        ctx.geometry = (x.shape, stride, padding, by_pixel)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # noqa: D102
+        saved, weight = ctx.saved_tensors
+        (b, cin, h, w), stride, padding, by_pixel = ctx.geometry
+        kh, kw = weight.shape[2], weight.shape[3]
+        w2 = weight.reshape(cin, -1)
+        gcols = F.unfold(grad, (kh, kw), padding=padding, stride=stride)  # [B, Cout*kh*kw, H*W]
+        gx = gw = gb = None
+        if by_pixel:
+            gcols = gcols.transpose(1, 2).reshape(b * h * w, -1)
+            if ctx.needs_input_grad[0]:
+                gx = _linear(gcols, w2).view(b, h, w, cin).permute(0, 3, 1, 2)
+            if ctx.needs_input_grad[1]:
+                gw = _linear(saved.t(), gcols.t()).view(weight.shape)
+        else:
+            if ctx.needs_input_grad[0]:
+                gx = _per_sample(lambda i: _linear(w2, gcols[i].t()), b).view(b, cin, h, w)
+            if ctx.needs_input_grad[1]:
+                gw = sum(_linear(saved[i], gcols[i]) for i in range(b)).view(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2, 3))
+        return gx, gw, gb, None, None, None, None
+
+
+def _gemm_eligible(conv: nn.Module) -> bool:
+    return (
+        conv.groups == 1
+        and tuple(conv.dilation) == (1, 1)
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def _gemm_layout(conv: nn.Module, x: torch.Tensor, pixels: int) -> str | None:
+    """``"pixel"``, ``"channel"`` or None (the module's own kernel) for this call."""
+    if not (
+        x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and has_onednn_matmul()
+    ):
+        return None
+    if pixels <= _TRAIN_GEMM_MAX_ROWS:
+        return "pixel"
+    if conv.out_channels <= _TRAIN_GEMM_MAX_OUT:
+        return "channel"
+    return None
+
+
+class GemmConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that runs as oneDNN matrix products where its convolution kernels are
+    slow (on CPU in fp32: at most ``_TRAIN_GEMM_MAX_ROWS`` output positions, batch x height x
+    width, or at most ``_TRAIN_GEMM_MAX_OUT`` output channels), and as ``nn.Conv2d`` otherwise.
+    Same parameters, state dict and function (to fp32 rounding). Made by
+    :func:`use_gemm_kernels`, which converts modules in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+            pixels = x.shape[0] * ((x.shape[2] + 2 * ph - kh) // sh + 1) * ((x.shape[3] + 2 * pw - kw) // sw + 1)
+            layout = _gemm_layout(self, x, pixels)
+            if layout is not None:
+                return _GemmConv2dFn.apply(x, self.weight, self.bias, self.stride, self.padding, layout == "pixel")
+        return super().forward(x)
+
+
+class GemmConvTranspose2d(nn.ConvTranspose2d):
+    """The :class:`GemmConv2d` counterpart for ``nn.ConvTranspose2d`` (positions counted on the input)."""
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is None and x.dim() == 4:
+            layout = _gemm_layout(self, x, x.shape[0] * x.shape[2] * x.shape[3])
+            if layout is not None:
+                return _GemmConvTranspose2dFn.apply(
+                    x, self.weight, self.bias, self.stride, self.padding, self.output_padding, layout == "pixel"
+                )
+        return super().forward(x, output_size)
+
+
+_GEMM_CLASSES = {nn.Conv2d: GemmConv2d, nn.ConvTranspose2d: GemmConvTranspose2d}
+
+
+def use_gemm_kernels(model: nn.Module, enable: bool = True) -> int:
+    """Switch every plain ``nn.Conv2d``/``nn.ConvTranspose2d`` in ``model`` to its
+    :class:`GemmConv2d`/:class:`GemmConvTranspose2d` form (``enable=False``: back), in place;
+    returns how many modules changed. Only the class changes: parameters, buffers, hooks and
+    state-dict keys stay, so optimisers and checkpoints are unaffected. Subclasses of the conv
+    modules and grouped, dilated or non-zero-padded convolutions are left alone."""
+    changed = 0
+    for m in model.modules():
+        if enable and type(m) in _GEMM_CLASSES and _gemm_eligible(m):
+            m.__class__ = _GEMM_CLASSES[type(m)]
+            changed += 1
+        elif not enable and type(m) in (GemmConv2d, GemmConvTranspose2d):
+            m.__class__ = m.__class__.__mro__[1]
+            changed += 1
+    return changed
+
+
 def prepare_for_training(
-    model: nn.Module, *, channels_last: bool | str = "auto", allocator: bool = True
+    model: nn.Module, *, channels_last: bool | str = "auto", gemm: bool | str = "auto", allocator: bool = True
 ) -> nn.Module:
     """Make ``model`` train faster without changing its function; returns the same object.
 
@@ -616,20 +860,31 @@ def prepare_for_training(
     objects stay the same, so optimisers, checkpoints and ``state_dict`` keep working). ``auto``
     does so on CUDA, where cuDNN's NHWC kernels win, and not on CPU, where oneDNN's backward
     convolutions were no faster in NHWC (pix2pix and paper-nyu training steps 0-8% slower on a
-    Zen 5 core). Also tunes the allocator (:func:`tune_allocator`). Pair it with :func:`adam` for
-    the optimiser: the fused Adam update is most of the remaining gain on CPU.
+    Zen 5 core).
 
-    Note that dropout masks are drawn in memory order, so a channels-last run draws different
-    (equally random) masks than a contiguous one from the same seed.
+    ``gemm``: :func:`use_gemm_kernels` (class swap in place), so that convolutions with few output
+    positions or few output channels run as oneDNN matrix products on fp32 CPU tensors; ``auto``
+    does so for CPU models when this torch has oneDNN's matmul. The step is 1.1-1.3x faster for
+    the paper presets and pix2pix at batch 1 (``docs/performance.md``).
+
+    Also tunes the allocator (:func:`tune_allocator`). Pair it with :func:`adam` for the
+    optimiser. Note that dropout masks are drawn in memory order, so a channels-last run draws
+    different (equally random) masks than a contiguous one from the same seed.
     """
     if channels_last not in (True, False, "auto"):
         raise ConfigError(f"channels_last must be True, False or 'auto', got {channels_last!r}")
+    if gemm not in (True, False, "auto"):
+        raise ConfigError(f"gemm must be True, False or 'auto', got {gemm!r}")
     if allocator:
         tune_allocator()
     if channels_last == "auto":
         channels_last = _module_device(model).type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if gemm == "auto":
+        gemm = _module_device(model).type == "cpu" and has_onednn_matmul()
+    if gemm:
+        use_gemm_kernels(model)
     return model
 
 
