@@ -122,7 +122,8 @@ def bench_inference(
 
 class TrainStep:
     """One pix2pix step as ``train_refiner`` takes it: D on (x, real) and (x, fake.detach()),
-    BCE, loss halved, Adam step; then G with BCE on D(x, fake) + 100 * masked L1, Adam step.
+    BCE, loss halved, Adam step; then G with BCE on D(x, fake) + 100 * masked L1, Adam step (its
+    backward computes G's gradients only, not D's weight gradients).
 
     ``fast``: ``prepare_for_training`` on G and D and the fused Adam of ``fast.adam``.
     ``smooth``: ReLU and LeakyReLU replaced by the identity, for comparing kernels: with them, a
@@ -191,7 +192,7 @@ class TrainStep:
         d_out = self.d(torch.cat([self.x, fake], 1))
         l1 = ((fake - self.gt).abs() * self.valid).sum() / self.valid.sum().clamp(min=1)
         loss_g = self.bce(d_out, torch.ones_like(d_out)) + 100.0 * l1
-        loss_g.backward()
+        loss_g.backward(inputs=list(self.g.parameters()))  # D is not updated by the G step
         self.opt_g.step()
         return float(loss_d.detach()), float(loss_g.detach())
 

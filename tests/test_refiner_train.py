@@ -219,3 +219,27 @@ def test_optimize_hook_gets_the_built_models(caches, tmp_path):
 
     train_refiner(_cfg(caches, tmp_path / "opt", train=str(caches["tiny"]), val=None, max_steps=1), optimize=optimize)
     assert seen == [("UNetGenerator", "PatchDiscriminator", "cpu")]
+
+
+def test_g_step_skips_d_weight_gradients_without_changing_the_run(caches, tmp_path, monkeypatch):
+    """The G step back-propagates into G's parameters only (D's weight gradients there would be
+    discarded by the next D step): the run equals one whose G step computes them too."""
+    from safetensors.torch import load_file
+
+    cfg = dict(train=str(caches["tiny"]), val=None, max_steps=3, batch_size=2)
+    train_refiner(_cfg(caches, tmp_path / "lean", **cfg))
+    calls = []
+    full_backward = torch.Tensor.backward
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        calls.append(inputs is not None)
+        return full_backward(self, gradient, retain_graph, create_graph, None)
+
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+    train_refiner(_cfg(caches, tmp_path / "full", **cfg))
+    assert calls.count(True) == 3  # one restricted G-step backward per step
+    for name in ("generator.safetensors", "discriminator.safetensors", "optimizer.safetensors"):
+        lean, full = load_file(tmp_path / "lean" / "last" / name), load_file(tmp_path / "full" / "last" / name)
+        assert lean.keys() == full.keys()
+        for key in lean:
+            torch.testing.assert_close(lean[key], full[key], rtol=0, atol=0, msg=f"{name}:{key}")
