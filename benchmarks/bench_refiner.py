@@ -78,6 +78,17 @@ def count_flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
+def _plain_vs_fast(plain_r: dict[str, float], fast_r: dict[str, float]) -> dict[str, float]:
+    """The columns both tables share, from two :func:`interleaved` results."""
+    return {
+        "plain_gflops": plain_r["gflops"],
+        "plain_share": 100 * plain_r["share"],
+        "fast_gflops": fast_r["gflops"],
+        "fast_share": 100 * fast_r["share"],
+        "speedup": plain_r["seconds"] / fast_r["seconds"],
+    }
+
+
 def bench_inference(
     presets=DEFAULT_PRESETS, batches=(1, 8), peak: MatmulPeak | None = None, rounds: int = 3, progress=None
 ) -> list[dict[str, Any]]:
@@ -105,12 +116,8 @@ def bench_inference(
                     "size": list(SIZE),
                     "gflop_per_image": flops / batch / 1e9,
                     "plain_images_per_s": batch / plain_r["seconds"],
-                    "plain_gflops": plain_r["gflops"],
-                    "plain_share": 100 * plain_r["share"],
                     "fast_images_per_s": batch / fast_r["seconds"],
-                    "fast_gflops": fast_r["gflops"],
-                    "fast_share": 100 * fast_r["share"],
-                    "speedup": plain_r["seconds"] / fast_r["seconds"],
+                    **_plain_vs_fast(plain_r, fast_r),
                     "max_abs_diff": diff,
                 }
             )
@@ -246,12 +253,8 @@ def bench_training(
                     "size": list(SIZE),
                     "gflop_per_step": flops / 1e9,
                     "plain_step_s": plain_r["seconds"],
-                    "plain_gflops": plain_r["gflops"],
-                    "plain_share": 100 * plain_r["share"],
                     "fast_step_s": fast_r["seconds"],
-                    "fast_gflops": fast_r["gflops"],
-                    "fast_share": 100 * fast_r["share"],
-                    "speedup": plain_r["seconds"] / fast_r["seconds"],
+                    **_plain_vs_fast(plain_r, fast_r),
                     "max_grad_diff": diff,
                 }
             )
