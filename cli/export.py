@@ -1,0 +1,41 @@
+"""``refinedepth export``: a trained refiner as a self-contained ONNX model."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import console
+
+
+@click.command("export")
+@click.argument("refiner", metavar="RUN")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+              help="Export format.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. refiner.onnx).")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Checkpoint of a run directory to export.")
+def export(refiner: str, fmt: str, out: str, which: str) -> None:
+    """Export a trained refiner (a run or checkpoint directory) with its normalisation inside.
+
+    The ONNX model takes 'rough' [B,1,H,W] (metres, or the kind the refiner was trained on)
+    and, for rough+rgb refiners, 'rgb' [B,3,H',W'] in [0,1], and returns 'depth' [B,1,H,W] in
+    metres; batch and size are dynamic. It matches the PyTorch refiner to float rounding.
+
+    \b
+    Example:
+      refinedepth export runs/nyu --out nyu-refiner.onnx
+      python -c "import onnxruntime as ort; print(ort.InferenceSession('nyu-refiner.onnx').get_inputs())"
+    """
+    from refinedepth.errors import ConfigError
+    from refinedepth.refiner.api import Refiner
+
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError:
+        raise ConfigError("export --format onnx needs the onnx package: pip install 'refinedepth[onnx]'") from None
+    from refinedepth.refiner.export import export_onnx
+
+    model = Refiner.from_pretrained(refiner, which=which, optimize=None)
+    path = export_onnx(model, out)
+    console().print(f"wrote {path} ({model.preset}, inputs {model.inputs}, {model.output_kind} rough maps)", highlight=False)
+    click.echo(str(path))

@@ -1,0 +1,75 @@
+"""ONNX export of a refiner: normalisation inside the graph, dynamic batch and size, checked
+against the PyTorch path with onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from refinedepth.refiner.api import Refiner
+from refinedepth.refiner.models import build_generator
+from refinedepth.refiner.normalize import Normalization
+from refinedepth.refiner.presets import get_preset
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def make_refiner(preset: str, inputs: str = "rough", residual: bool = False, kind: str = "metric") -> Refiner:
+    p = get_preset(preset)
+    gen = build_generator(p.generator_config(inputs, residual), seed=3)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # non-trivial BatchNorm statistics, and a non-zero residual head
+        for m in gen.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+        for prm in gen.head.parameters():  # outputs that vary over the image (and residual != 0)
+            prm.normal_(0, 0.5, generator=g)
+    norm = Normalization(output_kind=kind, max_depth=10.0, target_low=1.0 if kind != "metric" else None,
+                         target_high=6.0 if kind != "metric" else None)
+    meta = {"refiner": {"normalization": norm.to_dict(), "inputs": inputs, "residual": residual,
+                        "size": list(p.size), "preset": preset}}
+    return Refiner(gen, meta)
+
+
+def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
+    from refinedepth.refiner.export import export_onnx
+
+    export_onnx(refiner, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for k, (b, h, w) in enumerate(sizes):
+        rough = 0.5 + 6 * torch.rand(b, 1, h, w, generator=g)
+        feeds = {"rough": rough.numpy()}
+        rgb = None
+        if refiner.inputs == "rough+rgb":
+            rh, rw = rgb_sizes[k]
+            rgb = torch.rand(b, 3, rh, rw, generator=g)
+            feeds["rgb"] = rgb.numpy()
+        (onnx_out,) = sess.run(None, feeds)
+        ref = refiner.refine_tensor(rough, rgb=rgb).numpy()
+        assert onnx_out.shape == ref.shape == (b, 1, h, w)
+        worst = max(worst, float(np.abs(onnx_out - ref).max()))
+    return worst
+
+
+@pytest.mark.parametrize("kind", ["metric", "disparity"])
+def test_small_matches_pytorch_on_two_sizes(tmp_path, kind):
+    refiner = make_refiner("small", residual=True, kind=kind)
+    worst = run_both(refiner, tmp_path / "small.onnx", [(1, 64, 64), (3, 120, 160)])
+    assert worst < 1e-4
+
+
+def test_rough_rgb_refiner_with_rgb_of_another_size(tmp_path):
+    refiner = make_refiner("small", inputs="rough+rgb")
+    worst = run_both(refiner, tmp_path / "rgb.onnx", [(2, 48, 64), (1, 100, 90)], rgb_sizes=[(96, 128), (50, 45)])
+    assert worst < 1e-4
+
+
+@pytest.mark.slow
+def test_pix2pix_matches_pytorch(tmp_path):
+    refiner = make_refiner("pix2pix")
+    worst = run_both(refiner, tmp_path / "pix2pix.onnx", [(1, 256, 256), (2, 240, 320)])
+    assert worst < 1e-4
