@@ -17,7 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 
 def make_refiner(preset: str, inputs: str = "rough", residual: bool = False, kind: str = "metric") -> Refiner:
     p = get_preset(preset)
-    gen = build_generator(p.generator_config(inputs, residual), seed=3)
+    gcfg = p.generator_config(inputs, residual)
+    gen = build_generator(gcfg, seed=3)
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():  # non-trivial BatchNorm statistics, and a non-zero residual head
         for m in gen.modules():
@@ -29,7 +30,8 @@ def make_refiner(preset: str, inputs: str = "rough", residual: bool = False, kin
     norm = Normalization(output_kind=kind, max_depth=10.0, target_low=1.0 if kind != "metric" else None,
                          target_high=6.0 if kind != "metric" else None)
     meta = {"refiner": {"normalization": norm.to_dict(), "inputs": inputs, "residual": residual,
-                        "size": list(p.size), "preset": preset}}
+                        "size": list(p.size), "preset": preset,
+                        "generator": gcfg.to_dict()}}
     return Refiner(gen, meta)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,17 @@ class Refiner:
         device: str | torch.device = "cpu",
         which: str = "best",
         optimize: Callable[[torch.nn.Module], torch.nn.Module] | str | None = "auto",
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
     ) -> Refiner:
-        """Load a refiner from a checkpoint directory or a training run directory.
+        """Load a refiner from a checkpoint directory, a training run directory, or a Hugging
+        Face Hub repository id (``org/name``, or ``org/name@revision``).
+
+        Hub ids are resolved through ``huggingface_hub`` (:mod:`refinedepth.refiner.hub`):
+        ``revision``, ``cache_dir`` and ``local_files_only`` are passed on, and
+        ``HF_HUB_OFFLINE=1`` uses the local Hub cache only.
 
         A run directory resolves to its ``best/`` checkpoint (``which="last"`` for the other).
         Files are size- and hash-checked; a truncated or altered file raises
@@ -70,9 +80,11 @@ class Refiner:
         ``None`` keeps the plain module; a callable is applied as is.
         """
         from ..device import resolve_device
+        from .hub import resolve
 
         dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        directory = ckpt.resolve_checkpoint(path, which=which)
+        local = resolve(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        directory = ckpt.resolve_checkpoint(local, which=which)
         meta = ckpt.read_config(directory)
         gcfg = GeneratorConfig.from_dict(meta["refiner"]["generator"])
         generator = build_generator(gcfg, init=False)
@@ -84,6 +96,27 @@ class Refiner:
         if optimize is not None:
             refiner.optimize(optimize)
         return refiner
+
+    def save_pretrained(self, directory: str | os.PathLike, *, repo_id: str | None = None) -> Path:
+        """Write this refiner as a checkpoint directory (``config.json``, ``generator.safetensors``,
+        atomically) plus a generated ``README.md`` model card; loadable with :meth:`from_pretrained`."""
+        from .hub import write_model_card
+
+        keep = {k: v for k, v in self.meta.items() if k not in ("format", "format_version", "created", "files")}
+        path = ckpt.save_checkpoint(directory, config=keep, generator=self.generator)
+        write_model_card(path, ckpt.read_config(path), repo_id=repo_id)
+        return Path(path)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+        """Upload this refiner (checkpoint + model card) to the Hub repository ``repo_id``
+        (created if needed); returns the commit URL. Needs network access and a token."""
+        import tempfile
+
+        from .hub import push_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / "refiner", repo_id=repo_id)
+            return push_folder(folder, repo_id, private=private, token=token)
 
     def optimize(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> Refiner:
         """Run inference through ``fn(generator)`` from now on (the weights stay in ``generator``)."""

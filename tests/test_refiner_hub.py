@@ -1,0 +1,101 @@
+"""Refiners by Hugging Face Hub id, offline from a local Hub cache; model cards; push_to_hub
+against a mocked upload (no network in tests)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from refinedepth.errors import CheckpointError
+from refinedepth.refiner.api import Refiner
+from refinedepth.refiner.hub import is_hub_id, model_card
+
+from .test_refiner_export import make_refiner
+
+pytest.importorskip("huggingface_hub")
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(tmp_path, folder, repo="org/my-refiner"):
+    """Lay ``folder`` out as huggingface_hub's cache does: models--org--name/snapshots/<sha>/..."""
+    root = tmp_path / "hub"
+    repo_dir = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, repo_dir / "snapshots" / SHA)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(SHA)
+    return root
+
+
+@pytest.fixture
+def saved(tmp_path):
+    refiner = make_refiner("small", residual=True)
+    refiner.meta["state"] = {"epoch": 3, "step": 120, "best_value": 0.1234}
+    refiner.meta["source"] = {"backbone": "fcrn", "dataset": "synthetic", "train": "/data/train.h5",
+                              "output_kind": "metric", "train_samples": 40}
+    refiner.meta["val"] = {"rough": {"abs_rel": 0.2, "rmse": 0.5, "silog": 20.0, "d1": 0.7},
+                           "refined": {"abs_rel": 0.1, "rmse": 0.3, "silog": 15.0, "d1": 0.9}}
+    return refiner, refiner.save_pretrained(tmp_path / "local", repo_id="org/my-refiner")
+
+
+def test_hub_id_loads_like_the_local_directory(tmp_path, saved):
+    refiner, local = saved
+    cache = hub_cache(tmp_path, local)
+    rough = 0.5 + 5 * torch.rand(2, 1, 50, 70, generator=torch.Generator().manual_seed(0))
+    from_dir = Refiner.from_pretrained(local).refine_tensor(rough)
+    for ref in ("org/my-refiner", f"org/my-refiner@{SHA}"):
+        from_hub = Refiner.from_pretrained(ref, cache_dir=cache, local_files_only=True)
+        assert torch.equal(from_hub.refine_tensor(rough), from_dir)
+    assert torch.allclose(from_dir, refiner.refine_tensor(rough), atol=1e-5)
+
+
+def test_offline_and_unknown_id_is_one_line(tmp_path, saved):
+    cache = hub_cache(tmp_path, saved[1])
+    with pytest.raises(CheckpointError, match=r"org/other.*not in the local Hub cache") as info:
+        Refiner.from_pretrained("org/other", cache_dir=cache, local_files_only=True)
+    assert "\n" not in str(info.value)
+
+
+def test_local_paths_are_not_hub_ids(tmp_path):
+    (tmp_path / "runs").mkdir()
+    assert is_hub_id("org/name") and is_hub_id("org/name@v1")
+    assert not is_hub_id(tmp_path / "runs") and not is_hub_id("./runs/x") and not is_hub_id("a/b/c")
+
+
+def test_model_card_lists_metrics(saved):
+    card = (saved[1] / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit\nlibrary_name: refinedepth")
+    assert "| preset | `small` |" in card and "`fcrn`" in card and "train.h5" in card and "40 pairs" in card
+    assert "| rough | 0.2000 | 0.5000 | 20.0000 | 0.7000 |" in card
+    assert "| refined | 0.1000 | 0.3000 | 15.0000 | 0.9000 |" in card
+    assert 'Refiner.from_pretrained("org/my-refiner")' in card
+    # without validation rows the best value is stated
+    assert "0.1234" in model_card({"state": {"best_value": 0.1234}, "training": {"select_metric": "abs_rel"}})
+
+
+def test_push_to_hub_uploads_checkpoint_and_card(monkeypatch, saved):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False, repo_type=None):
+            calls["create"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message, repo_type=None):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+            calls["card"] = (Path(folder_path) / "README.md").read_text()
+            return type("Info", (), {"commit_url": f"https://hub.example/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = saved[0].push_to_hub("org/pushed", private=True, token="t")
+    assert url.endswith("org/pushed/commit/1")
+    assert calls["create"] == ("org/pushed", True, True) and calls["token"] == "t"
+    assert calls["files"] == ["README.md", "config.json", "generator.safetensors"]
+    assert 'Refiner.from_pretrained("org/pushed")' in calls["card"]
