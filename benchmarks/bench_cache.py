@@ -57,7 +57,7 @@ def _machine() -> str:
 
 
 def bench_build(tmp: Path, n: int, batch: int, workers: int, backbone_args: dict) -> tuple[dict, Path]:
-    from refinedepth.cache_build import build_cache
+    from refinedepth.cache import build_cache
 
     out = tmp / "build.h5"
     res = build_cache(

@@ -46,7 +46,7 @@ def main() -> int:
         print(f"no 7-Scenes frames at {data}: pass --data PATH (see the folder's README)", file=sys.stderr)
         return 1
 
-    from refinedepth.cache_build import build_cache
+    from refinedepth.cache import build_cache
     from refinedepth.evaluate import evaluate_cache
     from refinedepth.refiner.train import TrainConfig, train_refiner
     from refinedepth.report import improvement, markdown_table, write_json, write_markdown_report

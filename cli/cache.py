@@ -20,11 +20,11 @@ from ._common import (
 def _size(ctx, param, value):
     if value is None:
         return None
-    from refinedepth.cache_build import _parse_size
     from refinedepth.errors import ConfigError
+    from refinedepth.geometry import parse_hw
 
     try:
-        return _parse_size(value, param.opts[0])
+        return parse_hw(value, param.opts[0])
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -71,7 +71,7 @@ def cache(
       refinedepth cache --backbone fcrn --backbone-arg encoder=resnet18 --dataset synthetic --out train.h5
       torchrun --nproc-per-node 2 -m refinedepth cache --backbone fcrn --dataset synthetic --out train.h5
     """
-    from refinedepth.cache_build import build_cache
+    from refinedepth.cache.build import build_cache
     from refinedepth.distributed import dist_info
 
     rank = dist_info().rank
@@ -161,7 +161,7 @@ def export_ab(cache_file, out_dir, scale, at, limit, overwrite, quiet) -> None:
       refinedepth export-ab train.h5 ab/
       refinedepth export-ab test.h5 ab/ --at gt --scale 1000
     """
-    from refinedepth.cache_export import export_ab as run_export
+    from refinedepth.cache.export import export_ab as run_export
 
     with progress_bar(quiet=quiet, unit="pairs") as progress:
         summary = run_export(cache_file, out_dir, scale=scale, at=at, limit=limit, overwrite=overwrite, progress=progress)

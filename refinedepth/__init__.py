@@ -27,7 +27,7 @@ _LAZY = {
     "Sample": "refinedepth.data",
     "CacheDataset": "refinedepth.cache",
     "open_cache": "refinedepth.cache",
-    "build_cache": "refinedepth.cache_build",
+    "build_cache": "refinedepth.cache",
     "MetricAccumulator": "refinedepth.metrics",
     "compute_metrics": "refinedepth.metrics",
     "train_refiner": "refinedepth.refiner.train",

@@ -155,7 +155,7 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
     """
     import torch
 
-    from .cache_build import build_cache
+    from .cache import build_cache
     from .evaluate import evaluate_cache
     from .refiner.train import TrainConfig, train_refiner
     from .report import improvement, write_json

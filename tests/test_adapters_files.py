@@ -199,7 +199,7 @@ def test_contract_with_ids(npy_root):
 
 def test_cache_built_from_files_matches_the_predictions(tmp_path):
     """End to end: the cache passes the dataset's sample ids and stores our predictions."""
-    cache_build = pytest.importorskip("refinedepth.cache_build")
+    cache_build = pytest.importorskip("refinedepth.cache.build")
     from refinedepth.cache import open_cache
     from refinedepth.data import open_dataset
 

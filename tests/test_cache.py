@@ -17,7 +17,6 @@ from refinedepth.cache import (
     CacheConfig,
     CacheDataset,
     CacheWriter,
-    _lookup3,
     describe_cache,
     merge_shards,
     open_cache,
@@ -27,6 +26,7 @@ from refinedepth.cache import (
     verify_cache,
     write_cache,
 )
+from refinedepth.cache.repair import lookup3
 from refinedepth.errors import CacheError, ConfigError, DataError, ShapeError
 
 
@@ -159,7 +159,7 @@ def test_lookup3_matches_hdf5_superblock_checksum(tmp_path):
         f["x"] = np.arange(3)
     raw = (tmp_path / "x.h5").read_bytes()[:48]
     assert raw[8] == 3 and raw[9] == 8
-    assert _lookup3(raw[:44]) == int.from_bytes(raw[44:48], "little")
+    assert lookup3(raw[:44]) == int.from_bytes(raw[44:48], "little")
 
 
 _KILLED_WRITER = textwrap.dedent(

@@ -321,7 +321,7 @@ def test_samples_of_another_size_need_gt_size(tmp_path, monkeypatch):
     """A dataset without a fixed native size: the first sample sets gt_size, another size is an
     error naming the sample (also from a DataLoader worker), unless --gt-size is given."""
     from refinedepth import data
-    from refinedepth.cache_build import build_cache
+    from refinedepth.cache import build_cache
     from refinedepth.data import Sample
     from refinedepth.errors import DataError
 
@@ -355,7 +355,7 @@ REDKITCHEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "7
 def test_real_kinect_frames_cache_with_exact_ground_truth(tmp_path):
     """Real Kinect frames through the folder reader: gt stored at the native 480x640, exactly the
     reader's depth with invalid pixels (0 and 65535 in the PNGs) as 0."""
-    from refinedepth.cache_build import build_cache
+    from refinedepth.cache import build_cache
     from refinedepth.data import open_dataset
 
     spec = f"folder:{REDKITCHEN}"

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .cache import open_cache
-from .errors import CacheError, ConfigError
+from ..errors import CacheError, ConfigError
+from ..geometry import resize_depth, resize_smooth
+from .reader import open_cache
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -57,9 +58,8 @@ def export_ab(
     Returns the summary that is also written to ``pairs_<split>.json``.
     """
     import torch
-    import torch.nn.functional as F
 
-    from .data.io import write_depth_png
+    from ..data.io import write_depth_png
 
     if at not in ("rough", "gt"):
         raise ConfigError(f"--at must be 'rough' or 'gt', got {at!r}")
@@ -84,10 +84,8 @@ def export_ab(
             s = reader.read(int(i), with_rgb=False)
             rough = torch.from_numpy(s["rough"])[None]
             gt = torch.from_numpy(s["gt"])[None, None]
-            if tuple(rough.shape[-2:]) != size:
-                rough = F.interpolate(rough, size=size, mode="bilinear", align_corners=False)
-            if tuple(gt.shape[-2:]) != size:
-                gt = F.interpolate(gt, size=size, mode="nearest-exact")
+            rough = resize_smooth(rough, size, antialias=False)
+            gt = resize_depth(gt, size)
             a = rough[0, 0].numpy().astype(np.float64)
             b = gt[0, 0].numpy().astype(np.float64)
             if cfg.output_kind != "metric":

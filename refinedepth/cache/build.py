@@ -10,7 +10,7 @@
   cache's ``gt_size`` with nearest neighbour so invalid pixels never blend into valid ones),
   runs the backbone in batches, resizes its output bilinearly to the cache size and writes;
 * under ``torchrun`` writes one shard per rank next to the output and lets rank 0 join them with
-  :func:`refinedepth.cache.merge_shards`.
+  :func:`refinedepth.cache.shards.merge_shards`.
 """
 
 from __future__ import annotations
@@ -24,16 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .cache import (
-    CacheConfig,
-    CacheWriter,
-    _mismatch_message,
-    merge_shards,
-    open_cache,
-    sha256_path,
-    shard_path,
-)
-from .errors import CacheError, ConfigError, DataError, ShapeError
+from ..errors import CacheError, ConfigError, DataError, ShapeError
+from ..geometry import parse_hw, resize_depth, resize_rgb, resize_smooth
+from .config import CacheConfig, mismatch_message, sha256_path
+from .reader import open_cache
+from .shards import merge_shards, shard_path
+from .writer import CacheWriter
 
 
 @dataclass
@@ -98,13 +94,12 @@ class _BackboneInputs:
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         import torch
-        import torch.nn.functional as F
 
         index = self.indices[k]
         sample = self.dataset[index]
         rgb = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div_(255.0)
         item: dict[str, Any] = {"index": index, "id": str(sample.id)}
-        item["rgb_in"] = _resize_rgb(rgb, self.input_size)
+        item["rgb_in"] = resize_rgb(rgb, self.input_size)
         depth = np.where(np.isfinite(sample.depth) & (sample.depth > 0), sample.depth, 0).astype(np.float32)
         gt = torch.from_numpy(depth)
         if self.strict_gt_size and tuple(gt.shape) != self.gt_size:
@@ -113,35 +108,12 @@ class _BackboneInputs:
                 f"{self.gt_size[0]}x{self.gt_size[1]}; pass --gt-size HxW to resize every sample to one size"
             )
         if tuple(gt.shape) != self.gt_size:
-            gt = F.interpolate(gt[None, None], size=self.gt_size, mode="nearest-exact")[0, 0]
+            gt = resize_depth(gt, self.gt_size)
         item["gt"] = gt
         if self.with_rgb:
-            small = _resize_rgb(rgb, self.rough_size)
+            small = resize_rgb(rgb, self.rough_size)
             item["rgb"] = small.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
         return item
-
-
-def _resize_rgb(rgb, size: tuple[int, int]):
-    import torch.nn.functional as F
-
-    if tuple(rgb.shape[-2:]) == tuple(size):
-        return rgb
-    return F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
-
-
-def _parse_size(size: Any, what: str) -> tuple[int, int]:
-    if isinstance(size, str):
-        text = size.lower().replace("×", "x")
-        parts = text.split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ConfigError(f"{what} must be HEIGHTxWIDTH such as 256x256, got {size!r}")
-        size = (int(parts[0]), int(parts[1]))
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) <= 0:
-        raise ConfigError(f"{what} must be (height, width) of positive ints, got {size!r}")
-    return size  # type: ignore[return-value]
 
 
 def _existing(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -159,7 +131,7 @@ def _load_refiners(paths: Sequence[str | os.PathLike], device) -> list[Any]:
     if not paths:
         return []
     try:
-        from .refiner.api import Refiner
+        from ..refiner.api import Refiner
     except ImportError as exc:
         raise ConfigError(f"--refiner needs refinedepth.refiner.api, which is not available here ({exc})") from None
     return [Refiner.from_pretrained(p, device=str(device)) for p in paths]
@@ -195,23 +167,22 @@ def build_cache(
     every rank writes ``shard_path(out, rank, world)`` and rank 0 merges them into ``out``.
     """
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import DataLoader
 
-    from .data import open_dataset
-    from .device import resolve_device
-    from .distributed import (
+    from ..data import open_dataset
+    from ..device import resolve_device
+    from ..distributed import (
         all_reduce_sum,
         barrier,
         dist_info,
         init_distributed,
         launched_by_torchrun,
     )
-    from .registry import create_backbone, get_factory
+    from ..registry import create_backbone, get_factory
 
     t_start = time.perf_counter()
     out = Path(out)
-    size = _parse_size(size, "--size")
+    size = parse_hw(size, "--size")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
     if batch_size < 1:
@@ -232,7 +203,7 @@ def build_cache(
     strict_gt_size = gt_size is None and ds.native_size is None
     if gt_size is None:
         gt_size = ds.native_size or tuple(ds[0].depth.shape)
-    gt_size = _parse_size(gt_size, "--gt-size")
+    gt_size = parse_hw(gt_size, "--gt-size")
 
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
@@ -266,7 +237,7 @@ def build_cache(
             **request, backbone_config=existing_config.backbone_config, output_kind=existing_config.output_kind
         )
         if provisional != existing_config:
-            raise CacheError(_mismatch_message(out, existing_config, provisional))
+            raise CacheError(mismatch_message(out, existing_config, provisional))
 
     torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
     model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
@@ -283,7 +254,7 @@ def build_cache(
     result = CacheBuildResult(out, n, 0, 0, config, rank=dist.rank, world_size=dist.world_size)
     if existing_config is not None:
         if existing_config != config:
-            raise CacheError(_mismatch_message(out, existing_config, config))
+            raise CacheError(mismatch_message(out, existing_config, config))
         if existing_complete:  # made by this very request (possibly merged from shards)
             result.already_done = n
             result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
@@ -325,10 +296,10 @@ def build_cache(
                 if not isinstance(pred, torch.Tensor) or pred.ndim != 4 or pred.shape[:2] != (len(ids), 1):
                     got = list(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
                     raise ShapeError(f"backbone {backbone!r} returned {got}, expected [{len(ids)},1,h,w]")
-                rough = F.interpolate(pred.float(), size=size, mode="bilinear", align_corners=False)
+                rough = resize_smooth(pred.float(), size, antialias=False)
                 kind = info.output_kind
                 for refiner in refiner_models:
-                    rough = refiner.refine_tensor(rough, rgb=_resize_rgb_batch(rgb, size), output_kind=kind)
+                    rough = refiner.refine_tensor(rough, rgb=resize_rgb(rgb, size), output_kind=kind)
                     kind = "metric"
                 rough = rough.float().cpu()
             finite = torch.isfinite(rough).flatten(1).all(1)
@@ -376,7 +347,7 @@ def build_cache(
 def _batches(loader):
     """Iterate ``loader``; an expected error raised in a worker comes back with its own one-line
     message (DataLoader wraps it in the worker's traceback)."""
-    from .errors import RefinedepthError
+    from ..errors import RefinedepthError
 
     it = iter(loader)
     while True:
@@ -395,7 +366,7 @@ def _batches(loader):
 
 def _check_dataset_path(spec: str) -> None:
     """A spec naming a file or folder (``nyu:PATH``...) must point at something that exists."""
-    from . import data
+    from .. import data
 
     name, arg = data.parse_spec(spec)
     needs_path = getattr(data, "_NEEDS_ARGUMENT", {"nyu", "make3d", "folder"})
@@ -404,14 +375,6 @@ def _check_dataset_path(spec: str) -> None:
             f"dataset path {arg} does not exist (from --dataset {spec}); check the path, or use "
             "--dataset synthetic to try the pipeline without data"
         )
-
-
-def _resize_rgb_batch(rgb, size):
-    import torch.nn.functional as F
-
-    if tuple(rgb.shape[-2:]) == tuple(size):
-        return rgb
-    return F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
 __all__ = ["CacheBuildResult", "build_cache"]
