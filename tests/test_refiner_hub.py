@@ -99,3 +99,48 @@ def test_push_to_hub_uploads_checkpoint_and_card(monkeypatch, saved):
     assert calls["create"] == ("org/pushed", True, True) and calls["token"] == "t"
     assert calls["files"] == ["README.md", "config.json", "generator.safetensors"]
     assert 'Refiner.from_pretrained("org/pushed")' in calls["card"]
+
+
+def test_fast_path_falls_back_with_one_warning_when_operators_are_missing(monkeypatch, saved):
+    import warnings
+
+    from refinedepth.refiner import fast
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'_OpNamespace' 'mkldnn' object has no attribute '_convolution_pointwise'")
+
+    monkeypatch.setattr(fast, "optimize_for_inference", broken)
+    rough = 0.5 + 5 * torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        refiner = Refiner.from_pretrained(saved[1])
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "using the plain PyTorch module" in messages[0]
+    assert refiner._module is refiner.generator
+    plain = Refiner.from_pretrained(saved[1], optimize=None)
+    assert torch.equal(refiner.refine_tensor(rough), plain.refine_tensor(rough))
+
+
+def test_fast_path_that_disagrees_is_not_used(monkeypatch, saved):
+    from refinedepth.refiner import fast
+
+    real = fast.optimize_for_inference
+
+    def wrong(module, *args, **kwargs):
+        good = real(module, *args, **kwargs)
+        return lambda x: good(x) + 0.5
+
+    monkeypatch.setattr(fast, "optimize_for_inference", wrong)
+    with pytest.warns(RuntimeWarning, match="differs from the plain module"):
+        refiner = Refiner.from_pretrained(saved[1])
+    assert refiner._module is refiner.generator
+
+
+def test_bf16_precision_is_close_to_fp32(saved):
+    rough = 0.5 + 5 * torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    fp32 = Refiner.from_pretrained(saved[1]).refine_tensor(rough)
+    bf16 = Refiner.from_pretrained(saved[1], precision="bf16").refine_tensor(rough)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)
+    assert float((bf16 - fp32).abs().max()) < 0.1  # metres, on 0.5-5.5 m maps
+    with pytest.raises(Exception, match="unknown precision 'fp8'"):
+        Refiner.from_pretrained(saved[1], precision="fp8")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 from . import checkpoint as ckpt
 from .models import GeneratorConfig, build_generator
 from .normalize import Normalization, refine_full
@@ -60,6 +60,7 @@ class Refiner:
         which: str = "best",
         optimize: Callable[[torch.nn.Module], torch.nn.Module] | str | None = "auto",
         *,
+        precision: str = "fp32",
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
@@ -77,7 +78,11 @@ class Refiner:
         loaded generator: ``"auto"`` (default) uses the exact fast CPU inference path of
         :func:`refinedepth.refiner.fast.optimize_for_inference` (BatchNorm folded, prepacked
         oneDNN convolutions; equal to the plain module to ~1e-6) and the plain module elsewhere;
-        ``None`` keeps the plain module; a callable is applied as is.
+        ``None`` keeps the plain module; a callable is applied as is. The fast path checks itself
+        on one batch at load and falls back to the plain module with one warning if its private
+        oneDNN operators are missing or its output differs. ``precision="bf16"`` runs inference
+        in bfloat16 autocast (about 1e-2 relative difference; fast on CPUs with AVX-512 BF16 or
+        AMX and on GPUs, slower than fp32 on CPUs without them).
         """
         from ..device import resolve_device
         from .hub import resolve
@@ -91,8 +96,15 @@ class Refiner:
         tensors = ckpt.load_tensors(directory, ckpt.GENERATOR_FILE, meta)
         ckpt.load_state(generator, tensors, f"{directory}/{ckpt.GENERATOR_FILE}")
         refiner = cls(generator.to(dev), meta, device=dev, path=str(directory))
-        if optimize == "auto":
-            optimize = _auto_inference_path if dev.type == "cpu" else None
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown precision {precision!r}: expected fp32 or bf16")
+        if optimize == "auto" and dev.type == "cpu":
+            in_channels = int(gcfg.in_channels)
+
+            def optimize(g: torch.nn.Module) -> torch.nn.Module:
+                return _auto_inference_path(g, (1, in_channels, *refiner.size), precision)
+        elif optimize == "auto":
+            optimize = _Autocast if precision == "bf16" else None
         if optimize is not None:
             refiner.optimize(optimize)
         return refiner
@@ -281,8 +293,49 @@ def _rgb_to_batch(rgb: Any) -> torch.Tensor:
 __all__ = ["Refiner"]
 
 
-def _auto_inference_path(generator: torch.nn.Module) -> torch.nn.Module:
-    """The fast CPU inference path, without process-wide allocator changes (library use)."""
+def _auto_inference_path(
+    generator: torch.nn.Module, example_shape: tuple[int, ...], precision: str = "fp32"
+) -> torch.nn.Module:
+    """The fast CPU inference path, without process-wide allocator changes (library use), after a
+    one-batch self-check against the plain module; the plain module (with one warning) if the
+    fast path is unavailable, raises, or disagrees."""
+    import warnings
+
     from .fast import optimize_for_inference
 
-    return optimize_for_inference(generator, allocator=False)
+    tolerance = 5e-2 if precision == "bf16" else 1e-3
+    try:
+        fast = optimize_for_inference(generator, example_shape, precision=precision, allocator=False)
+        x = torch.rand(example_shape, generator=torch.Generator().manual_seed(0)).to(_device_of(generator)) * 2 - 1
+        with torch.no_grad():
+            expected = generator.eval()(x).float()
+            got = fast(x).float()
+        err = float((got - expected).norm() / expected.norm().clamp_min(1e-12))
+        if not err <= tolerance:  # also catches NaN
+            raise RuntimeError(f"its output differs from the plain module's by {err:.2g} (relative)")
+        return fast
+    except Exception as exc:  # private operators missing or broken on this build/CPU
+        warnings.warn(
+            f"refinedepth: the fast CPU inference path is not usable here ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); using the plain PyTorch module",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _Autocast(generator) if precision == "bf16" else generator
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+class _Autocast(torch.nn.Module):
+    """Runs a module under bfloat16 autocast on its device (the plain bf16 path)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return self.module(x).float()
