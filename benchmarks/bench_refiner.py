@@ -33,6 +33,9 @@ INFERENCE_COLUMNS = [
     ("fast_share", "fast %peak"),
     ("speedup", "speed-up"),
     ("max_abs_diff", "max abs diff"),
+    ("bf16_images_per_s", "bf16 img/s"),
+    ("bf16_vs_fp32", "bf16 / fast fp32"),
+    ("bf16_max_abs_diff", "bf16 max abs diff"),
 ]
 TRAINING_COLUMNS = [
     ("preset", "preset"),
@@ -109,6 +112,11 @@ def bench_inference(
                 diff = float((fast(x) - g(x)).abs().max())
                 plain_r = interleaved(lambda: g(x), peak, flops, rounds=rounds)  # noqa: B023
                 fast_r = interleaved(lambda: fast(x), peak, flops, rounds=rounds)  # noqa: B023
+                fast = None  # free the prepacked weights before the bf16 copy
+                bf16 = optimize_for_inference(g, tuple(x.shape), precision="bf16")
+                bf16_diff = float((bf16(x).float() - g(x)).abs().max())
+                bf16_r = interleaved(lambda: bf16(x), peak, flops, rounds=rounds)  # noqa: B023
+                bf16 = None
             rows.append(
                 {
                     "preset": name,
@@ -119,11 +127,15 @@ def bench_inference(
                     "fast_images_per_s": batch / fast_r["seconds"],
                     **_plain_vs_fast(plain_r, fast_r),
                     "max_abs_diff": diff,
+                    # bf16 autocast (issue 15): generator outputs are in [-1, 1], so the difference
+                    # is in units of max_depth / 2
+                    "bf16_images_per_s": batch / bf16_r["seconds"],
+                    "bf16_vs_fp32": fast_r["seconds"] / bf16_r["seconds"],
+                    "bf16_max_abs_diff": bf16_diff,
                 }
             )
             if progress:
                 progress(rows[-1])
-            fast = None  # free the prepacked weights before the next preset
     return rows
 
 
