@@ -4,20 +4,31 @@
 Two flavours share one decoder:
 
 * ``create_fcrn()`` with no options is the exact NYU architecture of Laina's released TensorFlow
-  model: a Caffe-style ResNet-50 encoder (stride on the first 1x1 conv of a downsampling block,
-  TF 'SAME' padding for ``conv1`` and ``pool1``), ``layer1`` (1x1 conv 2048->1024 + BN), four fast
-  up-projection blocks (1024->512->256->128->64) and ``ConvPred`` (3x3 -> 1). 228x304 RGB in,
-  128x160 metric depth out, 63,572,737 trainable parameters, BatchNorm eps 1e-4. It takes RGB in
-  [0,1] and scales it to 0-255 internally (Laina feeds raw pixel values, no mean subtraction).
-  ``NYU_ResNet-UpProj.npy`` loads into it through :mod:`refinedepth.convert_fcrn`.
+  model (``tensorflow/models/fcrn.py`` + ``network.py`` in github.com/iro-cp/FCRN-DepthPrediction):
+  a Caffe-style ResNet-50 encoder (stride on the first 1x1 conv of a downsampling block),
+  ``layer1`` (1x1 conv 2048->1024 + BN), four fast up-projection blocks (1024->512->256->128->64)
+  and ``ConvPred`` (3x3 -> 1, followed by a ReLU). 228x304 RGB in, 128x160 metric depth out,
+  63,572,737 trainable parameters, BatchNorm eps 1e-4. It takes RGB in [0,1] and scales it to
+  0-255 internally (Laina feeds raw pixel values, no mean subtraction).
+  ``NYU_ResNet-UpProj.npy`` loads into it through :mod:`refinedepth.backbones.fcrn_laina`.
 * ``create_fcrn(encoder="resnet18", input_size=(114, 152))`` swaps in any timm encoder
   (``features_only=True``, ``pretrained=False``; ImageNet mean/std normalisation) and sizes the
   decoder from the encoder's deepest ``feature_info`` channels: ``layer1`` halves them, each
-  up-projection halves again (override with ``decoder_channels``).
+  up-projection halves again (override with ``decoder_channels``). No ReLU after ``ConvPred``.
 
-The fast up-projection (SPEC §3.3 item 6) computes unpooling + 5x5 convolution as four small
-convolutions whose outputs are interleaved; the paddings are those of the NYU model (top/left), so
-the block is *not* equal to zero-unpooling + a single 5x5 convolution. Keep them.
+Padding follows ``network.py`` exactly. ``Network.conv`` does *not* hand 'SAME' to TensorFlow: it
+pads ``(k-1)//2`` zeros on every side with ``tf.pad`` and then convolves 'VALID'. So ``conv1``
+(7x7/2) is padded 3 on all four sides (TF-native 'SAME' would pad 2 before and 3 after at even
+sizes: a one-pixel shift), every 3x3 conv 1, every 1x1 conv 0. ``Network.max_pool`` is the one op
+that passes 'SAME' to TensorFlow natively: ``pool1`` (3x3/2) puts the extra padding pixel after
+(``MaxPool2d(3, 2, ceil_mode=True)``; an odd size gets one ``-inf`` pixel before as well). And
+``ConvPred`` is ``conv(3, 3, 1, 1, 1, name='ConvPred')`` with ``Network.conv``'s default
+``relu=True``, so the exact model's output passes through a ReLU.
+
+The fast up-projection (``Network.unpool_as_conv``, SPEC §3.3 item 6) computes unpooling + 5x5
+convolution as four small convolutions whose outputs are interleaved; the paddings are those of the
+NYU model (top/left), so the block is *not* equal to zero-unpooling + a single 5x5 convolution.
+Keep them.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refinedepth.contract import replace_file
 from refinedepth.errors import CheckpointError, ConfigError, FileFormatError, ShapeError
 from refinedepth.registry import BackboneInfo
 
@@ -54,13 +66,6 @@ DEFAULTS: dict[str, Any] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) for one axis: the extra pixel goes after."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 def _interleave(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -107,9 +112,11 @@ class CaffeResNet50(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=0, bias=True)
+        # network.py's conv 'SAME' = tf.pad((k-1)//2 on every side) + 'VALID': symmetric 3.
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=True)
         self.bn_conv1 = nn.BatchNorm2d(64, eps=BN_EPS)
-        # TF 'SAME' max-pool; at even sizes exactly MaxPool2d(3, 2, ceil_mode=True) (SPEC §3.3.3).
+        # network.py's max_pool is TF-native 'SAME' (extra pixel after); at even sizes exactly
+        # MaxPool2d(3, 2, ceil_mode=True) (SPEC §3.3 fact 3).
         self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
         in_ch = 64
         for stage, (n, mid) in enumerate(zip(self.blocks, (64, 128, 256, 512)), start=2):
@@ -121,10 +128,7 @@ class CaffeResNet50(nn.Module):
             setattr(self, f"res{stage}", nn.Sequential(*layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = _same_pads(x.shape[-2], 7, 2)
-        left, right = _same_pads(x.shape[-1], 7, 2)
-        x = self.conv1(F.pad(x, (left, right, top, bottom)))
-        x = F.relu(self.bn_conv1(x))
+        x = F.relu(self.bn_conv1(self.conv1(x)))
         # ceil_mode supplies TF's extra bottom/right pixel; odd sizes also need one before.
         odd_h, odd_w = x.shape[-2] % 2, x.shape[-1] % 2
         if odd_h or odd_w:
@@ -200,10 +204,16 @@ class UpProjection(nn.Module):
 
 
 class FCRNDecoder(nn.Module):
-    """``layer1`` (1x1 conv + BN, no ReLU), four up-projections, ``ConvPred`` (3x3 -> 1, no ReLU)."""
+    """``layer1`` (1x1 conv + BN, no ReLU), four up-projections, ``ConvPred`` (3x3 -> 1).
 
-    def __init__(self, in_ch: int, channels: Sequence[int], bn_eps: float = BN_EPS) -> None:
+    ``output_relu``: a ReLU after ``ConvPred``, as in Laina's network.py (the exact model only).
+    """
+
+    def __init__(
+        self, in_ch: int, channels: Sequence[int], bn_eps: float = BN_EPS, output_relu: bool = False
+    ) -> None:
         super().__init__()
+        self.output_relu = bool(output_relu)
         if len(channels) != 5:
             raise ConfigError(f"fcrn: decoder_channels needs 5 ints (layer1 + 4 up-projections), got {list(channels)}")
         self.layer1 = nn.Conv2d(in_ch, channels[0], 1)
@@ -215,7 +225,8 @@ class FCRNDecoder(nn.Module):
         x = self.layer1_bn(self.layer1(x))
         for block in self.up:
             x = block(x)
-        return self.pred(x)
+        x = self.pred(x)
+        return F.relu(x) if self.output_relu else x
 
 
 # --------------------------------------------------------------------------- the model
@@ -241,16 +252,38 @@ class FCRN(nn.Module):
             self.encoder = TimmEncoder(encoder, encoder_args or {})
             bn_eps = 1e-5
         c = int(self.encoder.out_channels)
+        # the architecture options, as create_fcrn records them in info.config
+        self._arch: dict[str, Any] = {"encoder": encoder, "encoder_args": dict(encoder_args or {})}
+        if not (self.exact and decoder_channels is None):
+            self._arch["decoder_channels"] = None  # filled in below
         if decoder_channels is None:
             decoder_channels = [max(c // 2**k, 1) for k in range(1, 6)]
         self.decoder_channels = [int(ch) for ch in decoder_channels]
-        self.decoder = FCRNDecoder(c, self.decoder_channels, bn_eps)
+        if "decoder_channels" in self._arch:
+            self._arch["decoder_channels"] = list(self.decoder_channels)
+        self.decoder = FCRNDecoder(c, self.decoder_channels, bn_eps, output_relu=self.exact)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ShapeError(f"fcrn expects RGB as [B,3,H,W] in [0,1], got {list(rgb.shape)}")
         x = rgb * 255.0 if self.exact else rgb  # Laina's model takes raw 0-255 values
         return self.decoder(self.encoder(x))
+
+    # ---------------------------------------------------------------- backbone contract hooks
+
+    def save_weights(self, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
+        """Write the weights as an FCRN safetensors file (``format=refinedepth.fcrn``) that
+        ``create_backbone("fcrn", weights=path)`` loads with no options; ``metadata`` adds string
+        entries. The config recorded is ``info.config`` (else the architecture options)."""
+        info = getattr(self, "info", None)
+        config = dict(info.config) if info is not None else dict(self._arch)
+        return save_fcrn_weights(self, path, config, **dict(metadata or {}))
+
+    def init_output_bias(self, mean_depth: float) -> bool:
+        """Start ``ConvPred``'s bias at ``mean_depth`` (a constant prediction of the right scale)."""
+        with torch.no_grad():
+            self.decoder.pred.bias.fill_(float(mean_depth))
+        return True
 
     def output_size_for(self, input_size: Sequence[int]) -> tuple[int, int]:
         """Output ``(height, width)`` for an input size (shape arithmetic, no forward pass)."""
@@ -362,7 +395,8 @@ def weights_metadata(config: Mapping[str, Any], **extra: str) -> dict[str, str]:
 
 
 def save_fcrn_weights(model: FCRN, path: str | os.PathLike, config: Mapping[str, Any], **extra: str) -> Path:
-    """Write ``model``'s tensors (no ``num_batches_tracked``) to safetensors, atomically."""
+    """Write ``model``'s tensors (no ``num_batches_tracked``) to safetensors, atomically, with the
+    user's umask permissions. ``FCRN.save_weights`` (the contract hook) calls this."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -374,7 +408,7 @@ def save_fcrn_weights(model: FCRN, path: str | os.PathLike, config: Mapping[str,
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=weights_metadata(config, **extra))
-    os.replace(tmp, path)
+    replace_file(tmp, path)
     return path
 
 

@@ -37,7 +37,7 @@ def fcrn_tf(npy: str, out: str, allow_pickle: bool, quiet: bool) -> None:
       refinedepth convert fcrn-tf NYU_ResNet-UpProj.npy --out fcrn-nyu.safetensors --allow-pickle
       refinedepth backbones check fcrn --weights fcrn-nyu.safetensors
     """
-    from refinedepth.convert_fcrn import convert_fcrn_tf
+    from refinedepth.backbones.fcrn_laina import convert_fcrn_tf
 
     with progress_bar(quiet, unit="ops") as progress:
         path = convert_fcrn_tf(npy, out, allow_pickle=allow_pickle, progress=progress)

@@ -1,11 +1,111 @@
-"""Check that a backbone honours the contract of SPEC §3.1."""
+"""The backbone contract of SPEC §3.1: checking a backbone, and the hooks trainers call.
+
+* :func:`check_backbone` builds a backbone and verifies its output and :class:`BackboneInfo`.
+* :func:`save_backbone_weights` writes a backbone's weights atomically; a backbone that defines
+  ``save_weights(path, metadata)`` (FCRN does) writes its own format, any other ``nn.Module``
+  gets a plain safetensors state dict with metadata ``format=refinedepth.backbone``,
+  ``backbone`` and ``config`` (JSON).
+* :func:`init_output_bias` starts a fresh backbone's output bias at the training set's mean
+  depth when the backbone defines ``init_output_bias(mean_depth)``; False when it has none.
+
+Stage-1 training calls these instead of special-casing a backbone by name. Files written here
+get the permissions a plain ``open()`` would give them (``0o666 & ~umask``): safetensors itself
+creates files readable by their owner only.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import PluginError
 from .registry import BackboneInfo, create_backbone
+
+PLAIN_WEIGHTS_FORMAT = "refinedepth.backbone"
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask is process-wide and racy)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def replace_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give ``tmp`` the user's default file mode (``0o666 & ~umask``) and rename it to ``path``."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _unwrap(model: Any) -> Any:
+    """The module inside a (Distributed)DataParallel wrapper, else ``model``."""
+    from torch import nn
+
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return model.module
+    return model
+
+
+def save_backbone_weights(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    backbone: str,
+    config: Mapping[str, Any],
+    metadata: Mapping[str, str],
+) -> None:
+    """Write ``model``'s weights to ``path`` atomically (temporary file + ``os.replace``).
+
+    Uses ``model.save_weights(path, metadata)`` when the module defines it; otherwise a plain
+    safetensors state dict whose metadata holds ``format=refinedepth.backbone``, ``backbone``,
+    ``config`` (JSON) and ``metadata``'s entries. A DDP wrapper is unwrapped first.
+    """
+    model = _unwrap(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    extra = {str(k): str(v) for k, v in dict(metadata).items()}
+    try:
+        saver = getattr(model, "save_weights", None)
+        if callable(saver):
+            saver(tmp, extra)
+        else:
+            from safetensors.torch import save_file
+
+            # clone: safetensors refuses tensors that share memory (tied weights)
+            state = {
+                k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
+            }
+            meta = {
+                **extra,
+                "format": PLAIN_WEIGHTS_FORMAT,
+                "backbone": str(backbone),
+                "config": json.dumps(dict(config), sort_keys=True),
+            }
+            save_file(state, str(tmp), metadata=meta)
+        replace_file(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def init_output_bias(model: Any, mean_depth: float) -> bool:
+    """Call ``model.init_output_bias(mean_depth)`` when the backbone defines it; returns whether
+    a bias was set (False when the backbone has no such hook)."""
+    model = _unwrap(model)
+    hook = getattr(model, "init_output_bias", None)
+    if not callable(hook):
+        return False
+    return bool(hook(float(mean_depth)))
 
 
 def check_backbone(name: str, weights=None, batch_size: int = 2, seed: int = 0, **options: Any) -> dict[str, Any]:
@@ -50,3 +150,6 @@ def check_backbone(name: str, weights=None, batch_size: int = 2, seed: int = 0, 
         "output_max": float(out.max()),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+__all__ = ["check_backbone", "save_backbone_weights", "init_output_bias", "replace_file", "PLAIN_WEIGHTS_FORMAT"]

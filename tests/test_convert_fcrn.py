@@ -1,16 +1,24 @@
-"""The Laina .npy -> safetensors converter and exact loading of the NYU FCRN (SPEC §3.3)."""
+"""The Laina .npy -> safetensors converter and exact loading of the NYU FCRN (SPEC §3.3).
+
+The acceptance test compares the converted model with a forward pass written here from the
+semantics of Laina's ``tensorflow/models/network.py`` and ``fcrn.py``, working directly on the
+157-entry dict (HWIO weights), without the model code or the converter's name mapping.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
+from refinedepth.backbones.fcrn_laina import convert_laina_dict, laina_entries, load_laina_npy
 from refinedepth.cli.main import cli
-from refinedepth.convert_fcrn import laina_entries, load_laina_npy
 from refinedepth.errors import CheckpointError, ConfigError, FileFormatError
 from refinedepth.registry import create_backbone
 
@@ -169,9 +177,6 @@ def test_converted_model_is_the_exact_architecture(converted):
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 91
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 63_572_737
-    with torch.no_grad():
-        out = model(torch.rand(1, 3, 228, 304, generator=torch.Generator().manual_seed(0)))
-    assert out.shape == (1, 1, 128, 160) and torch.isfinite(out).all()
 
 
 def test_metadata_records_source(converted):
@@ -182,6 +187,119 @@ def test_metadata_records_source(converted):
     assert meta["format"] == "refinedepth.fcrn"
     assert meta["source_file"] == "NYU_ResNet-UpProj.npy"
     assert len(meta["source_sha256"]) == 64
+
+
+# --------------------------------------------------------------------------- network.py semantics
+# An independent forward pass: Laina's TF graph, op by op, on the {op: {param: HWIO array}} dict.
+
+
+def _tf_conv(x, params, stride=1, pads=None):
+    """``Network.conv``: for 'SAME' it pads ``(k-1)//2`` zeros on *every* side with ``tf.pad`` and
+    convolves 'VALID'; ``pads`` = (top, bottom, left, right) for an explicit ``tf.pad`` + 'VALID'.
+    out[o, y, x] = b[o] + sum_{r,c,i} xp[i, s*y + r, s*x + c] * W[r, c, i, o]."""
+    w = params["weights"]
+    kh, kw = w.shape[:2]
+    if pads is None:
+        pads = ((kh - 1) // 2, (kh - 1) // 2, (kw - 1) // 2, (kw - 1) // 2)
+    top, bottom, left, right = pads
+    x = F.pad(x, (left, right, top, bottom))
+    kernel = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))  # [o, i, r, c]
+    bias = torch.from_numpy(params["biases"]) if "biases" in params else None
+    return F.conv2d(x, kernel, bias, stride=stride)
+
+
+def _tf_bn(x, params):
+    """``Network.batch_normalization``: ``tf.nn.batch_normalization``, ``variance_epsilon=1e-4``."""
+    c = lambda name: torch.from_numpy(params[name]).view(1, -1, 1, 1)  # noqa: E731
+    return (x - c("mean")) / torch.sqrt(c("variance") + 1e-4) * c("scale") + c("offset")
+
+
+def _tf_max_pool_same(x, k=3, s=2):
+    """TensorFlow-native 'SAME' max pool (``Network.max_pool``): out = ceil(n / s), the padding
+    split with the extra pixel after; padded pixels never win."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):  # F.pad order: width first
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+
+
+def _tf_unpool_as_conv(x, data, prefix):
+    """``Network.unpool_as_conv``: A 'SAME' 3x3; B 2x3 on tf.pad [[1,0],[1,1]]; C 3x2 on
+    [[1,1],[1,0]]; D 2x2 on [[1,0],[1,0]] (rows, cols), then dynamic_stitch into
+    Y[2h,2w]=A, Y[2h+1,2w]=B, Y[2h,2w+1]=C, Y[2h+1,2w+1]=D, then BN."""
+    a = _tf_conv(x, data[f"{prefix}_ConvA"])
+    b = _tf_conv(x, data[f"{prefix}_ConvB"], pads=(1, 0, 1, 1))
+    c = _tf_conv(x, data[f"{prefix}_ConvC"], pads=(1, 1, 1, 0))
+    d = _tf_conv(x, data[f"{prefix}_ConvD"], pads=(1, 0, 1, 0))
+    n, ch, h, w = a.shape
+    y = torch.zeros(n, ch, 2 * h, 2 * w, dtype=a.dtype)
+    y[:, :, 0::2, 0::2] = a
+    y[:, :, 1::2, 0::2] = b
+    y[:, :, 0::2, 1::2] = c
+    y[:, :, 1::2, 1::2] = d
+    return _tf_bn(y, data[f"{prefix}_BN"])
+
+
+def _network_py_forward(data, rgb255, conv1_pads=None):
+    """``ResNet50UpProj.setup`` (fcrn.py) on NCHW raw 0-255 RGB."""
+    relu = torch.relu
+    x = relu(_tf_bn(_tf_conv(rgb255, data["conv1"], 2, pads=conv1_pads), data["bn_conv1"]))
+    x = _tf_max_pool_same(x)
+    for stage, blocks in ((2, 3), (3, 4), (4, 6), (5, 3)):
+        for i, letter in enumerate("abcdef"[:blocks]):
+            op = f"{stage}{letter}"
+            stride = 2 if i == 0 and stage > 2 else 1  # Caffe: stride on branch1 and branch2a
+            y = _tf_conv(x, data[f"res{op}_branch2a"], stride)
+            y = relu(_tf_bn(y, data[f"bn{op}_branch2a"]))
+            y = relu(_tf_bn(_tf_conv(y, data[f"res{op}_branch2b"]), data[f"bn{op}_branch2b"]))
+            y = _tf_bn(_tf_conv(y, data[f"res{op}_branch2c"]), data[f"bn{op}_branch2c"])
+            if i == 0:
+                x = _tf_bn(_tf_conv(x, data[f"res{op}_branch1"], stride), data[f"bn{op}_branch1"])
+            x = relu(x + y)
+    x = _tf_bn(_tf_conv(x, data["layer1"]), data["layer1_BN"])
+    for uid in ("2x", "4x", "8x", "16x"):  # Network.up_project
+        b1 = relu(_tf_unpool_as_conv(x, data, f"layer{uid}_br1"))
+        b1 = _tf_bn(_tf_conv(b1, data[f"layer{uid}_Conv"]), data[f"layer{uid}_BN"])
+        x = relu(b1 + _tf_unpool_as_conv(x, data, f"layer{uid}_br2"))
+    # .conv(3, 3, 1, 1, 1, name='ConvPred'): Network.conv's default relu=True applies
+    return relu(_tf_conv(x, data["ConvPred"]))
+
+
+def _rel_l2(a, b):
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+def test_converted_model_equals_network_py_forward(converted):
+    """Acceptance: 228x304 -> 128x160, converted model == network.py semantics to 1e-5."""
+    model = converted["model"]
+    rgb = torch.rand(1, 3, 228, 304, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = model(rgb)
+        ref = _network_py_forward(converted["data"], rgb * 255.0)
+    assert got.shape == ref.shape == (1, 1, 128, 160)
+    assert torch.isfinite(ref).all()
+    assert 0.2 < float((ref > 0).float().mean()) < 0.9  # the final ReLU is active, not all-zero
+    assert _rel_l2(got, ref) < 1e-5
+
+
+@pytest.mark.parametrize("size", [(64, 96), (67, 83)])
+def test_network_py_padding_at_other_sizes(converted, size):
+    """Even and odd sizes (odd ones exercise pool1's TF split); and the test can fail: the
+    TF-native 'SAME' conv1 pad (2 before, 3 after), which the model once used, is far off."""
+    model = converted["model"]
+    rgb = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = model(rgb)
+        ref = _network_py_forward(converted["data"], rgb * 255.0)
+        if size == (64, 96):
+            shifted = _network_py_forward(converted["data"], rgb * 255.0, conv1_pads=(2, 3, 2, 3))
+    assert got.shape == ref.shape
+    assert got.shape[-2:] == model.output_size_for(size)
+    assert _rel_l2(got, ref) < 1e-5
+    if size == (64, 96):
+        assert shifted.shape == ref.shape
+        assert _rel_l2(shifted, ref) > 0.05
 
 
 # --------------------------------------------------------------------------- the up-projection
@@ -293,15 +411,11 @@ def _small_copy(data, drop=None, add=None, reshape=None):
     ],
 )
 def test_missing_extra_or_misshapen_entry_fails(converted, kwargs, message):
-    from refinedepth.convert_fcrn import convert_laina_dict
-
     with pytest.raises(FileFormatError, match=message):
         convert_laina_dict(_small_copy(converted["data"], **kwargs), source="x.npy")
 
 
 def test_missing_param_and_nan_fail(converted):
-    from refinedepth.convert_fcrn import convert_laina_dict
-
     data = _small_copy(converted["data"])
     data["bn3a_branch1"] = {k: v for k, v in data["bn3a_branch1"].items() if k != "variance"}
     with pytest.raises(FileFormatError, match=r"op 'bn3a_branch1' has params \['mean', 'offset', 'scale'\]"):
@@ -343,3 +457,23 @@ def test_truncated_or_mislabelled_safetensors_fails(converted, tmp_path):
 def test_weights_for_another_architecture_fail(converted):
     with pytest.raises(ConfigError, match="were made with encoder='laina-resnet50' but encoder='resnet18'"):
         create_backbone("fcrn", weights=converted["out"], encoder="resnet18")
+
+
+def test_converted_file_gets_umask_permissions(converted, tmp_path):
+    from refinedepth.backbones.fcrn_laina import convert_fcrn_tf
+
+    old = os.umask(0o022)
+    try:
+        out = convert_fcrn_tf(converted["npy"], tmp_path / "w.safetensors", allow_pickle=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # safetensors alone would write 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_old_module_path_is_an_alias_for_one_release():
+    import refinedepth.backbones.fcrn_laina as new
+    import refinedepth.convert_fcrn as old
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(new, name)

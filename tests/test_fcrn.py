@@ -46,21 +46,23 @@ def test_exact_scales_input_to_0_255(exact):
 
 
 @pytest.mark.parametrize("size", [(228, 304), (57, 75), (64, 81)])
-def test_caffe_stem_uses_tf_same_padding(size):
-    """conv1 7x7/2 and pool1 3x3/2 pad like TensorFlow 'SAME': extra pixel after, -inf for pooling."""
+def test_caffe_stem_pads_like_network_py(size):
+    """conv1 7x7/2: network.py's conv 'SAME' = tf.pad 3 on every side + 'VALID' (not TF-native
+    SAME); pool1 3x3/2: TF-native 'SAME' max pool (extra pixel after, padding never wins)."""
     torch.manual_seed(0)
     enc = CaffeResNet50().eval()
     x = torch.randn(1, 3, *size)
-    h, w = size
 
     def tf_same(n, k, s):
         out = -(-n // s)
         total = max((out - 1) * s + k - n, 0)
         return total // 2, total - total // 2
 
-    (t, b), (lf, r) = tf_same(h, 7, 2), tf_same(w, 7, 2)
-    ref = F.conv2d(F.pad(x, (lf, r, t, b)), enc.conv1.weight, enc.conv1.bias, stride=2)
+    ref = F.conv2d(F.pad(x, (3, 3, 3, 3)), enc.conv1.weight, enc.conv1.bias, stride=2)
     ref = F.relu(enc.bn_conv1(ref))
+    assert ref.shape[-2:] == (-(-size[0] // 2), -(-size[1] // 2))
+    if size == (228, 304):
+        assert ref.shape[-2:] == (114, 152)  # pool1 sees 114x152: pads 0 before, 1 after
     (t, b), (lf, r) = tf_same(ref.shape[-2], 3, 2), tf_same(ref.shape[-1], 3, 2)
     ref = F.max_pool2d(F.pad(ref, (lf, r, t, b), value=float("-inf")), 3, 2)
     captured = {}
@@ -70,6 +72,17 @@ def test_caffe_stem_uses_tf_same_padding(size):
     assert captured["x"].shape == ref.shape
     torch.testing.assert_close(captured["x"], ref.detach())
     assert enc.pool1.ceil_mode and enc.pool1.padding == 0
+
+
+def test_exact_output_has_network_py_relu_timm_flavour_has_none():
+    """ConvPred is network.py's conv with its default relu=True; the timm flavour has no ReLU."""
+    exact = create_fcrn()
+    assert exact.decoder.output_relu
+    small = create_fcrn(**SMALL)
+    assert not small.decoder.output_relu
+    with torch.no_grad():
+        small.decoder.pred.bias.fill_(-100.0)
+        assert (small(torch.rand(1, 3, 64, 96)) < 0).all()
 
 
 def test_caffe_blocks_stride_on_first_1x1(exact):
