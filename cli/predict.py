@@ -76,7 +76,7 @@ def predict(
             progress=progress,
         )
     for message in result.warnings:
-        console().print(f"[yellow]warning:[/] {message}", highlight=False)
+        console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
     console().print(
         f"wrote {len(result.outputs)} depth map(s) ({result.output_kind}) to {result.out_dir}",
         highlight=False,
