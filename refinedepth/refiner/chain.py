@@ -42,15 +42,22 @@ def _label(path: str | os.PathLike) -> str:
 
 
 def refiner_records(paths: Sequence[str | os.PathLike]) -> list[dict[str, str]]:
-    """``[{"path", "sha256"}]`` of refiner directories (what a cache built with them records),
-    without loading them. A missing path or a file is a :class:`CheckpointError`."""
+    """``[{"path", "sha256"}]`` of refiner directories or Hub ids (what a cache built with them
+    records; the sha256 covers the directory's files), without loading them. A missing path or a
+    file is a :class:`CheckpointError`."""
     from ..cache import sha256_path
 
-    out = []
-    for p in paths:
-        _check_directory(p)
-        out.append({"path": str(p), "sha256": sha256_path(p)})
-    return out
+    return [{"path": str(p), "sha256": sha256_path(_local(p))} for p in paths]
+
+
+def _local(path: str | os.PathLike) -> Path:
+    """The local directory of a refiner: ``path`` itself (checked), or a Hub id's snapshot."""
+    from .hub import is_hub_id, resolve
+
+    if is_hub_id(path):
+        return resolve(path)
+    _check_directory(path)
+    return Path(path)
 
 
 def _check_directory(path: str | os.PathLike) -> None:
@@ -83,21 +90,24 @@ class RefinerChain:
         if len(paths) != len(self.refiners):
             raise ValueError(f"{len(paths)} paths for {len(self.refiners)} refiners")
         self.paths = [str(p) for p in paths]
+        self._local: list[Path] | None = None
 
     @classmethod
     def load(cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu") -> RefinerChain:
-        """Load each refiner checkpoint (or run) directory with ``Refiner.from_pretrained``; every
-        path is checked before any is loaded."""
+        """Load each refiner checkpoint or run directory (or Hugging Face Hub id) with
+        ``Refiner.from_pretrained``; every path is checked before any is loaded."""
         paths = list(paths)
         if not paths:
             return cls([])
         from . import checkpoint as ckpt
         from .api import Refiner
 
-        for p in paths:
-            _check_directory(p)
-            ckpt.resolve_checkpoint(p)
-        return cls([Refiner.from_pretrained(p, device=str(device)) for p in paths], paths)
+        local = [_local(p) for p in paths]
+        for d in local:
+            ckpt.resolve_checkpoint(d)
+        chain = cls([Refiner.from_pretrained(d, device=str(device)) for d in local], paths)
+        chain._local = local
+        return chain
 
     def __len__(self) -> int:
         return len(self.refiners)
@@ -110,7 +120,11 @@ class RefinerChain:
     @property
     def records(self) -> list[dict[str, str]]:
         """``[{"path", "sha256"}]`` per refiner, for a cache's ``refiners`` attribute."""
-        return refiner_records(self.paths)
+        if self._local is None:
+            return refiner_records(self.paths)
+        from ..cache import sha256_path
+
+        return [{"path": p, "sha256": sha256_path(d)} for p, d in zip(self.paths, self._local)]
 
     def output_kind(self, input_kind: str) -> str:
         """Kind of the last stage's maps for rough maps of ``input_kind``."""
