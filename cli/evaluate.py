@@ -85,4 +85,9 @@ def evaluate(
     if csv_path:
         console().print(f"wrote {csv_path}", highlight=False)
     if result.visuals:
-        console().print(f"wrote {len(result.visuals)} picture(s) to {visuals_dir}", highlight=False)
+        samples = len(result.visuals) - 1  # grid.png, then one picture per sample
+        console().print(
+            f"wrote a picture grid of {samples} sample(s) and {samples} per-sample picture(s) to {visuals_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )

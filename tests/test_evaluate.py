@@ -174,3 +174,14 @@ def test_two_chained_refiners_give_three_rows(tmp_path):
             assert row[1][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-7), (row[0], name)
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
     assert len(rows) == 12 and [r["stage"] for r in rows[:3]] == result.stages
+
+
+def test_cli_visuals_message_counts_samples(metric_cache, tmp_path):
+    path, _, _ = metric_cache
+    res = CliRunner().invoke(
+        cli, ["evaluate", "--cache", str(path), "--visuals", str(tmp_path / "v"), "--num-visuals", "3", "-q", "--device", "cpu"]
+    )
+    assert res.exit_code == 0, res.output
+    assert f"wrote a picture grid of 3 sample(s) and 3 per-sample picture(s) to {tmp_path / 'v'}" in res.output
+    assert sorted(p.name for p in (tmp_path / "v").iterdir())[0] == "grid.png"
+    assert len(list((tmp_path / "v").iterdir())) == 4
