@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:  # importing this module does not import torch
+    import torch
 
 
 def stage_names(refiners: Sequence[str | os.PathLike]) -> list[str]:
@@ -130,15 +131,14 @@ class RefinerChain:
         """Kind of the last stage's maps for rough maps of ``input_kind``."""
         return "metric" if self.refiners else input_kind
 
-    @torch.no_grad()
     def __call__(self, rough: torch.Tensor, rgb: torch.Tensor | None = None, kind: str = "metric") -> list[torch.Tensor]:
         """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` ``[B,1,h,w]`` of ``kind``
         (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned on it); each refined map is
-        metric depth ``[B,1,h,w]`` float32 on ``rough``'s device."""
+        metric depth ``[B,1,h,w]`` float32 on ``rough``'s device (computed without gradients)."""
         stages = [rough]
         current = rough
         for refiner in self.refiners:
-            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind)
+            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind)  # no_grad inside
             kind = "metric"
             stages.append(current)
         return stages
