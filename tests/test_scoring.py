@@ -207,3 +207,17 @@ def test_align_none_on_a_disparity_cache_is_one_line(tmp_path):
     ]
     # the default, auto, scores them (median-scaled)
     assert evaluate_cache(cache, device="cpu").metrics(0)["abs_rel"] < 1e-6
+
+
+def test_non_positive_disparity_is_infinitely_far_and_clamped_to_the_protocol_range():
+    gt = np.full((1, 480, 640), 5.0)
+    disp = np.full((1, 480, 640), 0.2)  # 5 m everywhere ...
+    disp[0, 100:200, 100:200] = 0.0  # ... except a block at infinity
+    d = to_metric(disp, "disparity", gt=gt, align="median")
+    assert np.isinf(d[0, 150, 150]) and d[0, 0, 0] == pytest.approx(5.0)
+    scorer = Scorer(["rough"], protocol="nyu", align="median")
+    scorer.update("rough", disp, gt, kind="disparity")
+    # NumPy: the block counts as 10 m (the nyu upper bound) inside the Eigen crop, rows 45:471, cols 41:601
+    far = 100 * 100
+    pixels = (471 - 45) * (601 - 41)
+    assert scorer.compute()["rough"]["abs_rel"] == pytest.approx(far * (10.0 - 5.0) / 5.0 / pixels, rel=1e-9)
