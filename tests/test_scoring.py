@@ -221,3 +221,33 @@ def test_non_positive_disparity_is_infinitely_far_and_clamped_to_the_protocol_ra
     far = 100 * 100
     pixels = (471 - 45) * (601 - 41)
     assert scorer.compute()["rough"]["abs_rel"] == pytest.approx(far * (10.0 - 5.0) / 5.0 / pixels, rel=1e-9)
+
+
+def _all_reduce_worker(rank, world, init_file, out_file):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        gt = torch.from_numpy(_gt(4))[:, None]
+        mine = slice(0, 1) if rank == 0 else slice(1, 4)
+        scorer = Scorer(["rough"], protocol="none", align="median")
+        scorer.update("rough", 3.0 / gt[mine].clamp_min(0.5), gt[mine], kind="disparity")
+        result = scorer.all_reduce().compute()["rough"]
+        if rank == 0:
+            np.save(out_file, np.array([result["abs_rel"], result["rmse"], result["count"]]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_all_reduce_over_two_gloo_processes_equals_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "r.npy"
+    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    gt = torch.from_numpy(_gt(4))[:, None]
+    one = Scorer(["rough"], protocol="none", align="median")
+    one.update("rough", 3.0 / gt.clamp_min(0.5), gt, kind="disparity")
+    expected = one.compute()["rough"]
+    np.testing.assert_allclose(np.load(out), [expected["abs_rel"], expected["rmse"], 4], rtol=1e-12)
