@@ -22,7 +22,7 @@ from ._common import console, device_option, progress_bar, quiet_option
     default=None,
     help="Evaluation protocol (crop and depth range).  [default: the cache's]",
 )
-@click.option("--align", type=click.Choice(["none", "median", "lstsq"]), default="none", show_default=True, help="Align predictions to GT first (median scale, or least-squares scale and shift for relative backbones).")
+@click.option("--align", type=click.Choice(["auto", "none", "median", "lstsq"]), default="auto", show_default=True, help="Align predictions to GT per image: auto = median scale for relative/disparity stages, none for metric ones; median or lstsq (scale and shift; for disparity fitted in inverse depth) for every stage; none only for metric caches.")
 @click.option("--averaging", type=click.Choice(["image", "pixel"]), default="image", show_default=True, help="Mean of per-image metrics, or pooled over all pixels (FCRN's MATLAB code).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the table and settings as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write per-sample metrics (one row per sample and stage).")
@@ -85,4 +85,9 @@ def evaluate(
     if csv_path:
         console().print(f"wrote {csv_path}", highlight=False)
     if result.visuals:
-        console().print(f"wrote {len(result.visuals)} picture(s) to {visuals_dir}", highlight=False)
+        samples = len(result.visuals) - 1  # grid.png, then one picture per sample
+        console().print(
+            f"wrote a picture grid of {samples} sample(s) and {samples} per-sample picture(s) to {visuals_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -1,15 +1,15 @@
 """Score a cache's rough maps and, stage by stage, what trained refiners make of them (SPEC §7).
 
 ``evaluate_cache`` streams over an HDF5 cache (SPEC §5) in batches. For every batch it runs the
-chain ``rough -> refiner 1 -> refiner 2 -> ...``, resizes each stage's prediction to the ground
-truth's resolution (bilinear; the evaluation resolution, e.g. 480x640 for NYU) and feeds one
-:class:`~refinedepth.metrics.MetricAccumulator` per stage. Accumulators hold sufficient statistics,
-the per-sample CSV is written row by row and only the few samples drawn as pictures are kept, so
-memory does not grow with the number of samples.
+:class:`~refinedepth.refiner.chain.RefinerChain` ``rough -> refiner 1 -> refiner 2 -> ...`` and
+scores every stage with one :class:`~refinedepth.scoring.Scorer` — the scoring path the refiner's
+training validation uses too: each prediction is resized to the ground truth's resolution (the
+evaluation resolution, e.g. 480x640 for NYU), turned into metric depth by its kind (the rough
+stage has the cache's ``output_kind``; refined stages are metric) and aligned as asked.
+Accumulators hold sufficient statistics, the per-sample CSV is written row by row and only the few
+samples drawn as pictures are kept, so memory does not grow with the number of samples.
 
-Chaining refiners is the paper's three-stage ablation (Tables 3 and 4): the first refiner reads the
-backbone's output (its kind from the cache's ``output_kind`` attribute), later ones read metric
-depth from the refiner before them.
+Chaining refiners is the paper's three-stage ablation (Tables 3 and 4).
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CacheError, CheckpointError, ConfigError
+from .errors import CacheError, ConfigError
 from .progress import ProgressCallback
+from .refiner.chain import stage_names
+from .scoring import ALIGNMENTS, resolve_align
 
 PROTOCOLS = ("nyu", "make3d", "kitti", "none")
-ALIGNMENTS = ("none", "median", "lstsq")
 AVERAGING = ("image", "pixel", "pooled")  # "pixel" is an alias of the metrics' "pooled"
 
 
 @dataclass
 class EvaluationResult:
-    """What :func:`evaluate_cache` measured: one ``(stage, metrics)`` row per stage."""
+    """What :func:`evaluate_cache` measured: one ``(stage, metrics)`` row per stage.
+
+    ``alignments`` says, per stage, the alignment used (``align="auto"`` resolved by kind)."""
 
     rows: list[tuple[str, dict[str, float]]]
     cache: str
@@ -43,6 +46,7 @@ class EvaluationResult:
     attrs: dict[str, Any] = field(default_factory=dict)
     visuals: list[str] = field(default_factory=list)
     csv_path: str | None = None
+    alignments: dict[str, str] = field(default_factory=dict)
 
     @property
     def stages(self) -> list[str]:
@@ -60,9 +64,13 @@ class EvaluationResult:
     def table(self) -> str:
         from .report import format_table
 
+        align = self.align
+        aligned = [f"{s} {a}" for s, a in self.alignments.items() if a and a != "none"]
+        if self.align == "auto":
+            align = f"auto ({', '.join(aligned)})" if aligned else "auto (none)"
         title = (
             f"{Path(self.cache).name}: {self.count} samples, protocol {self.protocol}, "
-            f"align {self.align}, {self.averaging}-averaged"
+            f"align {align}, {self.averaging}-averaged"
         )
         return format_table(self.rows, title=title)
 
@@ -72,6 +80,7 @@ class EvaluationResult:
             "refiners": list(self.refiners),
             "protocol": self.protocol,
             "align": self.align,
+            "alignments": dict(self.alignments),
             "averaging": self.averaging,
             "count": self.count,
             "stages": [{"name": name, "metrics": m} for name, m in self.rows],
@@ -85,61 +94,10 @@ def _jsonable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None
 
 
-def stage_names(refiners: Sequence[str | os.PathLike]) -> list[str]:
-    """Row names: ``rough``, ``+ NAME``, ``+ NAME + NAME2`` (NAME = the refiner folder's name)."""
-    names = ["rough"]
-    label = ""
-    for ref in refiners:
-        label += f" + {Path(ref).name or str(ref)}"
-        names.append(label.strip())
-    return names
-
-
 def _check_choice(value: str, choices: Sequence[str], what: str) -> str:
     if value not in choices:
         raise ConfigError(f"unknown {what} {value!r}: expected one of {', '.join(choices)}")
     return value
-
-
-def load_refiners(paths: Sequence[str | os.PathLike], device) -> list[Any]:
-    """Load each refiner checkpoint directory with ``Refiner.from_pretrained``."""
-    if not paths:
-        return []
-    for p in paths:
-        if not Path(p).exists():
-            raise CheckpointError(
-                f"refiner checkpoint {str(p)!r} does not exist: expected a directory written by "
-                "'refinedepth train-refiner --out DIR'"
-            )
-    from .refiner.api import Refiner
-
-    out = []
-    for p in paths:
-        out.append(Refiner.from_pretrained(p, device=str(device)))
-    return out
-
-
-def run_chain(rough, refiners: Sequence[Any], output_kind: str, rgb=None) -> list[Any]:
-    """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` [B,1,h,w] (torch)."""
-    import torch
-
-    preds = [rough]
-    current, kind = rough, output_kind
-    with torch.no_grad():
-        for refiner in refiners:
-            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind)
-            kind = "metric"
-            preds.append(current)
-    return preds
-
-
-def resize_to(pred, size: tuple[int, int]):
-    """Bilinear resize of [B,1,h,w] to ``size`` (the evaluation resolution); no-op when equal."""
-    import torch.nn.functional as F
-
-    if tuple(pred.shape[-2:]) == tuple(size):
-        return pred
-    return F.interpolate(pred.float(), size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def evaluate_cache(
@@ -147,7 +105,7 @@ def evaluate_cache(
     refiners: Sequence[str | os.PathLike] = (),
     *,
     protocol: str | None = None,
-    align: str = "none",
+    align: str = "auto",
     averaging: str = "image",
     batch_size: int = 4,
     device: str = "auto",
@@ -164,21 +122,23 @@ def evaluate_cache(
         cache: an HDF5 cache written by ``refinedepth cache``.
         refiners: refiner checkpoint directories, applied in order (several = chained stages).
         protocol: ``nyu``, ``make3d``, ``kitti`` or ``none``; default: the cache's own.
-        align: ``none``, ``median`` or ``lstsq`` (scale and shift, for relative backbones).
+        align: ``auto`` (default: median scaling for relative/disparity stages, none for metric
+            ones), ``none`` (metric caches only), ``median`` or ``lstsq`` (scale and shift; for
+            disparity fitted in inverse depth) for every stage; see :mod:`refinedepth.scoring`.
         averaging: ``image`` (mean of per-image metrics) or ``pixel`` (= ``pooled``: over all
             pixels of all images, as FCRN's MATLAB code).
         csv_path: write per-sample metrics there (one row per sample and stage).
         visuals_dir: write picture grids (RGB | rough | refined | GT | errors) for
-            ``num_visuals`` samples spread evenly over the cache.
+            ``num_visuals`` samples spread evenly over the cache; maps are shown as scored
+            (metric depth, aligned).
         progress: ``progress(done, total, desc="evaluate")`` after each batch.
     """
     import numpy as np
-    import torch
-    from torch.utils.data import DataLoader
 
     from .cache import CacheDataset
     from .device import resolve_device
-    from .metrics import MetricAccumulator, per_image_metrics
+    from .refiner.chain import RefinerChain
+    from .scoring import Scorer, score_dataset
 
     cache = str(cache)
     if not Path(cache).is_file():
@@ -191,72 +151,75 @@ def evaluate_cache(
         protocol = str(attrs.get("protocol") or "none")
     _check_choice(protocol, PROTOCOLS, "protocol")
     output_kind = str(attrs.get("output_kind") or "metric")
+    try:
+        resolve_align(align, output_kind)
+    except ConfigError:
+        raise ConfigError(
+            f"cache {cache!r} holds {output_kind} rough maps, which have no metric scale: --align none "
+            "cannot score them; pass --align auto (median for them), median or lstsq"
+        ) from None
 
     dev = resolve_device(device)
-    models = load_refiners(refiners, dev)
+    chain = RefinerChain.load(refiners, dev)
     has_rgb = bool(attrs.get("has_rgb", False))
     dataset = CacheDataset(cache, with_rgb=has_rgb)
-    total = len(dataset)
-    if limit is not None:
-        total = min(total, int(limit))
+    total = len(dataset) if limit is None else min(len(dataset), int(limit))
     if total == 0:
         raise CacheError(f"cache {cache!r} holds no finished samples: re-run the 'refinedepth cache' command")
-    indices = list(range(total))
-    subset = torch.utils.data.Subset(dataset, indices) if total < len(dataset) else dataset
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate)
 
-    names = stage_names(refiners)
-    accs = [MetricAccumulator(protocol=protocol, align=align, averaging=averaging) for _ in names]
+    names = chain.stage_names
+    scorer = Scorer(names, protocol=protocol, align=align, averaging=averaging)
     picks = set(_visual_indices(total, num_visuals)) if visuals_dir is not None else set()
     kept: list[dict[str, Any]] = []
+    state = {"done": 0, "writer": None}
 
-    writer = None
     csv_file = None
     if csv_path is not None:
         Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         csv_file = open(csv_path, "w", newline="")  # noqa: SIM115 - closed in finally
+
+    def on_batch(batch: dict[str, Any], preds: list[Any], per_image: list[dict[str, Any]]) -> None:
+        n = int(batch["gt"].shape[0])
+        for b in range(n):
+            index = int(batch["index"][b])
+            sample_id = str(batch["id"][b])
+            if csv_file is not None:
+                for name, metrics in zip(names, per_image):
+                    row = {k: v[b] for k, v in metrics.items()}
+                    if state["writer"] is None:
+                        state["writer"] = csv.DictWriter(csv_file, fieldnames=["index", "id", "stage", *row])
+                        state["writer"].writeheader()
+                    state["writer"].writerow({"index": index, "id": sample_id, "stage": name, **_floats(row)})
+            if state["done"] + b in picks:
+                gt, valid = batch["gt"][b : b + 1], batch["valid"][b : b + 1]
+                shown = [
+                    scorer.convert(
+                        p[b : b + 1].float().cpu(), gt, kind=output_kind if i == 0 else "metric", valid=valid
+                    )[0][0]
+                    for i, p in enumerate(preds)
+                ]
+                g = gt[0, 0].double().numpy()
+                ok = valid[0, 0].numpy() & np.isfinite(g) & (g > 0)
+                kept.append(
+                    {
+                        "id": sample_id,
+                        "rgb": batch["rgb"][b].permute(1, 2, 0).numpy() if "rgb" in batch else None,
+                        "preds": shown,
+                        "gt": np.where(ok, g, 0.0),
+                    }
+                )
+        state["done"] += n
+
     try:
-        done = 0
-        for batch in loader:
-            rough = batch["rough"].to(dev)
-            rgb = batch["rgb"].to(dev) if "rgb" in batch else None
-            gt = batch["gt"].float()
-            valid = batch["valid"].bool()
-            gt = torch.where(valid & torch.isfinite(gt), gt, torch.zeros_like(gt))[:, 0]
-            preds = run_chain(rough.float(), models, output_kind, rgb=rgb)
-            preds = [resize_to(p, tuple(gt.shape[-2:])).cpu()[:, 0] for p in preds]
-            for acc, pred in zip(accs, preds):
-                acc.update(pred, gt)
-            gt_np = gt.numpy()
-            preds_np = [p.numpy() for p in preds]
-            for b in range(gt_np.shape[0]):
-                index = int(batch["index"][b])
-                sample_id = str(batch["id"][b])
-                if csv_file is not None:
-                    for name, pred in zip(names, preds_np):
-                        row = per_image_metrics(pred[b], gt_np[b], protocol=protocol, align=align)
-                        if writer is None:
-                            keys = list(row)
-                            writer = csv.DictWriter(csv_file, fieldnames=["index", "id", "stage", *keys])
-                            writer.writeheader()
-                        writer.writerow({"index": index, "id": sample_id, "stage": name, **_floats(row)})
-                if done + b in picks:
-                    kept.append(
-                        {
-                            "id": sample_id,
-                            "rgb": batch["rgb"][b].permute(1, 2, 0).numpy() if "rgb" in batch else None,
-                            "preds": [np.array(p[b]) for p in preds_np],
-                            "gt": np.array(gt_np[b]),
-                        }
-                    )
-            done += gt_np.shape[0]
-            if progress is not None:
-                progress(done, total, desc="evaluate")
+        done = score_dataset(
+            dataset, chain, scorer, kind=output_kind, device=dev, batch_size=batch_size, limit=total,
+            workers=workers, progress=progress, desc="evaluate", on_batch=on_batch,
+        )
     finally:
         if csv_file is not None:
             csv_file.close()
 
-    rows = [(name, _floats(acc.compute())) for name, acc in zip(names, accs)]
+    rows = [(name, _floats(m)) for name, m in scorer.compute().items()]
     visuals: list[str] = []
     if visuals_dir is not None and kept:
         visuals = write_visuals(visuals_dir, kept, names)
@@ -271,23 +234,8 @@ def evaluate_cache(
         attrs=attrs,
         visuals=visuals,
         csv_path=str(csv_path) if csv_path is not None else None,
+        alignments={k: v for k, v in scorer.alignments.items() if v is not None},
     )
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; keep ids and indices as lists (ids are strings)."""
-    import torch
-
-    out: dict[str, Any] = {}
-    for key in items[0]:
-        values = [it[key] for it in items]
-        if isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values)
-        elif key == "index":
-            out[key] = torch.as_tensor([int(v) for v in values])
-        else:
-            out[key] = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
-    return out
 
 
 def _floats(d: dict[str, Any]) -> dict[str, float]:
@@ -379,24 +327,20 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
 def _rgb_image(rgb, size):
     """uint8 HxWx3 at ``size`` from a float [0,1] HxWx3 array (grey when the cache has no RGB)."""
     import numpy as np
-    from PIL import Image
+
+    from .geometry import resize_rgb
 
     h, w = size
     if rgb is None:
         return np.full((h, w, 3), 128, dtype=np.uint8)
     img = np.clip(np.asarray(rgb) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if img.shape[:2] != (h, w):
-        img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
-    return img
+    return resize_rgb(img, (h, w))
 
 
 __all__ = [
     "EvaluationResult",
     "evaluate_cache",
-    "run_chain",
-    "resize_to",
     "stage_names",
-    "load_refiners",
     "cache_attributes",
     "write_visuals",
     "PROTOCOLS",

@@ -29,10 +29,12 @@ protocol's crop:
 * ``make3d``: C1, ``0 < gt < 70``, no crop;
 * ``none``: every finite ``gt > 0``; predictions clamped below at 1e-3 only.
 
-Crops are defined at a reference resolution and scaled to the ground truth's size. Alignment (for
-relative models), per image on the valid pixels, in depth space: ``median`` scales the prediction by
-``median(gt) / median(pred)``; ``lstsq`` fits scale and shift ``s * pred + t`` to ``gt`` by least
-squares.
+Crops are defined at a reference resolution and scaled to the ground truth's size.
+
+Everything here takes metric depth. Turning a stage's prediction (metric, relative or disparity)
+into metric depth, and aligning it, is :mod:`refinedepth.scoring`'s job (:class:`~refinedepth.
+scoring.Scorer`); the ``align`` arguments below (``none|median|lstsq``, per image on the valid
+pixels, in depth space) call the same code, for metric maps.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def _check_choice(value: str, allowed, what: str) -> str:
     return value
 
 
-def _as_batch(array, name: str) -> np.ndarray:
+def as_batch(array, name: str) -> np.ndarray:
     """numpy/torch ``[H,W]``, ``[B,H,W]`` or ``[B,1,H,W]`` -> float64 ``[B,H,W]``."""
     if hasattr(array, "detach"):  # torch tensor, without importing torch
         array = array.detach().to("cpu").double().numpy()
@@ -120,7 +122,7 @@ def valid_mask(gt, protocol: str | Protocol = "none") -> np.ndarray:
     """Boolean mask (same shape as ``gt``) of the pixels a protocol evaluates."""
     proto = get_protocol(protocol)
     squeeze = np.ndim(gt) == 2
-    g = _as_batch(gt, "gt")
+    g = as_batch(gt, "gt")
     with np.errstate(invalid="ignore"):
         mask = np.isfinite(g) & (g > proto.min_depth) & (g < proto.max_depth) & (g > 0)
     box = proto.crop_box(g.shape[-2:])
@@ -133,23 +135,13 @@ def valid_mask(gt, protocol: str | Protocol = "none") -> np.ndarray:
 
 
 def align_prediction(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, align: str) -> np.ndarray:
-    """Align one prediction to its ground truth over ``valid`` pixels (``none|median|lstsq``)."""
-    if align == "none":
-        return pred
-    use = valid & np.isfinite(pred)
-    if not use.any():
-        return pred
-    p, g = pred[use], gt[use]
-    if align == "median":
-        med = np.median(p)
-        return pred * (np.median(g) / med) if med != 0 else pred
-    # least-squares scale and shift, closed form (float64)
-    p_mean, g_mean = p.mean(), g.mean()
-    var = np.mean((p - p_mean) ** 2)
-    if var <= 1e-12 * max(p_mean * p_mean, 1e-12):
-        return np.full_like(pred, g_mean)
-    scale = np.mean((p - p_mean) * (g - g_mean)) / var
-    return scale * pred + (g_mean - scale * p_mean)
+    """Align one metric prediction to its ground truth over ``valid`` pixels (``none|median|lstsq``).
+
+    Kept for compatibility: alignment lives in :func:`refinedepth.scoring.to_metric`, which also
+    handles relative and disparity maps."""
+    from .scoring import to_metric
+
+    return to_metric(pred, "metric", gt=gt, valid=valid, align=align)
 
 
 # State layout: pixel sums for pooled averaging, then sums of per-image values.
@@ -199,8 +191,8 @@ def _finish_pooled(s: np.ndarray) -> dict[str, float]:
 
 def _evaluate(pred, gt, protocol: Protocol, align: str):
     """Per-image pooled sums ``[B, len(_POOLED)]`` and metric dicts for a batch."""
-    p = _as_batch(pred, "pred")
-    g = _as_batch(gt, "gt")
+    p = as_batch(pred, "pred")
+    g = as_batch(gt, "gt")
     if p.shape != g.shape:
         raise ShapeError(
             f"pred {list(p.shape)} and gt {list(g.shape)} differ in shape; "
@@ -210,7 +202,8 @@ def _evaluate(pred, gt, protocol: Protocol, align: str):
     lo, hi = protocol.pred_range
     sums, per_image = [], []
     for pi, gi, mi in zip(p, g, masks):
-        pi = align_prediction(pi, gi, mi, align)
+        if align != "none":
+            pi = align_prediction(pi, gi, mi, align)
         d = pi[mi]
         # BTS/AdaBins convention: +inf -> upper bound, NaN -> lower bound, then clamp to range
         d = np.where(np.isnan(d), lo, d)
@@ -349,6 +342,7 @@ __all__ = [
     "MetricAccumulator",
     "Protocol",
     "align_prediction",
+    "as_batch",
     "compute_metrics",
     "get_protocol",
     "per_image_metrics",

@@ -1,22 +1,29 @@
 """Depth for image files: backbone, then optional refiners, then files on disk (SPEC §8 ``predict``).
 
-For each input image ``NAME.jpg`` it writes, under the output folder:
+For each input image ``NAME.EXT`` it writes, under the output folder (``NAME`` is the whole file
+name without its last extension: ``scan.001.jpg`` gives ``scan.001_depth.*``):
 
 * ``NAME_depth.png``: 16-bit PNG, depth times ``png_scale`` (1000 = millimetres), the scale
   recorded in the PNG's text metadata (``refinedepth.data.io.write_depth_png``); 0 = invalid;
 * ``NAME_depth.npy``: float32 depth in metres (plain ``np.save``, readable without pickle);
 * ``NAME_depth_color.png``: the depth colourised for viewing.
 
-Images are resized to the backbone's ``info.input_size``, run in batches, the prediction (after
-any refiners, chained in order) is resized back to the image's own size.
+Nothing is replaced by accident: every output path is checked before anything is written, and an
+existing file is refused unless ``overwrite=True`` (``--overwrite``); two inputs that would write
+the same output, or an output that is one of the inputs, are refused always.
+
+Images are resized to the backbone's ``info.input_size``, run in batches through the backbone and
+the :class:`~refinedepth.refiner.chain.RefinerChain` (refiners in order), and the last stage is
+resized back to the image's own size (all resizing with :mod:`refinedepth.geometry`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import ConfigError, DataError, FileFormatError
@@ -24,23 +31,34 @@ from .progress import ProgressCallback
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 PNG_MAX = 65535
+#: what each image's outputs are called: ``NAME`` + suffix
+OUTPUT_SUFFIXES = {"png": "_depth.png", "npy": "_depth.npy", "color": "_depth_color.png"}
 
 
 @dataclass
 class PredictResult:
-    """What :func:`predict_images` wrote: one entry per image."""
+    """What :func:`predict_images` wrote: one entry per image; ``warnings`` said once each."""
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
     out_dir: str = ""
     output_kind: str = "metric"
     clipped_pixels: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _stem(name: str) -> str:
+    """``scan.001.jpg`` -> ``scan.001``; ``sub/a.png`` -> ``sub/a`` (the last extension only)."""
+    p = PurePosixPath(name)
+    return str(p.parent / p.stem) if str(p.parent) != "." else p.stem
 
 
 def find_images(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """Expand files and folders into ``(path, name)`` pairs; ``name`` is the output stem.
+    """Expand files and folders into ``(path, name)`` pairs; ``name`` is the output stem (the
+    file name without its last extension).
 
     Folders are searched recursively for image files (sorted); their names keep the relative
-    sub-folder (``sub/frame-0001``). A missing input or an empty folder is a :class:`DataError`.
+    sub-folder (``sub/frame-0001``). The same file given twice is used once. A missing input or an
+    empty folder is a :class:`DataError`; two files with one name a :class:`ConfigError`.
     """
     found: list[tuple[Path, str]] = []
     for item in inputs:
@@ -51,20 +69,65 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
                 raise DataError(
                     f"folder {str(p)!r} holds no images: expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
                 )
-            found += [(f, f.relative_to(p).with_suffix("").as_posix()) for f in files]
+            found += [(f, _stem(f.relative_to(p).as_posix())) for f in files]
         elif p.is_file():
-            found.append((p, p.stem))
+            found.append((p, _stem(p.name)))
         else:
             raise DataError(f"input {str(p)!r} does not exist: expected an image file or a folder of images")
     seen: dict[str, Path] = {}
+    unique: list[tuple[Path, str]] = []
     for path, name in found:
-        if name in seen and seen[name] != path:
+        if name in seen:
+            if os.path.samefile(seen[name], path):
+                continue
             raise ConfigError(
                 f"two inputs would write the same outputs {name!r}: {str(seen[name])!r} and {str(path)!r}; "
                 "pass them in separate runs or rename one"
             )
         seen[name] = path
-    return found
+        unique.append((path, name))
+    return unique
+
+
+def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+    """``{"png", "npy", "color"}`` output paths of the image named ``name`` (see the module)."""
+    return {key: Path(out_dir) / f"{name}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def plan_outputs(
+    images: Sequence[tuple[Path, str]], out_dir: str | os.PathLike, *, overwrite: bool = False
+) -> list[dict[str, Path]]:
+    """The output paths of every image, checked before anything is written.
+
+    Refused with a one-line :class:`ConfigError`: two images writing one path, an output that is
+    an input image, and (unless ``overwrite``) an output that already exists.
+    """
+    inputs = {os.path.normcase(os.path.realpath(p)): p for p, _ in images}
+    owners: dict[str, Path] = {}
+    plans = []
+    for path, name in images:
+        plan = output_paths(out_dir, name)
+        for target in plan.values():
+            key = os.path.normcase(os.path.realpath(target))
+            if key in owners:
+                raise ConfigError(
+                    f"two inputs would write the same output {str(target)!r}: {str(owners[key])!r} and "
+                    f"{str(path)!r}; pass them in separate runs or rename one"
+                )
+            owners[key] = path
+            if key in inputs:
+                raise ConfigError(
+                    f"output {str(target)!r} would replace the input image {str(inputs[key])!r}; "
+                    "choose another --out"
+                )
+            if target.is_dir():
+                raise ConfigError(f"output {str(target)!r} is a folder; remove it or choose another --out")
+            if target.exists() and not overwrite:
+                raise ConfigError(
+                    f"output {str(target)!r} already exists; pass --overwrite to replace it or choose another --out"
+                )
+        plans.append(plan)
+    return plans
 
 
 def read_image(path: str | os.PathLike):
@@ -116,80 +179,82 @@ def predict_images(
     batch_size: int = 4,
     device: str = "auto",
     png_scale: float = 1000.0,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """Predict depth for every image in ``inputs`` and write PNG/NPY/colour files to ``out_dir``.
 
+    Every output path is checked before anything is written (:func:`plan_outputs`): an existing
+    file is replaced only with ``overwrite=True``. A backbone without weights (random
+    initialisation, different on every run) gets one warning, also listed in the result.
     Returns a :class:`PredictResult` listing, per image, its outputs and depth range.
     """
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from .data.io import write_depth_png
     from .device import resolve_device
-    from .evaluate import load_refiners, run_chain
+    from .geometry import resize_rgb, resize_smooth
+    from .refiner.chain import RefinerChain
     from .visualize import colorize_depth
 
     if png_scale <= 0:
         raise ConfigError(f"png_scale must be positive, got {png_scale}")
     images = find_images(inputs)
+    out_dir = Path(out_dir)
+    plans = plan_outputs(images, out_dir, overwrite=overwrite)
     dev = resolve_device(device)
+    chain = RefinerChain.load(refiners, dev)
     model = load_backbone(backbone, weights, backbone_options).to(dev)
     info = model.info
-    models = load_refiners(refiners, dev)
-    kind = "metric" if models else info.output_kind
+    kind = chain.output_kind(info.output_kind)
     accepts_ids = bool(getattr(model, "accepts_ids", False))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     result = PredictResult(out_dir=str(out_dir), output_kind=kind)
+    if _randomly_initialised(model, weights, backbone_options):
+        message = (
+            f"backbone {info.name!r} has no weights: its random initialisation gives different depth "
+            "on every run; pass --weights for meaningful, repeatable results"
+        )
+        result.warnings.append(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     total = len(images)
     for start in range(0, total, batch_size):
         chunk = images[start : start + batch_size]
+        chunk_plans = plans[start : start + batch_size]
         arrays = [read_image(path) for path, _ in chunk]
         batch = torch.stack(
-            [
-                F.interpolate(
-                    torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255.0,
-                    size=info.input_size,
-                    mode="bilinear",
-                    align_corners=False,
-                    antialias=True,
-                )[0]
-                for a in arrays
-            ]
+            [resize_rgb(torch.from_numpy(a).permute(2, 0, 1).float() / 255.0, info.input_size) for a in arrays]
         ).to(dev)
         with torch.no_grad():
             if accepts_ids:
                 rough = model(batch, ids=[name for _, name in chunk])
             else:
                 rough = model(batch)
-            rgb_small = F.interpolate(batch, size=tuple(rough.shape[-2:]), mode="bilinear", align_corners=False)
-            pred = run_chain(rough.float(), models, info.output_kind, rgb=rgb_small)[-1]
-        for (path, name), rgb, depth in zip(chunk, arrays, pred):
+            rgb_small = resize_rgb(batch, tuple(rough.shape[-2:]))
+            pred = chain(rough.float(), rgb_small, kind=info.output_kind)[-1]
+        for (path, _name), plan, rgb, depth in zip(chunk, chunk_plans, arrays, pred):
             h, w = rgb.shape[:2]
-            d = F.interpolate(depth[None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            d = resize_smooth(depth[None].float(), (h, w))[0, 0]
             d = d.cpu().numpy().astype(np.float32)
             if not np.isfinite(d).all():
                 raise DataError(
                     f"prediction for {str(path)!r} has non-finite values: check the backbone weights "
                     "and the refiners"
                 )
-            base = out_dir / f"{name}_depth"
-            base.parent.mkdir(parents=True, exist_ok=True)
-            np.save(base.with_suffix(".npy"), d)
+            plan["npy"].parent.mkdir(parents=True, exist_ok=True)
+            np.save(plan["npy"], d)
             limit = (PNG_MAX - 1) / png_scale
             result.clipped_pixels += int((d > limit).sum())
-            write_depth_png(base.with_suffix(".png"), np.clip(d, 0.0, limit), scale=png_scale)
-            color = out_dir / f"{name}_depth_color.png"
-            _save_rgb(color, colorize_depth(d))
+            write_depth_png(plan["png"], np.clip(d, 0.0, limit), scale=png_scale)
+            _save_rgb(plan["color"], colorize_depth(d))
             result.outputs.append(
                 {
                     "image": str(path),
-                    "png": str(base.with_suffix(".png")),
-                    "npy": str(base.with_suffix(".npy")),
-                    "color": str(color),
+                    "png": str(plan["png"]),
+                    "npy": str(plan["npy"]),
+                    "color": str(plan["color"]),
                     "size": [h, w],
                     "min": float(d.min()),
                     "max": float(d.max()),
@@ -200,10 +265,33 @@ def predict_images(
     return result
 
 
+def _randomly_initialised(model: Any, weights: Any, options: dict[str, Any] | None) -> bool:
+    """Whether a backbone runs on its random initialisation: no ``weights``, learnable parameters,
+    and no ``model=`` option naming where its weights come from (the ``hf`` adapter's way). A
+    backbone may say so itself with a boolean ``pretrained`` attribute."""
+    flag = getattr(model, "pretrained", None)
+    if isinstance(flag, bool):
+        return not flag
+    if weights is not None or (options or {}).get("model") is not None:
+        return False
+    parameters = getattr(model, "parameters", None)
+    return callable(parameters) and any(True for _ in parameters())
+
+
 def _save_rgb(path: Path, img) -> None:
     from PIL import Image
 
     Image.fromarray(img).save(path)
 
 
-__all__ = ["PredictResult", "find_images", "read_image", "load_backbone", "predict_images", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "OUTPUT_SUFFIXES",
+    "PredictResult",
+    "find_images",
+    "load_backbone",
+    "output_paths",
+    "plan_outputs",
+    "predict_images",
+    "read_image",
+]

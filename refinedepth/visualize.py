@@ -151,6 +151,8 @@ def save_grid(
     """
     from PIL import Image, ImageDraw
 
+    from .geometry import resize_nearest, resize_rgb
+
     if not rows or not any(len(r) for r in rows):
         raise ShapeError("save_grid: no images given")
     images = [[_as_image(im, f"row {i} image {j}") for j, im in enumerate(row)] for i, row in enumerate(rows)]
@@ -178,10 +180,10 @@ def save_grid(
         if row_labels and i < len(row_labels):
             draw.text((pad, y + ch / 2 - font_size / 2), str(row_labels[i]), fill=(0, 0, 0), font=font)
         for j, image in enumerate(row):
-            tile = Image.fromarray(image)
-            if tile.size != (cw, ch):
-                tile = tile.resize((cw, ch), Image.NEAREST if image.shape[0] < ch else Image.BILINEAR)
-            canvas.paste(tile, (left + pad + j * (cw + pad), y))
+            if image.shape[:2] != (ch, cw):
+                # enlarged cells show their pixels (nearest); shrunk ones are smoothed
+                image = resize_nearest(image, (ch, cw)) if image.shape[0] < ch else resize_rgb(image, (ch, cw))
+            canvas.paste(Image.fromarray(image), (left + pad + j * (cw + pad), y))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

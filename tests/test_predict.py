@@ -38,7 +38,8 @@ def _expected_toy(path, size):
     rgb = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
     x = F.interpolate(rgb, size=(32, 48), mode="bilinear", align_corners=False, antialias=True)
     d = 1.0 + 4.0 * F.avg_pool2d(x.mean(1, keepdim=True), 2)
-    return F.interpolate(d, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    shrink = size[0] < d.shape[-2] or size[1] < d.shape[-1]  # bilinear, antialiased when shrinking
+    return F.interpolate(d, size=size, mode="bilinear", align_corners=False, antialias=shrink)[0, 0].numpy()
 
 
 def test_png_round_trip_equals_npy_to_a_millimetre(toy, images, tmp_path):
@@ -127,3 +128,109 @@ def test_cli_predict_and_unreadable_image(toy, images, tmp_path):
     Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(depth16)
     res = runner.invoke(cli, ["predict", str(depth16), "--backbone", toy, "--out", str(tmp_path / "o3"), "-q"])
     assert res.exit_code == 1 and "single-channel" in res.output and "expected an 8-bit colour photo" in res.output
+
+
+# -- issue 13 rows 4 and 5: output names, never replacing a file -------------------------------------
+def _photo(path, seed):
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, ["predict", *map(str, args), "-q", "--device", "cpu"])
+
+
+def test_row4_dotted_names_keep_their_whole_stem(toy, tmp_path):
+    dots = tmp_path / "dots"
+    _photo(dots / "scan.001.jpg", 1)
+    _photo(dots / "scan.002.jpg", 2)
+    res = _run(dots, "--backbone", toy, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [
+        "scan.001_depth.npy", "scan.001_depth.png", "scan.001_depth_color.png",
+        "scan.002_depth.npy", "scan.002_depth.png", "scan.002_depth_color.png",
+    ]
+    a, b = np.load(tmp_path / "out" / "scan.001_depth.npy"), np.load(tmp_path / "out" / "scan.002_depth.npy")
+    assert a.shape == b.shape == (30, 40) and not np.allclose(a, b)
+    np.testing.assert_allclose(a, _expected_toy(dots / "scan.001.jpg", (30, 40)), atol=1e-5)
+
+
+def test_row5_a_users_file_is_never_replaced(toy, tmp_path):
+    work = tmp_path / "work"
+    photo = _photo(work / "photo.png", 1)
+    _photo(work / "photo.v2.jpg", 2)
+    before = photo.read_bytes()
+    res = _run(work / "photo.v2.jpg", "--backbone", toy, "--out", work)
+    assert res.exit_code == 0, res.output
+    assert photo.read_bytes() == before
+    assert (work / "photo.v2_depth.png").is_file() and (work / "photo.v2_depth.npy").is_file()
+
+    # the same command again: refused before anything is written, unless --overwrite
+    npy = work / "photo.v2_depth.npy"
+    npy.write_bytes(b"mine")
+    (work / "photo.v2_depth.png").unlink()
+    again = _run(work / "photo.v2.jpg", "--backbone", toy, "--out", work)
+    assert again.exit_code == 1
+    assert again.output.strip().splitlines() == [
+        f"Error: output {str(npy)!r} already exists; pass --overwrite to replace it or choose another --out"
+    ]
+    assert npy.read_bytes() == b"mine" and not (work / "photo.v2_depth.png").exists()
+    forced = _run(work / "photo.v2.jpg", "--backbone", toy, "--out", work, "--overwrite")
+    assert forced.exit_code == 0, forced.output
+    assert np.load(npy).shape == (30, 40) and photo.read_bytes() == before
+
+
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(toy, tmp_path):
+    work = tmp_path / "w"
+    _photo(work / "x.png", 1)
+    colour = _photo(work / "x_depth_color.png", 2)  # an RGB picture, so also an input
+    res = _run(work, "--backbone", toy, "--out", work, "--overwrite")
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines() == [
+        f"Error: output {str(colour)!r} would replace the input image {str(colour)!r}; choose another --out"
+    ]
+    assert sorted(p.name for p in work.iterdir()) == ["x.png", "x_depth_color.png"]
+
+
+def test_same_file_twice_is_used_once(toy, images, tmp_path):
+    folder, _ = images
+    result = predict_images([folder / "a.png", folder, folder / "a.png"], toy, tmp_path / "o", device="cpu")
+    assert [o["image"] for o in result.outputs].count(str(folder / "a.png")) == 1 and len(result.outputs) == 3
+
+
+def test_untrained_backbone_warns_once(toy, tmp_path):
+    import torch
+
+    from refinedepth.registry import BackboneInfo, register_backbone
+
+    info = BackboneInfo(name="toy-random", output_kind="metric", input_size=(16, 16), output_size=(16, 16))
+
+    class Random(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 1)
+
+        def forward(self, rgb):
+            return 1.0 + self.conv(rgb).abs()
+
+    def factory(weights=None, **options):
+        model = Random()
+        model.info = info
+        return model
+
+    register_backbone("toy-random", factory, info=info, overwrite=True)
+    folder = tmp_path / "imgs"
+    _photo(folder / "a.png", 1)
+    _photo(folder / "b.png", 2)
+    res = _run(folder, "--backbone", "toy-random", "--out", tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: backbone 'toy-random' has no weights: its random initialisation gives different depth "
+        "on every run; pass --weights for meaningful, repeatable results"
+    ]
+    quiet = _run(folder, "--backbone", toy, "--out", tmp_path / "o2")  # no parameters: nothing to warn about
+    assert quiet.exit_code == 0 and "warning" not in quiet.output

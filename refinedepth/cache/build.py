@@ -116,27 +116,6 @@ class _BackboneInputs:
         return item
 
 
-def _existing(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    out = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            raise CacheError(
-                f"refiner checkpoint {p} is not a directory; pass one written by 'refinedepth train-refiner'"
-            )
-        out.append(p)
-    return out
-
-
-def _load_refiners(paths: Sequence[str | os.PathLike], device) -> list[Any]:
-    if not paths:
-        return []
-    try:
-        from ..refiner.api import Refiner
-    except ImportError as exc:
-        raise ConfigError(f"--refiner needs refinedepth.refiner.api, which is not available here ({exc})") from None
-    return [Refiner.from_pretrained(p, device=str(device)) for p in paths]
-
-
 def build_cache(
     out: str | os.PathLike,
     *,
@@ -178,6 +157,8 @@ def build_cache(
         init_distributed,
         launched_by_torchrun,
     )
+    from ..refiner.chain import RefinerChain
+    from ..refiner.chain import refiner_records as chain_records
     from ..registry import create_backbone, get_factory
 
     t_start = time.perf_counter()
@@ -207,7 +188,7 @@ def build_cache(
 
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
-    refiner_records = [{"path": str(p), "sha256": sha256_path(p)} for p in _existing(refiners)]
+    refiner_records = chain_records(refiners)  # checks the paths before the model is built
     request = {
         "num_samples": n,
         "rough_size": size,
@@ -244,11 +225,11 @@ def build_cache(
     info = model.info
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
-    refiner_models = _load_refiners(refiners, torch_device)
+    chain = RefinerChain.load(refiners, torch_device)
     config = CacheConfig(
         **request,
         backbone_config=dict(info.config),
-        output_kind="metric" if refiner_models else info.output_kind,
+        output_kind=chain.output_kind(info.output_kind),
     )
 
     result = CacheBuildResult(out, n, 0, 0, config, rank=dist.rank, world_size=dist.world_size)
@@ -297,10 +278,8 @@ def build_cache(
                     got = list(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
                     raise ShapeError(f"backbone {backbone!r} returned {got}, expected [{len(ids)},1,h,w]")
                 rough = resize_smooth(pred.float(), size, antialias=False)
-                kind = info.output_kind
-                for refiner in refiner_models:
-                    rough = refiner.refine_tensor(rough, rgb=resize_rgb(rgb, size), output_kind=kind)
-                    kind = "metric"
+                if len(chain):
+                    rough = chain(rough, resize_rgb(rgb, size), kind=info.output_kind)[-1]
                 rough = rough.float().cpu()
             finite = torch.isfinite(rough).flatten(1).all(1)
             if not bool(finite.all()):

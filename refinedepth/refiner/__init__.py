@@ -2,7 +2,8 @@
 
 Modules: ``models`` (U-Net generator, PatchGAN discriminator), ``presets`` (named architectures),
 ``normalize`` (input/output spaces), ``train`` (``train_refiner``), ``checkpoint`` (atomic
-safetensors checkpoints), ``api`` (``Refiner`` for library use). Names are imported lazily so that
+safetensors checkpoints), ``api`` (``Refiner`` for library use), ``chain``
+(``RefinerChain``: refiners applied in order). Names are imported lazily so that
 importing this package does not import torch.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 _LAZY = {
     "Refiner": "refinedepth.refiner.api",
+    "RefinerChain": "refinedepth.refiner.chain",
     "TrainConfig": "refinedepth.refiner.train",
     "TrainResult": "refinedepth.refiner.train",
     "train_refiner": "refinedepth.refiner.train",

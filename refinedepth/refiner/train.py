@@ -332,24 +332,19 @@ def validate(
 ) -> dict[str, Any]:
     """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution).
 
-    Predictions are resized (bilinear) to the ground truth's resolution before scoring. Rough
-    maps of relative/disparity backbones are median-aligned for their row (they have no scale;
-    disparity is inverted first); refined maps are scored as they are (metric).
+    Scored exactly as ``refinedepth evaluate`` scores a cache with ``--align auto`` (one function,
+    :func:`refinedepth.scoring.score_dataset`): predictions are resized (bilinear) to the ground
+    truth's resolution; rough maps of relative/disparity backbones are median-aligned for their
+    row (they have no scale; disparity is inverted first); refined maps are scored as they are
+    (metric).
     """
-    from ..metrics import MetricAccumulator
+    from ..scoring import Scorer, resolve_align, score_dataset
 
     was_training = generator.training
     generator.eval()
-    rough_align = "none" if norm.output_kind == "metric" else "median"
-    acc_rough = MetricAccumulator(protocol=protocol, align=rough_align)
-    acc_refined = MetricAccumulator(protocol=protocol, align="none")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    for start in range(0, n, batch_size):
-        batch = _collate([dataset[i] for i in range(start, min(start + batch_size, n))])
-        rough = batch["rough"].to(device)
-        gt = batch["gt"][:, 0]
-        valid = batch["valid"][:, 0]
-        rgb = batch["rgb"].to(device) if "rgb" in batch else None
+    scorer = Scorer(["rough", "refined"], protocol=protocol, align="auto")
+
+    def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             refined = refine_full(
                 generator,
@@ -359,19 +354,20 @@ def validate(
                 inputs=inputs,
                 residual=residual,
                 size=size,
+                kind=kind,
                 out_size=tuple(rough.shape[-2:]),
             )
-        gt_size = tuple(gt.shape[-2:])
-        gt = torch.where(valid, gt, torch.zeros_like(gt))
-        rough_depth = 1.0 / rough.float().clamp_min(1e-6) if norm.output_kind == "disparity" else rough.float()
-        rough_up = resize(rough_depth, gt_size)[:, 0].cpu()
-        refined_up = resize(refined.float(), gt_size)[:, 0].cpu()
-        acc_rough.update(rough_up, gt)
-        acc_refined.update(refined_up, gt)
-        if progress is not None:
-            progress(min(start + batch_size, n), n, desc="validate")
-    generator.train(was_training)
-    return {"rough": acc_rough.compute(), "refined": acc_refined.compute(), "rough_align": rough_align}
+        return [rough, refined.float()]
+
+    try:
+        score_dataset(
+            dataset, stages, scorer, kind=norm.output_kind, device=device, batch_size=batch_size,
+            limit=limit, progress=progress, desc="validate",
+        )
+    finally:
+        generator.train(was_training)
+    metrics = scorer.compute()
+    return {"rough": metrics["rough"], "refined": metrics["refined"], "rough_align": resolve_align("auto", norm.output_kind)}
 
 
 # -- the training loop ---------------------------------------------------------------------------

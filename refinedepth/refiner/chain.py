@@ -1,0 +1,150 @@
+"""The refiner chain: ``rough -> refiner 1 -> refiner 2 -> ...`` (SPEC §6, the paper's three-stage
+ablation, Tables 3 and 4).
+
+One object used by ``evaluate`` (one table row per stage), ``predict`` (the last stage is written)
+and ``cache --refiner`` (the last stage is cached). The first refiner reads the backbone's output
+in its kind (``metric``, ``relative`` or ``disparity``); later ones read the metric depth of the
+refiner before them, so everything after the rough stage is metric.
+
+    chain = RefinerChain.load(["runs/r1", "runs/r2"], device="cpu")
+    chain.stage_names            # ["rough", "+ r1", "+ r1 + r2"]
+    stages = chain(rough, rgb, kind="disparity")   # [rough, refined_1, refined_2]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckpointError
+
+if TYPE_CHECKING:  # importing this module does not import torch
+    import torch
+
+
+def stage_names(refiners: Sequence[str | os.PathLike]) -> list[str]:
+    """Row names: ``rough``, ``+ NAME``, ``+ NAME + NAME2`` (NAME = the refiner folder's name)."""
+    names = ["rough"]
+    label = ""
+    for ref in refiners:
+        label += f" + {_label(ref)}"
+        names.append(label.strip())
+    return names
+
+
+def _label(path: str | os.PathLike) -> str:
+    p = Path(path)
+    # a checkpoint inside a run directory (runs/x/best) is named after the run
+    if p.name in ("best", "last") and p.parent.name:
+        return p.parent.name
+    return p.name or str(path)
+
+
+def refiner_records(paths: Sequence[str | os.PathLike]) -> list[dict[str, str]]:
+    """``[{"path", "sha256"}]`` of refiner directories or Hub ids (what a cache built with them
+    records; the sha256 covers the directory's files), without loading them. A missing path or a
+    file is a :class:`CheckpointError`."""
+    from ..cache import sha256_path
+
+    return [{"path": str(p), "sha256": sha256_path(_local(p))} for p in paths]
+
+
+def _local(path: str | os.PathLike) -> Path:
+    """The local directory of a refiner: ``path`` itself (checked), or a Hub id's snapshot."""
+    from .hub import is_hub_id, resolve
+
+    if is_hub_id(path):
+        return resolve(path)
+    _check_directory(path)
+    return Path(path)
+
+
+def _check_directory(path: str | os.PathLike) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(
+            f"refiner checkpoint {str(path)!r} does not exist: expected a directory written by "
+            "'refinedepth train-refiner --out DIR'"
+        )
+    if not p.is_dir():
+        raise CheckpointError(
+            f"refiner checkpoint {str(path)!r} is a file: expected a directory written by "
+            "'refinedepth train-refiner --out DIR'"
+        )
+
+
+class RefinerChain:
+    """Refiners applied one after the other; ``RefinerChain([])`` is the rough stage alone.
+
+    Args:
+        refiners: :class:`~refinedepth.refiner.api.Refiner` objects, in order.
+        paths: where each was loaded from (names the stages and the records); default: each
+            refiner's own ``path``.
+    """
+
+    def __init__(self, refiners: Sequence[Any] = (), paths: Sequence[str | os.PathLike] | None = None) -> None:
+        self.refiners = list(refiners)
+        if paths is None:
+            paths = [getattr(r, "path", None) or f"refiner{i + 1}" for i, r in enumerate(self.refiners)]
+        if len(paths) != len(self.refiners):
+            raise ValueError(f"{len(paths)} paths for {len(self.refiners)} refiners")
+        self.paths = [str(p) for p in paths]
+        self._local: list[Path] | None = None
+
+    @classmethod
+    def load(cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu") -> RefinerChain:
+        """Load each refiner checkpoint or run directory (or Hugging Face Hub id) with
+        ``Refiner.from_pretrained``; every path is checked before any is loaded."""
+        paths = list(paths)
+        if not paths:
+            return cls([])
+        from . import checkpoint as ckpt
+        from .api import Refiner
+
+        local = [_local(p) for p in paths]
+        for d in local:
+            ckpt.resolve_checkpoint(d)
+        chain = cls([Refiner.from_pretrained(d, device=str(device)) for d in local], paths)
+        chain._local = local
+        return chain
+
+    def __len__(self) -> int:
+        return len(self.refiners)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """``["rough", "+ a", "+ a + b"]``: one name per stage, rough first."""
+        return stage_names(self.paths)
+
+    @property
+    def records(self) -> list[dict[str, str]]:
+        """``[{"path", "sha256"}]`` per refiner, for a cache's ``refiners`` attribute."""
+        if self._local is None:
+            return refiner_records(self.paths)
+        from ..cache import sha256_path
+
+        return [{"path": p, "sha256": sha256_path(d)} for p, d in zip(self.paths, self._local)]
+
+    def output_kind(self, input_kind: str) -> str:
+        """Kind of the last stage's maps for rough maps of ``input_kind``."""
+        return "metric" if self.refiners else input_kind
+
+    def __call__(self, rough: torch.Tensor, rgb: torch.Tensor | None = None, kind: str = "metric") -> list[torch.Tensor]:
+        """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` ``[B,1,h,w]`` of ``kind``
+        (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned on it); each refined map is
+        metric depth ``[B,1,h,w]`` float32 on ``rough``'s device (computed without gradients)."""
+        stages = [rough]
+        current = rough
+        for refiner in self.refiners:
+            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind)  # no_grad inside
+            kind = "metric"
+            stages.append(current)
+        return stages
+
+    def __repr__(self) -> str:
+        return f"RefinerChain({self.paths!r})"
+
+
+__all__ = ["RefinerChain", "refiner_records", "stage_names"]
