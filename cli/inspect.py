@@ -7,18 +7,21 @@ from pathlib import Path
 
 import click
 
-from ._common import console, progress_bar, quiet_option
+from ._common import progress_bar, quiet_option
 
 
 @click.command("inspect")
 @click.argument("path", type=click.Path())
-@click.option("--verify", is_flag=True, help="Read every sample; report non-finite values, missing samples, bad shapes.")
+@click.option("--verify", is_flag=True, help="Cache: read every chunk of every dataset (checksums) and every sample; "
+              "report damaged samples, non-finite or negative values, samples not done, bad shapes. "
+              "Checkpoint: check every file's size and sha256.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @quiet_option
 def inspect_cmd(path: str, verify: bool, as_json: bool, quiet: bool) -> None:
     """Describe a cache file (attributes, counts, value ranges) or a refiner checkpoint directory.
 
-    With --verify, every sample of a cache is read; any problem makes the command exit 1.
+    With --verify, every chunk of a cache is read and checked against its checksum (a checkpoint's
+    files against their sha256); any problem makes the command exit 1.
 
     \b
     Example:
@@ -38,8 +41,14 @@ def inspect_cmd(path: str, verify: bool, as_json: bool, quiet: bool) -> None:
             ) from None
         report = describe_checkpoint(target)
         if verify:
-            console().print("note: --verify applies to cache files; checkpoint shown as is", highlight=False, soft_wrap=True)
+            report["verify"] = _verify_checkpoint(report)
         _emit(report, as_json)
+        if verify and not report["verify"]["ok"]:
+            problems = report["verify"]["problems"]
+            raise CheckpointError(
+                f"{report['path']} failed verification: {len(problems)} damaged file(s), first: "
+                f"{problems[0]}; copy the checkpoint again or re-train it"
+            )
         return
     if not target.exists():
         raise CacheError(f"{target} does not exist; expected a cache file (.h5) or a refiner checkpoint directory")
@@ -52,11 +61,49 @@ def inspect_cmd(path: str, verify: bool, as_json: bool, quiet: bool) -> None:
             report["verify"] = verify_cache(target, progress=progress)
     _emit(report, as_json)
     if verify and not report["verify"]["ok"]:
-        problems = report["verify"]["problems"]
-        raise CacheError(
-            f"{target} failed verification with {len(problems)} problem(s), first: {problems[0]}; "
-            "re-run the 'refinedepth cache' command that made it (it resumes) or recreate it with --overwrite"
+        v = report["verify"]
+        kinds = ", ".join(
+            f"{v[k]} {k.replace('_', ' ')}"
+            for k in ("damaged", "not_done", "nonfinite_rough", "nonfinite_gt", "negative_gt", "empty_gt")
+            if v.get(k)
         )
+        only_unfinished = v["bad_sample_count"] == v["not_done"] and v["problem_count"] == v["not_done"]
+        advice = (
+            "re-run the 'refinedepth cache' command that made it (it resumes)"
+            if only_unfinished
+            else "re-create it with 'refinedepth cache ... --overwrite'"
+        )
+        raise CacheError(
+            f"{target} failed verification: {_problem_summary(v)}"
+            + (f" ({kinds})" if kinds else "")
+            + f", first: {v['problems'][0]}; {advice}"
+        )
+
+
+def _problem_summary(v: dict) -> str:
+    parts = []
+    if v["bad_sample_count"]:
+        parts.append(f"{v['bad_sample_count']} of {v['samples']} sample(s) with problems")
+    files = v["problem_count"] - v["bad_sample_count"]
+    if files:
+        parts.append(f"{files} file-level problem(s)")
+    return " and ".join(parts) or f"{len(v['problems'])} problem(s)"
+
+
+def _verify_checkpoint(report: dict) -> dict:
+    """Size and sha256 of every file a checkpoint's config.json lists."""
+    from refinedepth.errors import RefinedepthError
+    from refinedepth.refiner.checkpoint import read_config, verify_file
+
+    ckpt = Path(report["path"])
+    meta = read_config(ckpt)
+    problems = []
+    for name in meta.get("files", {}):
+        try:
+            verify_file(ckpt, name, meta)
+        except RefinedepthError as exc:
+            problems.append(" ".join(str(exc).split()))
+    return {"ok": not problems, "problems": problems}
 
 
 def _emit(report: dict, as_json: bool) -> None:
@@ -93,9 +140,15 @@ def _emit(report: dict, as_json: bool) -> None:
     for name, info in report["datasets"].items():
         lines.append((f"  {name}", f"{info['shape']} {info['dtype']} chunks={info['chunks']} {info['compression'] or ''}"
                       + (" virtual" if info["virtual"] else "")))
+    lines.append(("checksums", {
+        "fletcher32": "Fletcher-32 on every dataset",
+        "absent": "absent (made before refinedepth wrote checksums: damage may go unnoticed)",
+        "partial": "on some datasets only",
+        "in shards": "in the shard files",
+    }.get(report.get("checksums"), str(report.get("checksums")))))
     if "verify" in report:
         v = report["verify"]
-        lines.append(("verify", "OK: every sample read, all finite" if v["ok"] else f"{len(v['problems'])} problem(s)"))
+        lines.append(("verify", "OK: every chunk and sample read, all finite" if v["ok"] else _problem_summary(v)))
         lines.extend(("  problem", p) for p in v["problems"])
     width = max(len(k) for k, _ in lines)
     for key, value in lines:

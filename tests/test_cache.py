@@ -368,10 +368,11 @@ def test_merge_refuses_incomplete_or_missing_shard(tmp_path):
 def test_verify_reports_problems(tmp_path):
     r, g, _ = _arrays(n=4)
     r[1, 0, 0, 0] = np.inf
-    g[2] = 0
     cfg = CacheConfig(num_samples=5, rough_size=(16, 20), gt_size=(12, 16))
     with CacheWriter.create(tmp_path / "v.h5", cfg) as w:
         w.write_batch([0, 1, 2, 3], rough=r, gt=g, sample_ids=list("abcd"))
+    with h5py.File(tmp_path / "v.h5", "r+") as f:  # the writer refuses empty gt: edit behind it
+        f["gt"][2] = 0
     report = verify_cache(tmp_path / "v.h5")
     assert not report["ok"]
     assert report["not_done"] == 1 and report["nonfinite_rough"] == 1 and report["empty_gt"] == 1

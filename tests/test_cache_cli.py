@@ -106,7 +106,7 @@ def test_killed_cache_resumes_to_the_uninterrupted_result(tmp_path):
 
     verify = _invoke(["inspect", str(out), "--verify", "-q"])
     assert verify.exit_code == 0, verify.output
-    assert "8 of 8 done" in verify.output and "OK: every sample read, all finite" in verify.output
+    assert "8 of 8 done" in verify.output and "OK: every chunk and sample read, all finite" in verify.output
 
 
 @pytest.mark.slow
@@ -273,8 +273,9 @@ def test_inspect_describes_incomplete_cache_and_verify_fails(tmp_path):
     assert plain.exit_code == 0 and "1 of 3 done" in plain.output and "INCOMPLETE" in plain.output
     result = CliRunner().invoke(cli, ["inspect", str(tmp_path / "p.h5"), "--verify", "-q"])
     assert result.exit_code == 1
-    assert result.output.strip().splitlines()[-1].startswith(
-        f"Error: {tmp_path / 'p.h5'} failed verification with 2 problem(s), first: sample 1 is not done"
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'p.h5'} failed verification: 2 of 3 sample(s) with problems (2 not done), "
+        "first: sample 1 is not done; re-run the 'refinedepth cache' command that made it (it resumes)"
     )
 
 

@@ -110,19 +110,36 @@ class CacheConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def differences(self, other: CacheConfig) -> list[str]:
-        """``["field: self_value vs other_value", ...]`` for every field that differs."""
+        """``["field: self_value vs other_value", ...]`` for every field that differs, values in
+        full; for mappings (``backbone_config``, ``dataset_options``) one entry per differing key,
+        ``"dataset_options.size: [64, 64] vs (unset)"``."""
         a, b = self.to_dict(), other.to_dict()
         compared = [f.name for f in dataclasses.fields(self) if f.compare]
-        return [f"{k}: {_short(a[k])} vs {_short(b[k])}" for k in compared if a[k] != b[k]]
+        out = []
+        for k in compared:
+            if a[k] == b[k]:
+                continue
+            if isinstance(a[k], dict) and isinstance(b[k], dict):
+                for sub in sorted(set(a[k]) | set(b[k]), key=str):
+                    x, y = a[k].get(sub, _UNSET), b[k].get(sub, _UNSET)
+                    if x != y:
+                        out.append(f"{k}.{sub}: {_show(x)} vs {_show(y)}")
+            else:
+                out.append(f"{k}: {_show(a[k])} vs {_show(b[k])}")
+        return out
+
+
+_UNSET = object()
+
+
+def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "(unset)"
+    return value if isinstance(value, str) and value else dumps(value)
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = value if isinstance(value, str) else dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def sha256_path(path: str | os.PathLike) -> str:
@@ -140,8 +157,7 @@ def sha256_path(path: str | os.PathLike) -> str:
 
 
 def mismatch_message(path: Path, stored: CacheConfig, wanted: CacheConfig) -> str:
-    diffs = wanted.differences(stored)
-    listed = "; ".join(diffs[:4]) + ("; ..." if len(diffs) > 4 else "")
+    listed = "; ".join(wanted.differences(stored))
     return (
         f"{path} was made by a different command ({listed} — this command vs the file); "
         "pass --overwrite to replace it or choose another --out"

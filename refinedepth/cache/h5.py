@@ -107,8 +107,45 @@ def read_config(f: h5py.File, path: Path) -> CacheConfig:
         )
     try:
         return CacheConfig.from_dict(json.loads(decode_attr(f.attrs["config"])))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CacheError(f"{path}: the 'config' attribute is missing or not valid JSON ({exc})") from None
+    except (KeyError, ValueError, TypeError) as exc:  # ConfigError is a ValueError
+        raise CacheError(
+            f"{path}: the 'config' attribute is missing or damaged ({' '.join(str(exc).split())}); "
+            "re-create the file with 'refinedepth cache ... --overwrite'"
+        ) from None
 
 
-__all__ = ["CHUNK_CACHE_BYTES", "open_h5", "decode_attr", "read_config"]
+# What h5py raises for a damaged chunk or header: OSError (checksum mismatch, a filter that cannot
+# decode), RuntimeError / KeyError / ValueError (structures it cannot follow or decode).
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, KeyError, ValueError)
+
+
+def damaged_metadata(path: Path, exc: BaseException) -> CacheError:
+    """The one-line error for a file whose headers or attributes cannot be read."""
+    if isinstance(exc, CacheError):
+        return exc
+    return CacheError(
+        f"{path}: its HDF5 metadata (headers or attributes) is damaged "
+        f"({' '.join(str(exc).split()) or type(exc).__name__}); the file is corrupt: re-create it "
+        "with 'refinedepth cache ... --overwrite'"
+    )
+
+
+def read_metadata(f: h5py.File, path: Path) -> tuple[CacheConfig, dict[str, Any]]:
+    """The :class:`CacheConfig` and the decoded root attributes; damage is a :class:`CacheError`."""
+    try:
+        config = read_config(f, path)
+        attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
+    except READ_ERRORS as exc:
+        raise damaged_metadata(path, exc) from None
+    return config, attrs
+
+
+__all__ = [
+    "CHUNK_CACHE_BYTES",
+    "READ_ERRORS",
+    "open_h5",
+    "decode_attr",
+    "read_config",
+    "read_metadata",
+    "damaged_metadata",
+]

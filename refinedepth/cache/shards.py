@@ -104,8 +104,17 @@ def merge_shards(
                 layout[start:stop] = h5py.VirtualSource(rel, name, shape=(stop - start, *meta["shape"][1:]))
             f.create_virtual_dataset(name, layout, fillvalue=0)
         ids = [sid for *_, sids, _ in infos for sid in sids]
-        f.create_dataset("sample_id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("done", data=np.ones(n, dtype=np.uint8))
+        checksums = all(info["fletcher32"] for *_, meta in infos for info in meta.values()
+                        if not info["virtual"] and info["chunks"])
+        if checksums and n:
+            encoded = [i.encode("utf-8") for i in ids]
+            dtype = h5py.string_dtype("utf-8", max(1, max(len(e) for e in encoded)))
+            small = {"chunks": (min(n, 1024),), "fletcher32": True}
+            f.create_dataset("sample_id", data=np.array(encoded, dtype=dtype), **small)
+            f.create_dataset("done", data=np.ones(n, dtype=np.uint8), **small)
+        else:
+            f.create_dataset("sample_id", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset("done", data=np.ones(n, dtype=np.uint8))
         for key, value in first_attrs.items():
             if key.startswith("shard_"):
                 continue

@@ -34,15 +34,21 @@ from .h5 import decode_attr, open_h5, read_config
 from .repair import lock_error
 from .shards import shard_range
 
+SAMPLE_ID_BYTES = 512  # fixed-length ids: HDF5 cannot checksum variable-length strings
+SMALL_CHUNK = 1024  # samples per chunk of sample_id and done
 
-def dataset_filters(compression: str) -> dict[str, Any]:
+
+def dataset_filters(compression: str, checksums: bool = True) -> dict[str, Any]:
+    """h5py ``create_dataset`` filter options: ``compression`` (gzip/lzf, with the shuffle
+    filter, or none) and HDF5's Fletcher-32 checksum per chunk when ``checksums``."""
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
-    if compression == "none":
-        return {}
+    out: dict[str, Any] = {"fletcher32": True} if checksums else {}
     if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": GZIP_LEVEL, "shuffle": True}
-    return {"compression": "lzf", "shuffle": True}
+        out.update(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=True)
+    elif compression == "lzf":
+        out.update(compression="lzf", shuffle=True)
+    return out
 
 
 class CacheWriter:
@@ -70,8 +76,15 @@ class CacheWriter:
         self._rgb = f["rgb"] if "rgb" in f else None
         self._valid = f["valid"] if "valid" in f else None
         self._ids = f["sample_id"]
+        self._fixed_ids = self._ids.dtype.kind == "S"
         self._done = f["done"]
-        self._done_cache = self._done[:].astype(bool)
+        try:
+            self._done_cache = self._done[:].astype(bool)
+        except OSError:
+            raise CacheError(
+                f"{path}: the 'done' bitmap is damaged (checksum mismatch or unreadable chunk); "
+                f"re-create the file with 'refinedepth cache --overwrite'"
+            ) from None
         f.swmr_mode = True
         # An SWMR writer holds no HDF5 file lock; this shared flock tells recover_interrupted and
         # other writers that the file is alive. The kernel drops it when the process dies.
@@ -89,15 +102,21 @@ class CacheWriter:
         compression: str = DEFAULT_COMPRESSION,
         shard: tuple[int, int] | None = None,
         extra_attrs: Mapping[str, Any] | None = None,
+        checksums: bool = True,
     ) -> CacheWriter:
         """Create ``path`` for ``config``. ``shard=(index, count)`` makes the file hold only that
-        rank's contiguous block of samples (see :func:`shard_range`)."""
+        rank's contiguous block of samples (see :func:`shard_range`).
+
+        Every dataset gets HDF5's Fletcher-32 checksum per chunk (``checksums=False`` writes the
+        layout of caches made before checksums existed: for tests and benchmarks), and
+        ``sample_id`` is stored as fixed-length UTF-8 (at most :data:`SAMPLE_ID_BYTES` bytes) so
+        that it can carry one too."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise CacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
         if path.exists():
             _hold_shared_lock(path, exclusive=True).close()  # never replace a file being written
-        filters = dataset_filters(compression)
+        filters = dataset_filters(compression, checksums)
         start, stop = (0, config.num_samples) if shard is None else shard_range(config.num_samples, *shard)
         n = stop - start
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,9 +144,18 @@ class CacheWriter:
                     "valid", (n, gh, gw), dtype="bool", chunks=(1, gh, gw) if chunked else None,
                     **(filters if chunked else {}),
                 )
-            f.create_dataset("sample_id", (n,), dtype=h5py.string_dtype())
-            f.create_dataset("done", (n,), dtype="uint8", fillvalue=0)
+            if checksums and chunked:
+                small = {"chunks": (min(n, SMALL_CHUNK),), "fletcher32": True}
+                f.create_dataset(
+                    "sample_id", (n,), dtype=h5py.string_dtype("utf-8", SAMPLE_ID_BYTES), **small,
+                    **({"compression": filters["compression"]} if "compression" in filters else {}),
+                )
+                f.create_dataset("done", (n,), dtype="uint8", fillvalue=0, **small)
+            else:
+                f.create_dataset("sample_id", (n,), dtype=h5py.string_dtype())
+                f.create_dataset("done", (n,), dtype="uint8", fillvalue=0)
             attrs = _root_attrs(config, compression)
+            attrs["checksums"] = "fletcher32" if checksums else "none"
             if shard is not None:
                 attrs.update(shard_index=shard[0], shard_count=shard[1], shard_start=start, shard_stop=stop)
             attrs.update(extra_attrs or {})
@@ -260,6 +288,27 @@ class CacheWriter:
         if self._valid is not None:
             valid = (gt > 0) if valid is None else _as_numpy(valid).astype(bool)
             _check_shape("valid", valid, (b, gh, gw), self.path)
+        ids = [str(indices[k]) if sample_ids is None else str(sample_ids[k]) for k in range(b)]
+        usable = (gt > 0).reshape(b, -1).any(1)
+        if self._valid is not None:
+            usable &= (valid & (gt > 0)).reshape(b, -1).any(1)
+        if not usable.all():
+            k = int(np.flatnonzero(~usable)[0])
+            raise DataError(
+                f"sample {ids[k]!r} (index {int(indices[k])}) has no valid ground-truth pixel (all "
+                f"zero, negative or non-finite), so it cannot be scored or trained on; fix or remove "
+                f"it from the dataset (or use --limit); the {self.num_done} sample(s) already in "
+                f"{self.path} are kept"
+            )
+        encoded = [i.encode("utf-8") for i in ids]
+        if self._fixed_ids:
+            for k, e in enumerate(encoded):
+                if len(e) > self._ids.dtype.itemsize:
+                    raise DataError(
+                        f"sample id {ids[k]!r} (index {int(indices[k])}) is {len(e)} bytes long, "
+                        f"a cache stores ids of up to {self._ids.dtype.itemsize}; shorten the file "
+                        "names or folder depth of the dataset"
+                    )
         if cfg.rough_dtype == "float16" and np.nanmax(np.abs(rough), initial=0) > np.finfo(np.float16).max:
             raise DataError(
                 f"{self.path}: rough values up to {np.nanmax(np.abs(rough)):.4g} do not fit float16 "
@@ -274,7 +323,7 @@ class CacheWriter:
                 self._rgb[j] = rgb[k]
             if self._valid is not None:
                 self._valid[j] = valid[k]
-            self._ids[j] = str(indices[k]) if sample_ids is None else str(sample_ids[k])
+            self._ids[j] = encoded[k] if self._fixed_ids else ids[k]
         # The data must be on disk before the sample is marked done (SPEC §5: complete or absent).
         self._f.flush()
         for j in locals_:
@@ -355,6 +404,7 @@ def write_cache(
     sample_ids: Sequence[str] | None = None,
     overwrite: bool = True,
     compression: str = DEFAULT_COMPRESSION,
+    checksums: bool = True,
     **config: Any,
 ) -> Path:
     """Write a whole cache from arrays in one call (tests, small experiments).
@@ -375,10 +425,10 @@ def write_cache(
         **config,
     )
     ids = list(sample_ids) if sample_ids is not None else [f"{i:06d}" for i in range(n)]
-    with CacheWriter.create(path, cfg, overwrite=overwrite, compression=compression) as w:
+    with CacheWriter.create(path, cfg, overwrite=overwrite, compression=compression, checksums=checksums) as w:
         if n:
             w.write_batch(list(range(n)), rough=rough, gt=gt, rgb=rgb, sample_ids=ids)
     return Path(path)
 
 
-__all__ = ["CacheWriter", "write_cache", "dataset_filters"]
+__all__ = ["CacheWriter", "write_cache", "dataset_filters", "SAMPLE_ID_BYTES"]
