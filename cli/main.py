@@ -66,7 +66,11 @@ class LazyGroup(click.Group):
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep its own line
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _module_exists(name: str) -> bool:

@@ -96,6 +96,11 @@ def decode_attr(value: Any) -> Any:
 
 def read_config(f: h5py.File, path: Path) -> CacheConfig:
     if decode_attr(f.attrs.get("format")) != FORMAT:
+        if "config" in f.attrs and "schema_version" in f.attrs:  # ours, with a damaged 'format'
+            raise CacheError(
+                f"{path}: its 'format' attribute is damaged; the file is corrupt: re-create it with "
+                "'refinedepth cache ... --overwrite'"
+            )
         raise CacheError(
             f"{path} is not a refinedepth cache (HDF5 without format={FORMAT!r} attribute); "
             "make one with 'refinedepth cache'"

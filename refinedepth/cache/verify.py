@@ -18,13 +18,18 @@ def describe_cache(path: str | os.PathLike, *, value_ranges: bool = True, max_sa
     """Attributes, datasets, counts and (from up to ``max_samples`` done samples spread over the
     file) value ranges of a cache, as a JSON-able dict."""
     with open_cache(path) as r:
-        done = r.done
+        try:
+            done = r.done
+        except CacheError as exc:  # a damaged bitmap: describe the rest, verify_cache names it
+            done, damage = np.zeros(len(r), dtype=bool), str(exc)
+        else:
+            damage = None
         report: dict[str, Any] = {
             "path": str(r.path),
             "kind": "cache",
             "samples": len(r),
-            "done": int(done.sum()),
-            "complete": bool(done.all()),
+            "done": None if damage else int(done.sum()),
+            "complete": damage is None and bool(done.all()),
             "virtual": r.is_virtual,
             "rough_size": list(r.rough_size),
             "gt_size": list(r.gt_size),
@@ -34,6 +39,8 @@ def describe_cache(path: str | os.PathLike, *, value_ranges: bool = True, max_sa
             "datasets": r.datasets(),
         }
         report["checksums"] = checksum_state(report["datasets"])
+        if damage:
+            report["damaged"] = damage
         if value_ranges and done.any():
             picks = np.flatnonzero(done)
             if len(picks) > max_samples:

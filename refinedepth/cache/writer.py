@@ -30,7 +30,7 @@ from .config import (
     dumps,
     mismatch_message,
 )
-from .h5 import decode_attr, open_h5, read_config
+from .h5 import READ_ERRORS, damaged_metadata, open_h5, read_metadata
 from .repair import lock_error
 from .shards import shard_range
 
@@ -176,12 +176,15 @@ class CacheWriter:
         path = Path(path)
         f = open_h5(path, "r+", allow_recover=True)
         try:
-            stored = read_config(f, path)
+            stored, attrs = read_metadata(f, path)
             if config is not None and stored != config:
                 raise CacheError(mismatch_message(path, stored, config))
-            start = int(decode_attr(f.attrs.get("shard_start", 0)))
-            stop = int(decode_attr(f.attrs.get("shard_stop", stored.num_samples)))
-            return cls(f, path, stored, start, stop)
+            start = int(attrs.get("shard_start", 0))
+            stop = int(attrs.get("shard_stop", stored.num_samples))
+            try:
+                return cls(f, path, stored, start, stop)
+            except READ_ERRORS as exc:
+                raise damaged_metadata(path, exc) from None
         except BaseException:
             f.close()
             raise
