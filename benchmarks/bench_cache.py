@@ -7,7 +7,9 @@ Measures, on this machine:
    share of the backbone's time (target: under 10% at 256x256);
 2. the writing cost alone for each compression / rough dtype, on the arrays of that run;
 3. reading pairs of 256x256 (float16 rough + float32 gt) through ``CacheDataset`` and a
-   ``DataLoader`` with 0 and 2 workers (target: at least 500 pairs/s with 2 workers).
+   ``DataLoader`` with 0 and 2 workers (target: at least 500 pairs/s with 2 workers);
+4. the cost of HDF5's Fletcher-32 checksums (on every dataset by default): writing and reading
+   the arrays of run 1 with and without them, per compression, against the backbone's time.
 
 Prints markdown tables; ``--update-docs`` also puts them into ``docs/performance.md`` (between
 ``<!-- cache:start -->`` and ``<!-- cache:end -->``). ``--quick`` runs a smaller version.
@@ -114,6 +116,51 @@ def bench_write(tmp: Path, source: Path, backbone_ms: float, repeats: int) -> li
     return rows
 
 
+def bench_checksums(tmp: Path, source: Path, backbone_ms: float, repeats: int) -> list[dict]:
+    """Write (batches of 4, as the cache command) and read back (``CacheReader.read``, one
+    process) the arrays of the build run, with and without Fletcher-32; best of ``repeats``."""
+    from refinedepth.cache import CacheConfig, CacheWriter, open_cache
+
+    with open_cache(source) as r:
+        samples = [r.read(i, with_rgb=False) for i in range(len(r))]
+        gt_size = r.gt_size
+    rough = np.stack([s["rough"] for s in samples])
+    gt = np.stack([s["gt"] for s in samples])
+    n = len(samples)
+    rows = []
+    for compression in ("lzf", "gzip", "none"):
+        for checksums in (False, True):
+            write, read = float("inf"), float("inf")
+            for k in range(repeats):
+                cfg = CacheConfig(num_samples=n, rough_size=(256, 256), gt_size=gt_size)
+                path = tmp / f"sum-{compression}-{checksums}-{k}.h5"
+                t = time.perf_counter()
+                with CacheWriter.create(path, cfg, compression=compression, checksums=checksums) as w:
+                    for i in range(0, n, 4):
+                        idx = list(range(i, min(i + 4, n)))
+                        w.write_batch(idx, rough=rough[idx], gt=gt[idx])
+                write = min(write, time.perf_counter() - t)
+                with open_cache(path) as r:
+                    t = time.perf_counter()
+                    for i in range(n):
+                        r.read(i, with_rgb=False)
+                    read = min(read, time.perf_counter() - t)
+            rows.append({
+                "compression": compression + ("+shuffle" if compression != "none" else ""),
+                "checksums": "fletcher32" if checksums else "none",
+                "write_ms": 1000 * write / n,
+                "read_ms": 1000 * read / n,
+                "share": 100 * 1000 * write / n / backbone_ms,
+            })
+    for row in rows:  # the checksum's own cost: with minus without, same compression
+        if row["checksums"] == "fletcher32":
+            base = next(r for r in rows if r["compression"] == row["compression"] and r["checksums"] == "none")
+            row["extra"] = f"{row['write_ms'] - base['write_ms']:+.2f} / {row['read_ms'] - base['read_ms']:+.2f}"
+        else:
+            row["extra"] = ""
+    return rows
+
+
 def bench_read(tmp: Path, source: Path, n: int, epochs: int) -> list[dict]:
     import torch
     import torch.nn.functional as F
@@ -187,6 +234,7 @@ def main(argv=None) -> int:
         build, source = bench_build(tmp, n_build, batch=4, workers=2, backbone_args=backbone_args)
         writes = bench_write(tmp, source, build["backbone_ms"], repeats=1 if args.quick else 3)
         reads = bench_read(tmp, source, n_read, epochs=2 if args.quick else 3)
+        sums = bench_checksums(tmp, source, build["backbone_ms"], repeats=1 if args.quick else 3)
 
     text = "\n".join([
         f"Measured with `python benchmarks/bench_cache.py{' --quick' if args.quick else ''}` on {machine}.",
@@ -217,6 +265,14 @@ def main(argv=None) -> int:
         "CPU ms/pair counts the CPU time of the main process and the workers; it hardly depends on "
         "other jobs, unlike pairs/s. The last column is what that cost allows when max(1, workers) "
         "cores are free for the loader: the figure to compare with the target on a loaded machine.",
+        "",
+        "Fletcher-32 checksums (on every dataset of a new cache): the arrays of the build run written "
+        "(batches of 4) and read back (`CacheReader.read`, one process), with and without; write share "
+        "= write time / backbone time above (target: the checksums keep it under 10%):",
+        "",
+        _table(sums, [("compression", "compression"), ("checksums", "checksums"),
+                      ("write_ms", "write ms/sample"), ("read_ms", "read ms/sample"),
+                      ("share", "write % of backbone"), ("extra", "checksum cost write / read ms")]),
     ])
     print(text)
     if args.update_docs:
