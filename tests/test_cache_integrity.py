@@ -270,3 +270,23 @@ def test_inspect_verify_fails_on_a_truncated_checkpoint_file(tmp_path):
     data = (run / name).read_bytes()
     (run / name).write_bytes(data[: len(data) // 2])
     _assert_one_line_error(["inspect", run, "--verify"], "failed verification: 1 damaged file(s)", "truncated")
+
+
+def test_a_damaged_done_chunk_is_requeued_on_resume(tmp_path):
+    """A done chunk failing its checksum (e.g. a write torn by a crash) does not lose the file:
+    the writer marks its samples not done, and writing them again gives a verified cache."""
+    rng = np.random.default_rng(3)
+    rough = rng.uniform(1, 9, (3, 1, 8, 8)).astype(np.float32)
+    gt = rng.uniform(1, 9, (3, 8, 8)).astype(np.float32)
+    cache = write_cache(tmp_path / "t.h5", rough=rough, gt=gt)
+    start, *_ = next(c for c in _chunks(cache) if c[2] == "done")
+    bad = _flip(cache, tmp_path / "bad.h5", [start])
+    assert not verify_cache(bad)["ok"]
+    with open_cache(bad) as c:
+        config = c.config
+    with CacheWriter.resume(bad, config) as w:
+        assert w.requeued == [0, 1, 2] and w.pending() == [0, 1, 2]
+        w.write_batch([0, 1, 2], rough=rough, gt=gt, sample_ids=["000000", "000001", "000002"])
+    assert verify_cache(bad)["ok"]
+    with open_cache(bad) as c:
+        np.testing.assert_array_equal(c.read(2)["rough"], rough[2])

@@ -112,8 +112,12 @@ def verify_cache(path: str | os.PathLike, *, progress=None) -> dict[str, Any]:
         "empty_gt": 0,
     }
     bad: set[int] = set()
+    seen: set[tuple[str, int]] = set()
 
     def flag(kind: str, index: int, text: str) -> None:
+        if (kind, index) in seen:  # e.g. damaged both in sample_id and in gt: one sample
+            return
+        seen.add((kind, index))
         counts[kind] += 1
         bad.add(index)
         if counts[kind] <= _PER_KIND:

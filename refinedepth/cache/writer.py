@@ -78,17 +78,35 @@ class CacheWriter:
         self._ids = f["sample_id"]
         self._fixed_ids = self._ids.dtype.kind == "S"
         self._done = f["done"]
-        try:
-            self._done_cache = self._done[:].astype(bool)
-        except OSError:
-            raise CacheError(
-                f"{path}: the 'done' bitmap is damaged (checksum mismatch or unreadable chunk); "
-                f"re-create the file with 'refinedepth cache --overwrite'"
-            ) from None
+        self._done_cache, self.requeued = self._read_done()
         f.swmr_mode = True
         # An SWMR writer holds no HDF5 file lock; this shared flock tells recover_interrupted and
         # other writers that the file is alive. The kernel drops it when the process dies.
         self._liveness = _hold_shared_lock(path)
+
+    def _read_done(self) -> tuple[np.ndarray, list[int]]:
+        """The done bitmap, chunk by chunk. A chunk that fails its checksum (a write torn by a
+        crash, or later damage) is rewritten as "not done": its samples are written again, which
+        gives the same data. Returns the bitmap and the global indices so re-queued."""
+        n = self.stop - self.start
+        step = int(self._done.chunks[0]) if self._done.chunks else max(n, 1)
+        done = np.zeros(n, dtype=bool)
+        requeued: list[int] = []
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            try:
+                done[a:b] = self._done[a:b].astype(bool)
+            except READ_ERRORS:
+                if not self._done.chunks:  # an old, unchunked bitmap: nothing to rewrite alone
+                    raise CacheError(
+                        f"{self.path}: the 'done' bitmap is damaged; re-create the file with "
+                        "'refinedepth cache ... --overwrite'"
+                    ) from None
+                self._done[a:b] = 0  # the whole chunk: HDF5 writes it without reading it
+                requeued.extend(range(self.start + a, self.start + b))
+        if requeued:
+            self._f.flush()
+        return done, requeued
 
     # -- construction -------------------------------------------------------------------------
 
