@@ -7,13 +7,14 @@ One file per (backbone, dataset, split) holds, for every sample ``i``:
 * ``gt``        ``[N,H,W]`` float32 — metres at the evaluation resolution, invalid pixels stored as 0;
 * ``rgb``       ``[N,h,w,3]`` uint8 — optional, the input image at the cache size;
 * ``valid``     ``[N,H,W]`` bool — optional; when absent it is derived as ``gt > 0``;
-* ``sample_id`` ``[N]`` str, and ``done`` ``[N]`` uint8 — the bitmap saying which samples are
-  complete.
+* ``sample_id`` ``[N]`` str (fixed-length UTF-8, so it can carry a checksum), and ``done``
+  ``[N]`` uint8 — the bitmap saying which samples are complete.
 
 Root attributes carry the :class:`CacheConfig` (as JSON under ``config`` and field by field), the
-schema version, the refinedepth version and the creation time. Every dataset is chunked one sample
-per chunk and compressed with gzip or lzf plus the shuffle filter (never scale-offset, which is
-lossy).
+schema version, the refinedepth version and the creation time. Every array dataset is chunked one
+sample per chunk and compressed with gzip or lzf plus the shuffle filter (never scale-offset, which
+is lossy); every dataset carries HDF5's Fletcher-32 checksum per chunk, so a damaged chunk is a
+one-line :class:`~refinedepth.errors.CacheError` naming the file and the sample when it is read.
 
 The package, imports pointing down:
 
