@@ -9,8 +9,16 @@ The generator has skip connections between layer ``i`` and layer ``n - i``: the 
 layer ``j`` is concatenated with the output of encoder layer ``n_enc - 2 - j`` and fed to the next
 decoder layer; a final transposed convolution (bias, no norm) maps to ``out_channels``.
 
-The modules are plain ``nn.Sequential`` blocks of Conv2d/ConvTranspose2d/BatchNorm2d/LeakyReLU/
-ReLU/Dropout/Tanh so that other code (``refiner.fast``) can fuse or convert them.
+Upsampling (``GeneratorConfig.upsample``): ``transposed`` (the papers', default) doubles the size
+with a stride-2 transposed convolution in every decoder layer and the output layer; ``resize``
+(Odena et al. 2016, "Deconvolution and Checkerboard Artifacts") upsamples bilinearly x2, pads one
+pixel by replication and applies a 3x3 stride-1 convolution, whose taps overlap evenly at every
+output pixel, so no checkerboard appears. The replicated border keeps a constant map constant up
+to the image edge (zero padding would draw a frame there; ``benchmarks/bench_checkerboard.py``).
+
+The modules are plain ``nn.Sequential`` blocks of Upsample/ReplicationPad2d/Conv2d/
+ConvTranspose2d/BatchNorm2d/LeakyReLU/ReLU/Dropout/Tanh so that other code (``refiner.fast``) can
+fuse or convert them.
 
 Layer order note: Isola's reference code applies each activation before its convolution
 (pre-activation) and shares tensors in place; we build the blocks in the order the notation reads
@@ -32,6 +40,7 @@ from ..errors import ConfigError
 
 _LAYER_RE = re.compile(r"^C(D?)(\d+)$")
 NORMS = ("batch", "instance", "none")
+UPSAMPLES = ("transposed", "resize")
 
 
 def parse_layer(spec: str) -> tuple[int, bool]:
@@ -70,6 +79,10 @@ class GeneratorConfig:
         leaky_slope: slope of the encoder's leaky ReLUs (paper: 0.2).
         zero_init_output: start the output layer at zero (useful for residual refiners, which then
             start as the identity).
+        upsample: how the decoder and the output layer double the size: ``transposed``
+            (``kernel_size`` transposed convolution, stride 2; the papers) or ``resize`` (bilinear
+            x2, replication pad 1, 3x3 convolution; no checkerboard). Checkpoints written before
+            this option existed load as ``transposed``.
     """
 
     encoder: tuple[str, ...]
@@ -83,10 +96,13 @@ class GeneratorConfig:
     dropout: float = 0.5
     leaky_slope: float = 0.2
     zero_init_output: bool = False
+    upsample: str = "transposed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", parse_layers(self.encoder))
         object.__setattr__(self, "decoder", parse_layers(self.decoder))
+        if self.upsample not in UPSAMPLES:
+            raise ConfigError(f"generator: unknown upsample {self.upsample!r}: expected one of {', '.join(UPSAMPLES)}")
         if len(self.encoder) < 1 or len(self.decoder) != len(self.encoder) - 1:
             raise ConfigError(
                 f"generator: expected len(decoder) == len(encoder) - 1, got {len(self.encoder)} encoder "
@@ -190,6 +206,24 @@ def _up(cin: int, cout: int, k: int, bias: bool = False) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=2, padding=1, output_padding=k % 2, bias=bias)
 
 
+def _resize_up(cin: int, cout: int, bias: bool = False) -> list[nn.Module]:
+    # Resize-convolution (Odena et al. 2016): bilinear x2 (half-pixel centres, edge pixels
+    # clamped), then a 3x3 stride-1 convolution on a replication-padded map. The padding is a
+    # module of its own so that the convolution keeps plain zero padding (0), which the fast
+    # paths fuse (refiner.fast).
+    return [
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.ReplicationPad2d(1),
+        nn.Conv2d(cin, cout, 3, stride=1, padding=0, bias=bias),
+    ]
+
+
+def _upsampling(c: GeneratorConfig, cin: int, cout: int, bias: bool = False) -> list[nn.Module]:
+    if c.upsample == "resize":
+        return _resize_up(cin, cout, bias=bias)
+    return [_up(cin, cout, c.kernel_size, bias=bias)]
+
+
 class UNetGenerator(nn.Module):
     """U-Net with skips between encoder layer i and decoder layer n - i; ``tanh`` output."""
 
@@ -215,7 +249,7 @@ class UNetGenerator(nn.Module):
         self.decoder = nn.ModuleList()
         for j, spec in enumerate(c.decoder):
             cout, drop = parse_layer(spec)
-            layers = [_up(cin, cout, k)]
+            layers = _upsampling(c, cin, cout)
             if c.norm != "none":
                 layers.append(_norm(c.norm, cout))
             if drop and c.dropout > 0:
@@ -223,7 +257,12 @@ class UNetGenerator(nn.Module):
             layers.append(nn.ReLU())
             self.decoder.append(nn.Sequential(*layers))
             cin = cout + channels[n - 2 - j]
-        self.head = nn.Sequential(_up(cin, c.out_channels, k, bias=True), nn.Tanh())
+        self.head = nn.Sequential(*_upsampling(c, cin, c.out_channels, bias=True), nn.Tanh())
+
+    @property
+    def output_conv(self) -> nn.Conv2d | nn.ConvTranspose2d:
+        """The output layer's convolution (``head[0]`` for ``transposed``, ``head[2]`` for ``resize``)."""
+        return next(m for m in self.head if isinstance(m, nn.Conv2d | nn.ConvTranspose2d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -281,8 +320,8 @@ def build_generator(config: GeneratorConfig, init: bool = True, seed: int | None
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         init_weights(g, generator=gen)
         if config.zero_init_output:
-            nn.init.zeros_(g.head[0].weight)
-            nn.init.zeros_(g.head[0].bias)
+            nn.init.zeros_(g.output_conv.weight)
+            nn.init.zeros_(g.output_conv.bias)
     return g
 
 
