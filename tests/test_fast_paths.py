@@ -465,3 +465,71 @@ def test_refiner_api_hook_gives_the_same_refined_depth():
     assert out.shape == ref.shape == rough.shape
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)  # metres; 1e-5 of max_depth
     assert np.abs(ref - rough).max() > 1e-3  # the refiner did something
+
+
+# -- resize-convolution decoders (GeneratorConfig.upsample="resize") ---------------------------
+
+
+def _resize_generator(seed: int = 0) -> nn.Module:
+    import dataclasses
+
+    cfg = dataclasses.replace(get_preset("small").generator_config("rough"), upsample="resize")
+    g = build_generator(cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        g.output_conv.weight.normal_(0.0, 0.02, generator=gen)  # the residual preset starts at zero
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _random_bn(m, gen)
+    return g.eval()
+
+
+@pytest.mark.parametrize("impl", ["auto", "eager"])
+def test_optimize_for_inference_matches_a_resize_decoder(impl):
+    g = _resize_generator()
+    x = torch.rand(2, 1, 128, 128, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    fast_g = optimize_for_inference(g, (2, 1, 128, 128), impl=impl)
+    with torch.no_grad():
+        ref = g(x)
+        torch.testing.assert_close(fast_g(x), ref, rtol=0, atol=ATOL)
+        torch.testing.assert_close(fast_g(x[:1]), ref[:1], rtol=0, atol=ATOL)
+        xs = x[:, :, :64, :]  # another size (a multiple of 2^6)
+        torch.testing.assert_close(fast_g(xs), g(xs), rtol=0, atol=ATOL)
+    assert ref.abs().max() > 1e-3
+    # every convolution fused with its BatchNorm and ReLU; the upsampling and padding pass through
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.Dropout) for m in fast_g.modules())
+    n_convs = len([m for m in g.modules() if isinstance(m, nn.Conv2d)])
+    assert sum(isinstance(m, FusedConv) for m in fast_g.modules()) == n_convs
+    assert sum(isinstance(m, nn.Upsample) for m in fast_g.modules()) == n_convs - len(g.encoder)
+    assert sum(isinstance(m, nn.ReplicationPad2d) for m in fast_g.modules()) == n_convs - len(g.encoder)
+
+
+def test_resize_decoder_bf16_inference_is_close():
+    g = _resize_generator()
+    x = torch.rand(1, 1, 128, 128, generator=torch.Generator().manual_seed(10)) * 2 - 1
+    with torch.no_grad():
+        ref = g(x)
+        y = optimize_for_inference(g, (1, 1, 128, 128), precision="bf16")(x)
+    assert y.dtype == torch.float32 and y.shape == ref.shape
+    assert float((y - ref).abs().max()) < 3e-2 * max(1.0, float(ref.abs().max()))
+
+
+def test_gemm_training_kernels_on_a_resize_decoder():
+    """``prepare_for_training`` converts the resize blocks' 3x3 convolutions (explicit padding
+    modules, zero conv padding) to the matrix-product kernels; loss and gradients stay."""
+    plain = _resize_generator().train()
+    quick = copy.deepcopy(plain)
+    prepare_for_training(quick, gemm=True, channels_last=False)
+    assert all(type(m) is fast.GemmConv2d for m in quick.modules() if isinstance(m, nn.Conv2d))
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(11)) * 2 - 1
+    t = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(12)) * 0.2 - 0.1
+    losses = []
+    for model in (plain, quick):
+        torch.manual_seed(13)  # same dropout masks (both NCHW)
+        loss = (model(x) - t).abs().mean()
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    gp = torch.cat([p.grad.flatten() for p in plain.parameters()])
+    gq = torch.cat([p.grad.flatten() for p in quick.parameters()])
+    assert float((gq - gp).norm() / gp.norm()) < 1e-4

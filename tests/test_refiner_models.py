@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -122,3 +124,169 @@ def test_config_round_trip_and_errors():
         GeneratorConfig(encoder="C4-C8-C8", decoder="C8")
     with pytest.raises(ConfigError, match=r"unknown refiner preset 'smal': .* did you mean 'small'\?"):
         get_preset("smal")
+
+
+# -- upsample="resize": resize-convolution decoder (issue 14) ----------------------------------
+
+
+def _unet_parameters(preset: str, upsample: str, in_channels: int = 1) -> int:
+    """Hand count (Isola's notation, independent of the builder): encoder convolutions without
+    bias, BatchNorm (2 per channel) on all encoder layers but the first and the innermost and on
+    every decoder layer; decoder layer j sees its input concatenated with encoder layer n-2-j's
+    output; the output layer has a bias. Transposed: k x k kernels; resize: 3 x 3."""
+    p = get_preset(preset)
+    enc = [int(s.lstrip("CD")) for s in p.encoder]
+    dec = [int(s.lstrip("CD")) for s in p.decoder]
+    k, n = p.kernel_size, len(enc)
+    ku = k if upsample == "transposed" else 3
+    total, cin = 0, in_channels
+    for i, c in enumerate(enc):
+        total += cin * c * k * k + (2 * c if 0 < i < n - 1 else 0)
+        cin = c
+    for j, c in enumerate(dec):
+        total += cin * c * ku * ku + 2 * c
+        cin = c + enc[n - 2 - j]
+    return total + cin * 1 * ku * ku + 1
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_default_upsample_is_transposed_and_counts_unchanged(name):
+    p = get_preset(name)
+    cfg = p.generator_config()
+    assert cfg.upsample == "transposed"
+    with torch.device("meta"):
+        g = build_generator(cfg)
+    assert count_parameters(g) == _unet_parameters(name, "transposed")
+    kinds = [type(m) for m in g.modules()]
+    assert kinds.count(torch.nn.ConvTranspose2d) == len(p.decoder) + 1
+    assert torch.nn.Upsample not in kinds and torch.nn.ReplicationPad2d not in kinds
+
+
+def test_known_parameter_counts_for_both_upsamplings():
+    # pix2pix's published count, and the small preset: 2,297,025 with 4x4 transposed convolutions;
+    # its up-layers' cin*cout sum is 128*128 + 256*128 + 256*96 + 192*64 + 128*32 + 64*1 = 90,176,
+    # so 3x3 resize convolutions have 7 * 90,176 fewer weights.
+    assert _unet_parameters("pix2pix", "transposed") == 54_407_809
+    assert _unet_parameters("small", "transposed") == 2_297_025
+    assert _unet_parameters("small", "resize") == 2_297_025 - 7 * 90_176
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_resize_generator_layers_counts_and_shapes(name):
+    p = get_preset(name)
+    cfg = dataclasses.replace(p.generator_config(), upsample="resize")
+    with torch.device("meta"):
+        g = build_generator(cfg)
+        y = g(torch.zeros(1, 1, *p.size))
+    assert y.shape == (1, 1, *p.size)
+    assert count_parameters(g) == _unet_parameters(name, "resize")
+    assert describe_layers(g) == {"encoder": list(p.encoder), "decoder": list(p.decoder)}
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    for block in [*g.decoder, g.head]:
+        up, pad, conv = block[0], block[1], block[2]
+        assert isinstance(up, torch.nn.Upsample) and up.scale_factor == 2.0
+        assert up.mode == "bilinear" and not up.align_corners
+        assert isinstance(pad, torch.nn.ReplicationPad2d) and tuple(pad.padding) == (1, 1, 1, 1)
+        assert type(conv) is torch.nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+        assert conv.padding == (0, 0) and conv.padding_mode == "zeros"
+    assert g.output_conv is g.head[2] and g.output_conv.bias is not None
+    assert isinstance(g.head[-1], torch.nn.Tanh)
+    assert [any(isinstance(m, torch.nn.Dropout) for m in b) for b in g.decoder] == [
+        s.startswith("CD") for s in p.decoder
+    ]
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_resize_generator_preserves_size_and_zero_init(k):
+    cfg = GeneratorConfig(encoder="C4-C8-C8", decoder="CD8-C4", kernel_size=k, in_channels=2,
+                          upsample="resize", zero_init_output=True)
+    g = build_generator(cfg, seed=0).eval()
+    y = g(torch.rand(1, 2, 32, 48))
+    assert y.shape == (1, 1, 32, 48)
+    assert torch.count_nonzero(y) == 0  # a residual refiner starts as the identity
+
+
+def test_resize_block_is_bilinear_then_replicated_3x3():
+    """Reference from the definition (Odena et al. 2016): bilinear x2 with half-pixel centres,
+    edge-replicated one-pixel border, 3x3 correlation; evaluated in NumPy."""
+    np = pytest.importorskip("numpy")
+    g = build_generator(GeneratorConfig(encoder="C3-C2", decoder="C2", upsample="resize"), seed=1).eval()
+    block = g.decoder[0]
+    x = torch.rand(1, 2, 3, 4, generator=torch.Generator().manual_seed(0))
+    xs = x[0].numpy().astype(np.float64)
+
+    def up1(a, axis):  # output i samples input position (i + 0.5) / 2 - 0.5, clamped at edges
+        n = a.shape[axis]
+        pos = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n - 1)
+        t = pos - lo
+        shape = [1] * a.ndim
+        shape[axis] = -1
+        return np.take(a, lo, axis) * (1 - t.reshape(shape)) + np.take(a, hi, axis) * t.reshape(shape)
+
+    u = np.pad(up1(up1(xs, 1), 2), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    w = block[2].weight.detach().numpy().astype(np.float64)
+    conv = np.zeros((2, 6, 8))
+    for o in range(2):
+        for yy in range(6):
+            for xx in range(8):
+                conv[o, yy, xx] = (w[o] * u[:, yy : yy + 3, xx : xx + 3]).sum()
+    bn = block[3]
+    scale = bn.weight.detach().numpy() / np.sqrt(bn.running_var.numpy() + bn.eps)
+    ref = np.maximum(conv * scale[:, None, None] + (bn.bias.detach().numpy() - bn.running_mean.numpy() * scale)[:, None, None], 0)
+    with torch.no_grad():
+        np.testing.assert_allclose(block(x)[0].numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_upsample_config_round_trip_old_dicts_and_errors():
+    cfg = GeneratorConfig(encoder="C4-C8-C8", decoder="CD8-C4", upsample="resize")
+    assert cfg.to_dict()["upsample"] == "resize"
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    # a checkpoint written before the option existed has no "upsample" key: transposed
+    old = get_preset("paper-nyu").generator_config().to_dict()
+    del old["upsample"]
+    loaded = GeneratorConfig.from_dict(old)
+    assert loaded.upsample == "transposed" and loaded == get_preset("paper-nyu").generator_config()
+    with pytest.raises(ConfigError, match=r"generator: unknown upsample 'nearest': expected one of transposed, resize"):
+        GeneratorConfig(encoder="C4-C8", decoder="C4", upsample="nearest")
+
+
+def _stride_energy_share(y: torch.Tensor, periods=(2, 4, 8)) -> float:
+    """Mean share of the non-DC 2D spectral energy at bins (u, v) that are multiples of
+    (H/P, W/P) for some period P (NumPy FFT)."""
+    np = pytest.importorskip("numpy")
+    a = y[:, 0].double().numpy()
+    h, w = a.shape[-2:]
+    e = np.abs(np.fft.fft2(a)) ** 2
+    u, v = np.arange(h)[:, None], np.arange(w)[None, :]
+    mask = np.zeros((h, w), bool)
+    for p in periods:
+        mask |= (u % (h // p) == 0) & (v % (w // p) == 0)
+    mask[0, 0] = False
+    total = e.sum((-2, -1)) - e[:, 0, 0]
+    return float((e[:, mask].sum(-1) / total).mean())
+
+
+def test_untrained_resize_decoder_has_no_checkerboard():
+    """An untrained transposed-convolution U-Net puts a large share of its output's energy at the
+    stride frequencies (the checkerboard); the resize decoder, on the same weights' statistics and
+    a smooth input with no energy there, almost none."""
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    spec = np.fft.fft2(rng.standard_normal((2, 128, 128)))
+    f = np.abs(np.fft.fftfreq(128) * 128)
+    spec[:, (f[:, None] > 10) | (f[None, :] > 10)] = 0  # low-pass: nothing at periods <= 8 px
+    x = torch.from_numpy(np.fft.ifft2(spec).real).float()[:, None]
+    x = x / x.abs().max()
+    assert _stride_energy_share(x) < 1e-12
+    shares = {}
+    for up in ("transposed", "resize"):
+        cfg = dataclasses.replace(get_preset("small").generator_config(), upsample=up, zero_init_output=False)
+        g = build_generator(cfg, seed=0).eval()
+        with torch.no_grad():
+            y = g(x)
+        assert float(y.std()) > 1e-4
+        shares[up] = _stride_energy_share(y)
+    assert shares["transposed"] > 0.1
+    assert shares["resize"] < 0.02 and shares["resize"] < shares["transposed"] / 20

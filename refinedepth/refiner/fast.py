@@ -7,7 +7,9 @@ Inference (:func:`optimize_for_inference`) works on a copy of an eval-mode gener
 - each ``Conv -> BatchNorm -> [Dropout] -> activation`` run inside an ``nn.Sequential`` becomes
   one :class:`FusedConv`: the BatchNorm's running statistics are folded into the convolution's
   weight and bias (exact algebra), eval-mode dropout is the identity, and the activation
-  (ReLU, LeakyReLU, Tanh) is applied by the convolution itself;
+  (ReLU, LeakyReLU, Tanh) is applied by the convolution itself; other layers in the run (the
+  resize decoder's ``nn.Upsample`` and ``nn.ReplicationPad2d``, ``models.GeneratorConfig.upsample``)
+  pass through unchanged, and the convolution after them fuses as any other;
 - on CPU in fp32 the convolutions run through oneDNN with weights reordered ("prepacked") once,
   instead of on every call: at small spatial sizes (the U-Net's 1x1 .. 8x8 levels, where the
   weights are 16-32 MB and the arithmetic is tiny) the per-call reorder was most of the time;
