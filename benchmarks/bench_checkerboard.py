@@ -20,7 +20,7 @@ synthetic scenes at the preset's 128x128:
   first, a pattern along the image border in the second.
 
 Usage: ``python benchmarks/bench_checkerboard.py [--quick] [--steps 200] [--inputs 8] [--json F]``.
-The default run takes about 2-3 minutes on 2 CPU cores; ``--quick`` (a few steps) checks that it
+The default run takes about 1-3 minutes on 2 CPU cores; ``--quick`` (a few steps) checks that it
 works.
 """
 

@@ -533,3 +533,12 @@ def test_gemm_training_kernels_on_a_resize_decoder():
     gp = torch.cat([p.grad.flatten() for p in plain.parameters()])
     gq = torch.cat([p.grad.flatten() for p in quick.parameters()])
     assert float((gq - gp).norm() / gp.norm()) < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_fallback_matches_a_resize_decoder():
+    g = _resize_generator().cuda()
+    x = torch.rand(2, 1, 128, 128, device="cuda")
+    f = optimize_for_inference(g, (2, 1, 128, 128))
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), g(x), rtol=1e-3, atol=1e-3)  # TF32 may be on
