@@ -15,9 +15,13 @@ from refinedepth.refiner.presets import get_preset
 ort = pytest.importorskip("onnxruntime")
 
 
-def make_refiner(preset: str, inputs: str = "rough", residual: bool = False, kind: str = "metric") -> Refiner:
+def make_refiner(
+    preset: str, inputs: str = "rough", residual: bool = False, kind: str = "metric", upsample: str = "transposed"
+) -> Refiner:
+    import dataclasses
+
     p = get_preset(preset)
-    gcfg = p.generator_config(inputs, residual)
+    gcfg = dataclasses.replace(p.generator_config(inputs, residual), upsample=upsample)
     gen = build_generator(gcfg, seed=3)
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():  # non-trivial BatchNorm statistics, and a non-zero residual head
@@ -61,6 +65,12 @@ def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
 def test_small_matches_pytorch_on_two_sizes(tmp_path, kind):
     refiner = make_refiner("small", residual=True, kind=kind)
     worst = run_both(refiner, tmp_path / "small.onnx", [(1, 64, 64), (3, 120, 160)])
+    assert worst < 1e-4
+
+
+def test_resize_decoder_exports(tmp_path):
+    refiner = make_refiner("small", residual=True, upsample="resize")
+    worst = run_both(refiner, tmp_path / "resize.onnx", [(1, 64, 64), (2, 96, 80)])
     assert worst < 1e-4
 
 
