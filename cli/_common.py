@@ -50,62 +50,6 @@ def parse_key_values(items: tuple[str, ...] | list[str], option: str = "--backbo
     return out
 
 
-def backbone_options(required: bool = True, default: str | None = None):
-    """``--backbone NAME``, ``--weights FILE`` and repeated ``--backbone-arg KEY=VALUE``."""
-
-    def decorator(f):
-        f = click.option(
-            "--backbone-arg",
-            "backbone_args",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Backbone option, repeatable (e.g. encoder=resnet18). Recorded with the backbone's config.",
-        )(f)
-        f = click.option(
-            "--weights",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Backbone weights (.safetensors). Without it the backbone keeps its initialisation.",
-        )(f)
-        f = click.option(
-            "--backbone",
-            required=required and default is None,
-            default=default,
-            show_default=default is not None,
-            metavar="NAME",
-            help="First-stage backbone from the registry (see 'refinedepth backbones list').",
-        )(f)
-        return f
-
-    return decorator
-
-
-def dataset_options(default_split: str = "train"):
-    """``--dataset SPEC``, ``--split``, ``--limit``."""
-
-    def decorator(f):
-        f = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N samples.")(f)
-        f = click.option("--split", default=default_split, show_default=True, help="Dataset split (train/test/...).")(f)
-        f = click.option(
-            "--dataset",
-            required=True,
-            metavar="SPEC",
-            help="nyu:PATH, make3d:PATH, folder:PATH, synthetic, synthetic:indoor or synthetic:outdoor.",
-        )(f)
-        return f
-
-    return decorator
-
-
-def device_option(f):
-    return click.option(
-        "--device",
-        default="auto",
-        show_default=True,
-        help="auto, cpu, cuda or cuda:N.",
-    )(f)
-
-
 def quiet_option(f):
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars (for logs).")(f)
 

@@ -8,7 +8,9 @@ import sys
 
 import click
 
-from ._common import parse_key_values
+from refinedepth.config import PredictConfig
+
+from ._options import field_option
 
 
 @click.group()
@@ -107,8 +109,8 @@ def list_cmd(pattern: str | None, check: bool, as_json: bool) -> None:
 
 @backbones.command("info")
 @click.argument("name")
-@click.option("--backbone-arg", "backbone_args", multiple=True, metavar="KEY=VALUE", help="Backbone option, repeatable.")
-def info_cmd(name: str, backbone_args: tuple[str, ...]) -> None:
+@field_option(PredictConfig, "backbone_args")
+def info_cmd(name: str, backbone_args: dict) -> None:
     """Show a backbone's BackboneInfo (output kind, sizes, value range, config) as JSON.
 
     \b
@@ -119,7 +121,7 @@ def info_cmd(name: str, backbone_args: tuple[str, ...]) -> None:
     from refinedepth.registry import backbone_info, backbone_source, get_factory
 
     dist, target = backbone_source(name)
-    options = parse_key_values(backbone_args)
+    options = backbone_args
     factory = get_factory(name)
     info = backbone_info(name, **options)
     doc = (factory.__doc__ or "").strip().splitlines()
@@ -129,9 +131,9 @@ def info_cmd(name: str, backbone_args: tuple[str, ...]) -> None:
 
 @backbones.command("check")
 @click.argument("name")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Weights to load (.safetensors).")
-@click.option("--backbone-arg", "backbone_args", multiple=True, metavar="KEY=VALUE", help="Backbone option, repeatable.")
-def check_cmd(name: str, weights: str | None, backbone_args: tuple[str, ...]) -> None:
+@field_option(PredictConfig, "weights")
+@field_option(PredictConfig, "backbone_args")
+def check_cmd(name: str, weights: str | None, backbone_args: dict) -> None:
     """Build backbone NAME and run it once on a random batch to check the contract.
 
     Checks the output is [B,1,h,w], finite, and that its BackboneInfo is complete.
@@ -142,6 +144,6 @@ def check_cmd(name: str, weights: str | None, backbone_args: tuple[str, ...]) ->
     """
     from refinedepth.contract import check_backbone
 
-    options = parse_key_values(backbone_args)
+    options = backbone_args
     report = check_backbone(name, weights=weights, **options)
     click.echo(json.dumps(report, indent=2))

@@ -6,59 +6,16 @@ import json
 
 import click
 
-from ._common import (
-    backbone_options,
-    console,
-    dataset_options,
-    device_option,
-    parse_key_values,
-    progress_bar,
-    quiet_option,
-)
+from refinedepth.config import CacheBuildConfig
 
-
-def _size(ctx, param, value):
-    if value is None:
-        return None
-    from refinedepth.errors import ConfigError
-    from refinedepth.geometry import parse_hw
-
-    try:
-        return parse_hw(value, param.opts[0])
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from None
+from ._common import console, progress_bar, quiet_option
+from ._options import config_from_params, config_options
 
 
 @click.command()
-@backbone_options()
-@dataset_options()
-@click.option(
-    "--dataset-arg", "dataset_args", multiple=True, metavar="KEY=VALUE",
-    help="Dataset reader option, repeatable (e.g. size=[120,160] for synthetic, scale=1000 for folder).",
-)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The cache file to write (.h5).")
-@click.option("--size", default="256x256", show_default=True, callback=_size, metavar="HxW",
-              help="Size of the stored rough maps (the refiner's input size).")
-@click.option("--gt-size", default=None, callback=_size, metavar="HxW",
-              help="Evaluation resolution of the stored gt; default: the dataset's native size (480x640 for NYU).")
-@click.option("--with-rgb", is_flag=True, help="Also store the RGB image at --size (for RGB-conditioned refiners).")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
-              help="Storage type of the rough maps.")
-@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="lzf", show_default=True,
-              help="HDF5 compression, with the shuffle filter: lzf is fastest to read, gzip is readable by "
-              "non-h5py tools.")
-@click.option("--refiner", "refiners", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Trained refiner applied after the backbone, repeatable (chained in order).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Backbone batch size.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader worker processes.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed set before building the backbone.")
-@device_option
-@click.option("--overwrite", is_flag=True, help="Replace an existing file made by a different command.")
+@config_options(CacheBuildConfig)
 @quiet_option
-def cache(
-    backbone, weights, backbone_args, dataset, split, limit, dataset_args, out, size, gt_size, with_rgb,
-    dtype, compression, refiners, batch_size, workers, seed, device, overwrite, quiet,
-) -> None:
+def cache(quiet: bool, **params) -> None:
     """Run a backbone over a dataset split and store rough/gt pairs in an HDF5 cache.
 
     Re-running the same command resumes where a killed run stopped; a different command
@@ -74,30 +31,11 @@ def cache(
     from refinedepth.cache.build import build_cache
     from refinedepth.distributed import dist_info
 
+    config = config_from_params(CacheBuildConfig, params)
+    out = config.out
     rank = dist_info().rank
     with progress_bar(quiet=quiet or rank != 0, unit="samples") as progress:
-        result = build_cache(
-            out,
-            backbone=backbone,
-            weights=weights,
-            backbone_args=parse_key_values(backbone_args),
-            dataset=dataset,
-            dataset_args=parse_key_values(dataset_args, "--dataset-arg"),
-            split=split,
-            limit=limit,
-            size=size,
-            gt_size=gt_size,
-            with_rgb=with_rgb,
-            dtype=dtype,
-            compression=compression,
-            refiners=refiners,
-            batch_size=batch_size,
-            workers=workers,
-            seed=seed,
-            device=device,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        result = build_cache(out, **config.kwargs(), progress=progress)
     if rank != 0:
         return
     s = result.seconds

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import click
 
-from ._common import console, device_option, progress_bar, quiet_option
+from refinedepth.config import DEVICE_HELP, SYNTHETIC_FAMILIES
+
+from ._common import console, progress_bar, quiet_option
+
+
+def _default(name: str):
+    """``DemoConfig``'s default (demo.py imports nothing heavy), so the command line has none of
+    its own."""
+    from refinedepth.demo import DemoConfig
+
+    return DemoConfig.__dataclass_fields__[name].default
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder (caches, runs, report.md).")
+@click.option("--out", "out_dir", default=_default("out"), show_default=True, type=click.Path(file_okay=False), help="Output folder (caches, runs, report.md).")
 @click.option("--quick", is_flag=True, help="A miniature run (seconds; numbers meaningless), for smoke tests.")
-@click.option("--family", type=click.Choice(["indoor", "outdoor"]), default="indoor", show_default=True, help="Synthetic scene family.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
-@device_option
+@click.option("--family", type=click.Choice(SYNTHETIC_FAMILIES), default=_default("family"), show_default=True, help="Synthetic scene family.")
+@click.option("--seed", type=int, default=_default("seed"), show_default=True, help="Seed of every random choice.")
+@click.option("--device", default=_default("device"), show_default=True, help=DEVICE_HELP)
 @quiet_option
 def demo(out_dir: str, quick: bool, family: str, seed: int, device: str, quiet: bool) -> None:
     """Train a small FCRN, cache, train the refiner, evaluate rough vs refined, write a report.

@@ -4,45 +4,16 @@ from __future__ import annotations
 
 import click
 
-from ._common import (
-    backbone_options,
-    console,
-    device_option,
-    parse_key_values,
-    progress_bar,
-    quiet_option,
-)
+from refinedepth.config import PredictConfig
+
+from ._common import console, progress_bar, quiet_option
+from ._options import config_from_params, config_options
 
 
 @click.command("predict")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@backbone_options(required=True)
-@click.option(
-    "--refiner",
-    "refiners",
-    multiple=True,
-    type=click.Path(file_okay=False),
-    help="Refiner checkpoint directory applied after the backbone; repeat to chain.",
-)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Images per batch.")
-@click.option("--png-scale", type=click.FloatRange(min=0, min_open=True), default=1000.0, show_default=True, help="16-bit PNG units per metre (1000 = millimetres); recorded in the PNG.")
-@click.option("--overwrite", is_flag=True, default=False, help="Replace output files that already exist (otherwise they are refused before anything is written).")
-@device_option
+@config_options(PredictConfig)
 @quiet_option
-def predict(
-    inputs: tuple[str, ...],
-    backbone: str,
-    weights: str | None,
-    backbone_args: tuple[str, ...],
-    refiners: tuple[str, ...],
-    out_dir: str,
-    batch_size: int,
-    png_scale: float,
-    overwrite: bool,
-    device: str,
-    quiet: bool,
-) -> None:
+def predict(quiet: bool, **params) -> None:
     """Predict depth for images (files or folders): 16-bit PNG, .npy metres, colour PNG.
 
     For each image NAME it writes NAME_depth.png (depth x --png-scale, scale in the PNG's
@@ -53,26 +24,27 @@ def predict(
     \b
     Example:
       refinedepth predict photo.jpg --backbone fcrn --weights fcrn.safetensors --out pred/
-      refinedepth predict frames/ --backbone fcrn --weights runs/fcrn --refiner runs/refiner --out pred/
+      refinedepth predict frames/ --backbone fcrn --weights runs/fcrn/backbone.safetensors \\
+          --refiner runs/refiner --out pred/
     """
     import warnings
 
     from refinedepth.predict import predict_images
 
-    options = parse_key_values(backbone_args)
+    config = config_from_params(PredictConfig, params)
     with progress_bar(quiet, unit="images") as progress, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # printed below, once, from result.warnings
         result = predict_images(
-            inputs,
-            backbone,
-            out_dir,
-            weights=weights,
-            backbone_options=options,
-            refiners=refiners,
-            batch_size=batch_size,
-            device=device,
-            png_scale=png_scale,
-            overwrite=overwrite,
+            config.inputs,
+            config.backbone,
+            config.out_dir,
+            weights=config.weights,
+            backbone_options=config.backbone_args,
+            refiners=config.refiners,
+            batch_size=config.batch_size,
+            device=config.device,
+            png_scale=config.png_scale,
+            overwrite=config.overwrite,
             progress=progress,
         )
     for message in result.warnings:
@@ -84,6 +56,6 @@ def predict(
     if result.clipped_pixels:
         console().print(
             f"[yellow]warning:[/] {result.clipped_pixels} pixel(s) exceed the 16-bit PNG range at "
-            f"--png-scale {png_scale:g} and were clipped in the PNGs (the .npy files are exact)",
+            f"--png-scale {config.png_scale:g} and were clipped in the PNGs (the .npy files are exact)",
             highlight=False,
         )

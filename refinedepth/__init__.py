@@ -31,7 +31,7 @@ _LAZY = {
     "MetricAccumulator": "refinedepth.metrics",
     "compute_metrics": "refinedepth.metrics",
     "train_refiner": "refinedepth.refiner.train",
-    "TrainConfig": "refinedepth.refiner.train",
+    "TrainConfig": "refinedepth.config",
 }
 
 

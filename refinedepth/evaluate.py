@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import AVERAGING as _AVERAGING
+from .config import PROTOCOLS
 from .errors import CacheError, ConfigError
 from .progress import ProgressCallback
 from .refiner.chain import stage_names
 from .scoring import ALIGNMENTS, resolve_align
 
-PROTOCOLS = ("nyu", "make3d", "kitti", "none")
-AVERAGING = ("image", "pixel", "pooled")  # "pixel" is an alias of the metrics' "pooled"
+AVERAGING = (*_AVERAGING, "pooled")  # "pooled", the metrics' name, is accepted for "pixel"
 
 
 @dataclass

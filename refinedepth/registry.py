@@ -20,7 +20,6 @@ build the model.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import fnmatch
 import os
@@ -29,10 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BackboneNotFoundError, PluginError
+from .config import OUTPUT_KINDS, config_from_dict, config_to_dict
+from .errors import BackboneNotFoundError, PluginError, RefinedepthError
 
 ENTRY_POINT_GROUP = "refinedepth.backbones"
-OUTPUT_KINDS = ("metric", "relative", "disparity")
 _OWN_DISTRIBUTION = "refinedepth"
 
 
@@ -71,16 +70,11 @@ class BackboneInfo:
         object.__setattr__(self, "config", dict(self.config))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input_size"] = list(self.input_size)
-        d["output_size"] = list(self.output_size)
-        d["value_range"] = list(self.value_range)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BackboneInfo:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
+        return config_from_dict(cls, d)
 
 
 @dataclass
@@ -232,10 +226,20 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, **optio
     factory = get_factory(name)
     try:
         model = factory(weights=weights, **options)
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc):
-            raise PluginError(f"backbone {name!r} does not accept these options: {exc}") from exc
-        raise
+    except RefinedepthError:
+        raise  # the factory's own one-line error (bad option value, missing weights...)
+    except Exception as exc:  # anything else is the plugin's failure: say whose
+        source = _describe_source(_lookup(name))
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+        if isinstance(exc, TypeError) and "unexpected keyword" in str(exc):
+            raise PluginError(
+                f"backbone {name!r} ({source}) does not accept these options: {detail}; "
+                f"see 'refinedepth backbones info {name}'"
+            ) from exc
+        raise PluginError(
+            f"backbone {name!r} ({source}) failed to build: {detail}; fix the options or report it "
+            "to the plugin's authors (REFINEDEPTH_DEBUG=1 shows the traceback)"
+        ) from exc
     info = getattr(model, "info", None)
     if not isinstance(info, BackboneInfo):
         source = _lookup(name).source
@@ -244,6 +248,12 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, **optio
             "BackboneInfo as .info (see docs/plugins.md)"
         )
     return model
+
+
+def _describe_source(entry: _Entry) -> str:
+    if entry.source == "<runtime>":
+        return f"registered at runtime by {entry.target}"
+    return f"from distribution {entry.source!r}, {entry.target}"
 
 
 def backbone_info(name: str, **options: Any) -> BackboneInfo:

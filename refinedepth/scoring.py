@@ -43,12 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from .config import ALIGNMENTS  # noqa: F401 (auto = none for metric maps, median for the others)
+from .config import OUTPUT_KINDS as KINDS
 from .errors import ConfigError, ShapeError
 from .metrics import AVERAGING, MetricAccumulator, as_batch, get_protocol, valid_mask
 
-KINDS = ("metric", "relative", "disparity")
-#: alignment choices: ``auto`` = ``none`` for metric maps, ``median`` for the others
-ALIGNMENTS = ("auto", "none", "median", "lstsq")
 _AVERAGING_ALIASES = {"pixel": "pooled"}
 
 

@@ -29,16 +29,16 @@ Library use::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import TrainBackboneConfig  # noqa: F401 (the config lives in refinedepth.config)
 from .errors import CheckpointError, ConfigError, DataError
 from .progress import ProgressCallback
 
@@ -48,80 +48,6 @@ CHECKPOINT_DIR = "checkpoint"
 FORMAT = "refinedepth.train-backbone"
 # keep prepared samples in RAM when the whole split needs less than this
 _MEMORY_CACHE_LIMIT = 2 * 1024**3
-
-
-@dataclass(frozen=True)
-class TrainBackboneConfig:
-    """Everything that defines a stage-1 training run (serialised into ``config.json``).
-
-    Attributes:
-        dataset: dataset spec (``synthetic``, ``nyu:PATH``, ``folder:PATH``...).
-        out: output directory.
-        backbone: registry name of the backbone to train.
-        backbone_args: backbone options (e.g. ``{"encoder": "resnet18", "input_size": [96, 128]}``).
-        weights: optional initial weights for the backbone (fine-tuning).
-        dataset_args: reader options (e.g. ``{"size": [120, 160]}`` for ``synthetic``).
-        split / val_split: training and validation splits (``val_split=None`` skips validation).
-        limit / val_limit: use only the first N samples of a split.
-        epochs, batch_size, optimizer (``sgd`` | ``adam``), lr, momentum, weight_decay.
-        lr_step / lr_gamma: multiply the lr by ``lr_gamma`` every ``lr_step`` epochs (0: constant).
-        augment: horizontal flips and brightness/colour jitter on the training split.
-        init_output_bias: start the final conv's bias at the training set's mean depth (a fresh
-            model then predicts a plausible constant, which shortens CPU-sized runs).
-        val_at_start: also validate before the first epoch (records the untrained baseline).
-        seed, device (``auto`` | ``cpu`` | ``cuda[:i]``), workers (DataLoader processes).
-        cache_in_memory: keep resized samples in RAM after the first epoch (skipped automatically
-            when the split would need more than 2 GiB).
-    """
-
-    dataset: str = "synthetic"
-    out: str = "runs/backbone"
-    backbone: str = "fcrn"
-    backbone_args: Mapping[str, Any] = field(default_factory=dict)
-    weights: str | None = None
-    dataset_args: Mapping[str, Any] = field(default_factory=dict)
-    split: str = "train"
-    val_split: str | None = "test"
-    limit: int | None = None
-    val_limit: int | None = None
-    epochs: int = 20
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    lr: float = 1e-2
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_step: int = 6
-    lr_gamma: float = 0.1
-    augment: bool = True
-    init_output_bias: bool = True
-    val_at_start: bool = False
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
-    cache_in_memory: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "backbone_args", dict(self.backbone_args))
-        object.__setattr__(self, "dataset_args", dict(self.dataset_args))
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if self.lr_step < 0 or self.workers < 0:
-            raise ConfigError("lr_step and workers must be >= 0")
-        if self.val_split is not None and self.val_split == self.split and self.split != "all":
-            pass  # allowed (e.g. overfitting checks), just not recommended
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainBackboneConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

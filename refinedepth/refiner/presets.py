@@ -12,11 +12,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import AUGMENTATIONS, INPUT_MODES, PRESET_NAMES  # noqa: F401 (the name lists)
 from ..errors import ConfigError
 from .models import DiscriminatorConfig, GeneratorConfig, parse_layers
-
-INPUT_MODES = ("rough", "rough+rgb", "rgb")
-AUGMENTATIONS = ("hflip", "scale", "brightness")
 
 
 def input_channels(inputs: str) -> int:

@@ -36,135 +36,17 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainConfig lives in config)
 from ..distributed import barrier, init_distributed
 from ..errors import CheckpointError, ConfigError
 from ..progress import ProgressCallback
 from . import checkpoint as ckpt
 from .models import build_discriminator, build_generator, count_parameters
 from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
-from .presets import AUGMENTATIONS, INPUT_MODES, get_preset
+from .presets import get_preset
 
-LR_SCHEDULES = ("constant", "linear")
-GAN_MODES = ("vanilla", "lsgan", "none")
 # Options that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every", "val_limit")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a refiner training run (stored in every checkpoint).
-
-    Attributes:
-        train: training cache (HDF5, SPEC §5). ``val``: optional validation cache.
-        out: run directory (``last/``, ``best/``, ``log.jsonl``).
-        preset: architecture (``paper-nyu``, ``paper-make3d``, ``pix2pix``, ``small``).
-        inputs: ``rough`` (the paper), ``rough+rgb``, or ``rgb`` (the "single cGAN" baseline).
-        residual: predict a correction of the rough map; ``None`` takes the preset's default.
-        size: generator input ``(height, width)``; ``None`` takes the preset's.
-        epochs, batch_size, lr, beta1, beta2: optimisation (paper: 20, 1, 2e-4, 0.5, 0.999).
-        lr_schedule: ``constant`` or ``linear`` (constant for the first half of the steps, then
-            linearly to zero, as pix2pix does per epoch).
-        gan_mode: ``vanilla`` (BCE, paper), ``lsgan``, or ``none`` (L1 only, no discriminator).
-        lambda_l1: weight of the L1 term (paper: 100).
-        augment: subset of ``hflip``, ``scale`` (zoom by s, depths / s) and ``brightness`` (RGB);
-            ``None`` takes the preset's default.
-        max_depth: metres mapped to +1; ``None`` reads the cache's ``max_depth`` attribute.
-        seed, device, bf16 (autocast on CUDA), workers (DataLoader processes).
-        max_steps: stop after this many optimisation steps in total (tests, smoke runs).
-        resume: continue from ``out/last``; overwrite: start again even if ``out`` holds a run.
-        val_limit: validate on the first N samples of ``val`` only.
-        select_metric: validation metric (lower is better) that picks the ``best`` checkpoint.
-        log_every: write a training line to ``log.jsonl`` every N steps.
-    """
-
-    train: str
-    out: str
-    val: str | None = None
-    preset: str = "small"
-    inputs: str = "rough"
-    residual: bool | None = None
-    size: tuple[int, int] | None = None
-    epochs: int = 20
-    batch_size: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_schedule: str = "constant"
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
-    augment: tuple[str, ...] | None = None
-    max_depth: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = False
-    workers: int = 0
-    max_steps: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    val_limit: int | None = None
-    select_metric: str = "abs_rel"
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        get_preset(self.preset)
-        if self.inputs not in INPUT_MODES:
-            raise ConfigError(f"unknown inputs {self.inputs!r}: expected one of {', '.join(INPUT_MODES)}")
-        if self.inputs == "rgb" and self.residual:
-            raise ConfigError("residual=True needs the rough map as input; use inputs 'rough' or 'rough+rgb'")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}: expected one of {', '.join(LR_SCHEDULES)}")
-        if self.gan_mode not in GAN_MODES:
-            raise ConfigError(f"unknown GAN mode {self.gan_mode!r}: expected one of {', '.join(GAN_MODES)}")
-        if self.augment is not None:
-            aug = tuple(a for a in self.augment if a and a != "none")
-            bad = [a for a in aug if a not in AUGMENTATIONS]
-            if bad:
-                raise ConfigError(f"unknown augmentation {bad[0]!r}: expected any of {', '.join(AUGMENTATIONS)} or none")
-            object.__setattr__(self, "augment", aug)
-        if self.size is not None:
-            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
-        for name in ("epochs", "batch_size", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be >= 0, got {self.workers}")
-        if self.lr <= 0 or self.lambda_l1 < 0:
-            raise ConfigError(f"expected lr > 0 and lambda_l1 >= 0, got lr={self.lr}, lambda_l1={self.lambda_l1}")
-        object.__setattr__(self, "train", str(self.train))
-        object.__setattr__(self, "out", str(self.out))
-        if self.val is not None:
-            object.__setattr__(self, "val", str(self.val))
-
-    @property
-    def effective_residual(self) -> bool:
-        if self.residual is None:  # the preset's default, which needs a rough input
-            return get_preset(self.preset).residual and self.inputs != "rgb"
-        return bool(self.residual)
-
-    @property
-    def effective_augment(self) -> tuple[str, ...]:
-        return get_preset(self.preset).augment if self.augment is None else self.augment
-
-    @property
-    def effective_size(self) -> tuple[int, int]:
-        return self.size or get_preset(self.preset).size
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["size"] = list(self.size) if self.size else None
-        d["augment"] = list(self.augment) if self.augment is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        for key in ("size", "augment"):
-            if kw.get(key) is not None:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
 
 
 @dataclass
