@@ -6,7 +6,7 @@ import json
 
 import click
 
-from refinedepth.config import CacheBuildConfig
+from refinedepth.config import EXPORT_AT, CacheBuildConfig
 
 from ._common import console, progress_bar, quiet_option
 from ._options import config_from_params, config_options
@@ -84,7 +84,7 @@ def cache_merge(out, shards, overwrite) -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--scale", type=float, default=None,
               help="PNG value per metre; default 1000 (mm) when max_depth <= 65 m, else 256.")
-@click.option("--at", "at", type=click.Choice(["rough", "gt"]), default="rough", show_default=True,
+@click.option("--at", "at", type=click.Choice(EXPORT_AT), default=EXPORT_AT[0], show_default=True,
               help="Pair size: the cache size (gt resized, nearest) or the evaluation size (rough resized).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Export only the first N samples.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty OUT_DIR/<split>.")

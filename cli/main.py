@@ -6,9 +6,11 @@ Sub-commands live one per module in this package and are imported only when invo
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import os
+import re
 import sys
 
 import click
@@ -59,6 +61,13 @@ class LazyGroup(click.Group):
             if debug_enabled():
                 raise
             raise click.ClickException(_one_line(exc)) from None
+        except OSError as exc:
+            # permission, read-only file system, disk full... on a file we read or write: the
+            # one error path for OS-level failures (issue 13), one line naming the file
+            line = os_error_line(exc)
+            if line is None or debug_enabled():
+                raise
+            raise click.ClickException(line) from None
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
@@ -71,6 +80,49 @@ def _one_line(exc: BaseException) -> str:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
     return " ".join(text.split()) or type(exc).__name__
+
+
+_PERMISSION = "check its permissions (and its folder's), or choose another path"
+_FULL = "free some space, or choose a path on another disk"
+# errno -> what to do about it
+OS_ERROR_ADVICE: dict[int, str] = {
+    errno.EACCES: _PERMISSION,
+    errno.EPERM: _PERMISSION,
+    errno.EROFS: "the file system is read-only: choose a path on a writable one",
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: "the disk quota is exceeded: " + _FULL,
+    errno.EFBIG: "the file is too large for this file system: " + _FULL,
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "it is a folder: give a file name",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "a file is in the way: remove it, or choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EIO: "the disk reported an I/O error: check the device, or choose another disk",
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for an OS-level failure on a file: ``FILE: what happened; what to do``.
+
+    ``None`` when the error names no errno this knows (a bug, which keeps its traceback).
+    h5py reports such failures as an ``OSError`` without ``errno``/``filename`` but with
+    ``name = '...'`` and ``errno = N`` in its message; those are read from the message.
+    """
+    code, filename = exc.errno, exc.filename
+    text = str(exc)
+    if code is None:
+        m = re.search(r"errno = (\d+)", text)
+        code = int(m.group(1)) if m else None
+    if filename is None:
+        m = re.search(r"name = '([^']*)'", text)
+        filename = m.group(1) if m else None
+    if code not in OS_ERROR_ADVICE:
+        return None
+    what = os.strerror(code).lower()
+    where = f"{os.fsdecode(filename)}: " if filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{os.fsdecode(filename)} -> {os.fsdecode(exc.filename2)}: "
+    return f"{where}{what} (errno {errno.errorcode.get(code, code)}); {OS_ERROR_ADVICE[code]}"
 
 
 def _module_exists(name: str) -> bool:

@@ -47,6 +47,8 @@ ROUGH_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("gzip", "lzf", "none")
 OUTPUT_KINDS = ("metric", "relative", "disparity")
 SYNTHETIC_FAMILIES = ("indoor", "outdoor")
+# export-ab --at: pairs at the cache's rough size or at the ground truth's (evaluation) size
+EXPORT_AT = ("rough", "gt")
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 DATASET_HELP = "nyu:PATH, make3d:PATH, folder:PATH, synthetic, synthetic:indoor or synthetic:outdoor."
@@ -246,6 +248,11 @@ def field_default(f: dataclasses.Field) -> Any:
     return MISSING
 
 
+def accepts_none(f: dataclasses.Field) -> bool:
+    """Whether a field may be ``None`` (its annotation says ``| None``, or its default is)."""
+    return "None" in str(f.type) or f.default is None
+
+
 class ConfigBase:
     """Validation and serialisation shared by the configs (a mixin of frozen dataclasses)."""
 
@@ -254,8 +261,7 @@ class ConfigBase:
             opt = option_of(f)
             if opt is None:
                 continue
-            optional = field_default(f) is None
-            value = opt.check(getattr(self, f.name), f.name, optional)
+            value = opt.check(getattr(self, f.name), f.name, accepts_none(f))
             object.__setattr__(self, f.name, value)
         self.check()
 
@@ -326,7 +332,7 @@ def validate(cls: type, name: str, value: Any, what: str | None = None) -> Any:
     opt = option_of(f)
     if opt is None:
         return value
-    return opt.check(value, what or name, field_default(f) is None)
+    return opt.check(value, what or name, accepts_none(f))
 
 
 # -- shared declarations -----------------------------------------------------------------------
@@ -690,6 +696,7 @@ __all__ = [
     "AUGMENTATIONS",
     "AVERAGING",
     "COMPRESSIONS",
+    "EXPORT_AT",
     "GAN_MODES",
     "INPUT_MODES",
     "LR_SCHEDULES",

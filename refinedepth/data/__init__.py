@@ -9,13 +9,16 @@ splits. Datasets are named by a spec string, as on the command line::
     open_dataset("synthetic:outdoor", split="test", limit=64, size=(240, 320))
 
 Reader options are keyword arguments of :func:`open_dataset` (``size=``, ``scale=``, ``raw=``...).
-New readers can be added with :func:`register_reader`.
+They are checked against the reader's signature before it is opened: an unknown name gets a
+"did you mean", a value of the wrong type (``size=abc``) says what was expected
+(:func:`check_options`). New readers can be added with :func:`register_reader`.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
 
@@ -73,6 +76,96 @@ def _reader(name: str) -> Callable[..., DepthDataset]:
     return factory
 
 
+# parameters every reader takes from open_dataset itself, not from the caller's options
+_OWN_PARAMETERS = ("split", "limit", "spec")
+_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "os.PathLike": "a path",
+    "None": "none",
+}
+
+
+def reader_options(name: str) -> dict[str, inspect.Parameter] | None:
+    """The options reader ``name`` accepts (name -> parameter); ``None`` when it takes any
+    (a factory with ``**kwargs``)."""
+    try:
+        signature = inspect.signature(_reader(name))
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+        return None
+    params = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # the first parameter is the spec's argument (the path after the colon)
+    return {p.name: p for p in params[1:] if p.kind in keyword and p.name not in _OWN_PARAMETERS}
+
+
+def _annotation_parts(p: inspect.Parameter) -> list[str]:
+    text = p.annotation if isinstance(p.annotation, str) else ""
+    return [t.strip() for t in text.split("|") if t.strip()]
+
+
+def _check_value(spec: str, key: str, value: Any, p: inspect.Parameter) -> Any:
+    """``value`` for option ``key``, checked against the reader's annotation where it is one of
+    the plain types readers use (anything else is left to the reader)."""
+    parts = _annotation_parts(p)
+    if not parts:
+        return value
+    if value is None:
+        if "None" in parts or p.default is None:
+            return None
+    elif "tuple[int, int]" in parts:  # a (height, width) size
+        from ..geometry import parse_hw
+
+        return parse_hw(value, f"dataset option {key} of {spec!r}")
+    elif isinstance(value, bool):
+        if "bool" in parts:
+            return value
+    elif isinstance(value, int):
+        if "int" in parts or "float" in parts:
+            return value
+    elif isinstance(value, float):
+        if "float" in parts:
+            return value
+    elif isinstance(value, str):
+        if "str" in parts or "os.PathLike" in parts:
+            return value
+    elif isinstance(value, (list, tuple)):
+        if any(t.startswith(("tuple[", "list[")) for t in parts):
+            return value
+    known = all(t in _WORDS or t.startswith(("tuple[", "list[")) for t in parts)
+    if not known:
+        return value  # an annotation this check does not understand
+    words = [_WORDS.get(t, "a list such as [1,2]") for t in parts]
+    expected = " or ".join(dict.fromkeys(words))
+    raise ConfigError(f"dataset option {key}={value!r} of {spec!r} must be {expected}")
+
+
+def check_options(spec: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` for the reader of ``spec``, checked: an unknown name raises a
+    :class:`ConfigError` with a "did you mean" and the list of the reader's options; a value of
+    the wrong type says what was expected. Sizes come back as ``(height, width)``."""
+    name, _ = parse_spec(spec)
+    accepted = reader_options(name)
+    if accepted is None:
+        return dict(options)
+    out = {}
+    for key, value in options.items():
+        if key not in accepted:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            names = ", ".join(accepted) or "none"
+            if close:
+                hint = f"did you mean {close[0]!r}? (its options: {names}; see docs/data.md)"
+            else:
+                hint = f"did you mean one of: {names}? (see docs/data.md)"
+            raise ConfigError(f"dataset {name!r} has no option {key!r}; {hint}")
+        out[key] = _check_value(spec.strip(), key, value, accepted[key])
+    return out
+
+
 def open_dataset(spec: str, split: str = "train", limit: int | None = None, **options: Any) -> DepthDataset:
     """Open the dataset named by ``spec`` (see the module docstring) at ``split``.
 
@@ -81,6 +174,7 @@ def open_dataset(spec: str, split: str = "train", limit: int | None = None, **op
     ``native_size``, ``max_depth`` and ``protocol``.
     """
     name, arg = parse_spec(spec)
+    options = check_options(spec, options)
     return _reader(name)(arg, split=split, limit=limit, spec=spec.strip(), **options)
 
 
@@ -88,8 +182,10 @@ __all__ = [
     "SPLITS",
     "DepthDataset",
     "Sample",
+    "check_options",
     "list_readers",
     "open_dataset",
     "parse_spec",
+    "reader_options",
     "register_reader",
 ]
