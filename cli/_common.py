@@ -50,6 +50,22 @@ def parse_key_values(items: tuple[str, ...] | list[str], option: str = "--backbo
     return out
 
 
+def check_writable(path: str | None) -> None:
+    """Fail now, not after the work, when ``path`` cannot be written: create its folder and a
+    scratch file beside it (an ``OSError`` here becomes the one-line error of ``cli/main.py``)."""
+    if not path:
+        return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, scratch = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=folder)
+    os.close(fd)
+    os.unlink(scratch)
+
+
 def quiet_option(f):
     return click.option("-q", "--quiet", is_flag=True, help="No progress bars (for logs).")(f)
 

@@ -6,7 +6,7 @@ import click
 
 from refinedepth.config import EvaluateConfig
 
-from ._common import console, progress_bar, quiet_option
+from ._common import check_writable, console, progress_bar, quiet_option
 from ._options import config_from_params, config_options
 
 
@@ -31,6 +31,8 @@ def evaluate(quiet: bool, **params) -> None:
     from refinedepth.report import write_json
 
     config = config_from_params(EvaluateConfig, params)
+    for path in (config.json_path, config.csv_path):
+        check_writable(path)  # before the evaluation, not after it
     with progress_bar(quiet, unit="samples") as progress:
         result = evaluate_cache(config.cache, config.refiners, **config.kwargs(), progress=progress)
     click.echo(result.table())

@@ -233,12 +233,12 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, **optio
         detail = " ".join(f"{type(exc).__name__}: {exc}".split())
         if isinstance(exc, TypeError) and "unexpected keyword" in str(exc):
             raise PluginError(
-                f"backbone {name!r} ({source}) does not accept these options: {detail}; "
+                f"backbone {name!r} {source} does not accept these options: {detail}; "
                 f"see 'refinedepth backbones info {name}'"
             ) from exc
         raise PluginError(
-            f"backbone {name!r} ({source}) failed to build: {detail}; fix the options or report it "
-            "to the plugin's authors (REFINEDEPTH_DEBUG=1 shows the traceback)"
+            f"backbone {name!r} {source} failed to build: {detail}; check its options, or report "
+            "it to the plugin's authors (REFINEDEPTH_DEBUG=1 shows the traceback)"
         ) from exc
     info = getattr(model, "info", None)
     if not isinstance(info, BackboneInfo):
@@ -252,8 +252,8 @@ def create_backbone(name: str, weights: str | os.PathLike | None = None, **optio
 
 def _describe_source(entry: _Entry) -> str:
     if entry.source == "<runtime>":
-        return f"registered at runtime by {entry.target}"
-    return f"from distribution {entry.source!r}, {entry.target}"
+        return f"registered at runtime ({entry.target})"
+    return f"from distribution {entry.source!r} ({entry.target})"
 
 
 def backbone_info(name: str, **options: Any) -> BackboneInfo:

@@ -18,8 +18,9 @@ def _dist_info(site: Path, dist: str, version: str, entry_points: dict[str, str]
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
-def make_plugin_site(site: Path, broken: bool = True) -> Path:
-    """Put the docs' example plugin (and optionally a broken one) into ``site`` as if installed."""
+def make_plugin_site(site: Path, broken: bool = True, raising: bool = False) -> Path:
+    """Put the docs' example plugin (and optionally a broken one, which fails to import, and a
+    raising one, whose factory raises) into ``site`` as if installed."""
     site.mkdir(parents=True, exist_ok=True)
     shutil.copytree(EXAMPLE / "refinedepth_example_plugin", site / "refinedepth_example_plugin")
     _dist_info(
@@ -44,4 +45,16 @@ def make_plugin_site(site: Path, broken: bool = True) -> Path:
             "0.0.1",
             {"broken-net": "refinedepth_broken_plugin:create"},
         )
+    if raising:
+        pkg = site / "refinedepth_raising_plugin"
+        pkg.mkdir()
+        (pkg / "__init__.py").write_text(
+            textwrap.dedent(
+                """
+                def create(weights=None, **options):
+                    raise ValueError("width must be even")
+                """
+            )
+        )
+        _dist_info(site, "refinedepth-raising-plugin", "0.0.2", {"raising-net": "refinedepth_raising_plugin:create"})
     return site
