@@ -198,7 +198,7 @@ def test_refuses_unknown_backbone_and_missing_dataset_path(tmp_path):
 
 def test_bad_size_is_a_usage_error(tmp_path):
     result = _invoke(["cache", *COMMON, "--size", "256", "--out", str(tmp_path / "x.h5")])
-    assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.output
+    assert result.exit_code == 1 and "HEIGHTxWIDTH" in result.output
 
 
 # ------------------------------------------------------------------------ in-process commands

@@ -170,7 +170,7 @@ def test_cli_trains_and_reports_json(caches, tmp_path):
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1].startswith("Error: ") and "already holds a training run" in res.output
     res = CliRunner().invoke(cli, [*args[:-6], "--size", "10"])
-    assert res.exit_code == 2 and "expected HEIGHTxWIDTH" in res.output
+    assert res.exit_code == 1 and "must be HEIGHTxWIDTH" in res.output
 
 
 def test_rgb_only_baseline_trains_without_residual_and_refines_from_images(caches, tmp_path):
