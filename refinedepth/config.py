@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass
@@ -97,10 +98,10 @@ class Option:
 
 def _number(opt: Option, value: Any, what: str, integer: bool) -> int | float:
     word = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__index__"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{what} must be {word}, got {value!r}")
     if integer:
-        if isinstance(value, float) and not value.is_integer():
+        if not isinstance(value, numbers.Integral) and not float(value).is_integer():
             raise ConfigError(f"{what} must be {word}, got {value!r}")
         value = int(value)
     else:
@@ -115,9 +116,9 @@ def _number(opt: Option, value: Any, what: str, integer: bool) -> int | float:
     return value
 
 
-def parse_hw(value: Any, what: str = "size") -> tuple[int, int]:
-    """:func:`refinedepth.geometry.parse_hw`, imported on use (geometry imports numpy, and
-    ``import refinedepth`` imports this module through the registry)."""
+def _parse_hw(value: Any, what: str = "size") -> tuple[int, int]:
+    """:func:`refinedepth.geometry.parse_hw` (the one HxW parser), imported on use: geometry
+    imports numpy, and ``import refinedepth`` imports this module through the registry."""
     from .geometry import parse_hw as parse
 
     return parse(value, what)
@@ -173,7 +174,7 @@ _CHECKS: dict[str, Callable[[Option, Any, str], Any]] = {
     "str": _typed(str, "a string"),
     "path": _path,
     "choice": _choice,
-    "size": lambda o, v, w: parse_hw(v, w),
+    "size": lambda o, v, w: _parse_hw(v, w),
     "names": _names,
     "paths": lambda o, v, w: tuple(_path(o, p, w) for p in ([v] if isinstance(v, (str, os.PathLike)) else v)),
     "mapping": lambda o, v, w: dict(v) if isinstance(v, Mapping) else _typed(Mapping, "a mapping")(o, v, w),
@@ -475,7 +476,7 @@ class TrainConfig(ConfigBase):
 def check_refiner_size(size: Any, preset: str, what: str = "size") -> tuple[int, int]:
     """``size`` as ``(h, w)``, refused unless both sides are multiples of the preset's
     downsampling (``2 ** stride-2 encoder layers``)."""
-    h, w = parse_hw(size, what)
+    h, w = _parse_hw(size, what)
     m = PRESET_MULTIPLES.get(preset)
     if m and (h % m or w % m):
         raise ConfigError(
