@@ -561,7 +561,7 @@ class TrainBackboneConfig(ConfigBase):
 # -- caching -----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CacheBuildConfig(ConfigBase):
-    """The options of :func:`refinedepth.cache_build.build_cache` (``refinedepth cache``).
+    """The options of :func:`refinedepth.cache.build.build_cache` (``refinedepth cache``).
 
     ``build_cache`` takes them as keyword arguments with the same names and defaults (a test
     compares them); ``CacheBuildConfig(...).kwargs()`` is what the CLI passes it.

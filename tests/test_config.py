@@ -29,7 +29,7 @@ COMMANDS = {
     "train-refiner": (C.TrainConfig, None, ["--train", "a.h5", "--out", "run"], {}),
     "train-backbone": (C.TrainBackboneConfig, None, ["--dataset", "synthetic", "--out", "run"], {}),
     "cache": (
-        C.CacheBuildConfig, "refinedepth:build_cache",
+        C.CacheBuildConfig, "refinedepth.cache.build:build_cache",
         ["--backbone", "fcrn", "--dataset", "synthetic", "--out", "a.h5"], {},
     ),
     "evaluate": (C.EvaluateConfig, "refinedepth.evaluate:evaluate_cache", ["--cache", "a.h5"], {}),
@@ -156,10 +156,7 @@ def test_commands_without_a_config_agree_with_their_library_functions():
     assert check == {"name": "fcrn", "weights": inspect.signature(check_backbone).parameters["weights"].default,
                      "backbone_args": {}}
 
-    try:
-        from refinedepth.cache.export import export_ab
-    except ImportError:
-        from refinedepth.cache_export import export_ab
+    from refinedepth.cache.export import export_ab
     export = parsed(_command("export-ab"), ["c.h5", "out"])
     sig = inspect.signature(export_ab).parameters
     for key in ("scale", "at", "limit", "overwrite"):
@@ -187,11 +184,8 @@ def test_name_lists_match_the_modules_that_use_them():
     from refinedepth import registry
 
     assert registry.OUTPUT_KINDS is C.OUTPUT_KINDS
-    try:
-        from refinedepth.cache import COMPRESSIONS, ROUGH_DTYPES
-    except ImportError:  # the cache package may keep them in a sub-module
-        from refinedepth.cache.config import COMPRESSIONS, ROUGH_DTYPES
-    assert tuple(ROUGH_DTYPES) == C.ROUGH_DTYPES and tuple(COMPRESSIONS) == C.COMPRESSIONS
+    from refinedepth.cache.config import COMPRESSIONS, ROUGH_DTYPES
+    assert ROUGH_DTYPES is C.ROUGH_DTYPES and COMPRESSIONS is C.COMPRESSIONS
 
 
 # ----------------------------------------------------------------------- validation

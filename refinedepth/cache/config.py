@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import COMPRESSIONS, ROUGH_DTYPES  # noqa: F401 (the name lists live there)
 from ..errors import ConfigError
 
 FORMAT = "refinedepth-cache"
 SCHEMA_VERSION = 1
-ROUGH_DTYPES = ("float32", "float16")
-COMPRESSIONS = ("gzip", "lzf", "none")
 # lzf decodes 1.3-2x faster than gzip and writes 3x faster, for ~12% more disk (see
 # docs/performance.md); gzip is the portable choice for tools without h5py's lzf filter.
 DEFAULT_COMPRESSION = "lzf"

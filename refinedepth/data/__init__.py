@@ -88,6 +88,17 @@ _WORDS = {
 }
 
 
+# value type -> the annotations (or their beginnings) that accept it; bool before int, object last
+_ACCEPTED_BY: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (bool, ("bool",)),
+    (int, ("int", "float")),
+    (float, ("float",)),
+    (str, ("str", "os.PathLike")),
+    ((list, tuple), ("tuple[", "list[")),
+    (object, ()),
+)
+
+
 def reader_options(name: str) -> dict[str, inspect.Parameter] | None:
     """The options reader ``name`` accepts (name -> parameter); ``None`` when it takes any
     (a factory with ``**kwargs``)."""
@@ -121,20 +132,9 @@ def _check_value(spec: str, key: str, value: Any, p: inspect.Parameter) -> Any:
         from ..geometry import parse_hw
 
         return parse_hw(value, f"dataset option {key} of {spec!r}")
-    elif isinstance(value, bool):
-        if "bool" in parts:
-            return value
-    elif isinstance(value, int):
-        if "int" in parts or "float" in parts:
-            return value
-    elif isinstance(value, float):
-        if "float" in parts:
-            return value
-    elif isinstance(value, str):
-        if "str" in parts or "os.PathLike" in parts:
-            return value
-    elif isinstance(value, (list, tuple)):
-        if any(t.startswith(("tuple[", "list[")) for t in parts):
+    else:
+        accepted = next(names for kind, names in _ACCEPTED_BY if isinstance(value, kind))
+        if any(t in accepted or t.startswith(accepted) for t in parts):
             return value
     known = all(t in _WORDS or t.startswith(("tuple[", "list[")) for t in parts)
     if not known:
