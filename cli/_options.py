@@ -51,7 +51,7 @@ def _number_type(opt: Option, integer: bool) -> click.ParamType:
     if opt.minimum is None and opt.maximum is None:
         return click.INT if integer else click.FLOAT
     kind = click.IntRange if integer else click.FloatRange
-    return kind(min=opt.minimum, max=opt.maximum, min_open=opt.exclusive)
+    return kind(min=opt.minimum, max=opt.maximum, min_open=opt.exclusive, max_open=opt.below)
 
 
 def _callback(cls: type, f: dataclasses.Field, opt: Option, name: str) -> Callable[..., Any]:

@@ -62,8 +62,8 @@ class Option:
 
     ``kind`` selects the check: ``int``, ``float``, ``bool``, ``str``, ``path``, ``choice``,
     ``size`` (HxW), ``names`` (a subset of ``choices``), ``paths`` (a tuple of paths) or
-    ``mapping`` (``KEY=VALUE`` options). ``minimum`` bounds numbers (``exclusive`` makes it
-    strict). The remaining attributes shape the command-line option generated from the field:
+    ``mapping`` (``KEY=VALUE`` options). ``minimum``/``maximum`` bound numbers
+    (``exclusive`` makes the minimum strict, ``below`` the maximum). The remaining attributes shape the command-line option generated from the field:
     ``cli`` is its name (``None``: ``--field-name``; ``False``: library only), ``argument``
     makes it positional, ``required`` makes it required on the command line even where the
     library has a default, ``cli_default``/``parse`` spell the default as text and read it back
@@ -77,6 +77,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     exclusive: bool = False
+    below: bool = False
     cli: str | bool | None = None
     argument: bool = False
     required: bool = False
@@ -111,8 +112,8 @@ def _number(opt: Option, value: Any, what: str, integer: bool) -> int | float:
     lo, hi = opt.minimum, opt.maximum
     if lo is not None and (value <= lo if opt.exclusive else value < lo):
         raise ConfigError(f"{what} must be {'>' if opt.exclusive else '>='} {lo:g}, got {value!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{what} must be <= {hi:g}, got {value!r}")
+    if hi is not None and (value >= hi if opt.below else value > hi):
+        raise ConfigError(f"{what} must be {'<' if opt.below else '<='} {hi:g}, got {value!r}")
     return value
 
 
@@ -194,9 +195,12 @@ def int_option(default: Any = MISSING, *, help: str, minimum: int | None = None,
 
 def float_option(
     default: Any = MISSING, *, help: str, minimum: float | None = None, maximum: float | None = None,
-    exclusive: bool = False, **cli: Any,
+    exclusive: bool = False, below: bool = False, **cli: Any,
 ) -> Any:
-    return _field(default, Option("float", help, minimum=minimum, maximum=maximum, exclusive=exclusive, **cli))
+    return _field(
+        default,
+        Option("float", help, minimum=minimum, maximum=maximum, exclusive=exclusive, below=below, **cli),
+    )
 
 
 def bool_option(default: Any = False, *, help: str, **cli: Any) -> Any:
@@ -416,8 +420,8 @@ class TrainConfig(ConfigBase):
     epochs: int = int_option(20, minimum=1, help="Passes over --train (paper: 20).")
     batch_size: int = int_option(1, minimum=1, help="Pairs per step (paper: 1).")
     lr: float = float_option(2e-4, minimum=0, exclusive=True, help="Adam learning rate (G and D).")
-    beta1: float = float_option(0.5, minimum=0, maximum=1, help="Adam beta1 (pix2pix: 0.5).")
-    beta2: float = float_option(0.999, minimum=0, maximum=1, help="Adam beta2.")
+    beta1: float = float_option(0.5, minimum=0, maximum=1, below=True, help="Adam beta1 (pix2pix: 0.5).")
+    beta2: float = float_option(0.999, minimum=0, maximum=1, below=True, help="Adam beta2.")
     lr_schedule: str = choice_option(
         "constant", choices=LR_SCHEDULES,
         help="linear: constant for the first half of the steps, then linearly to zero.",

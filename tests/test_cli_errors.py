@@ -100,10 +100,13 @@ def test_unknown_or_malformed_dataset_arg_is_one_line_with_did_you_mean(tmp_path
 
 
 def test_dataset_options_are_checked_in_the_library_and_sizes_parsed():
+    from pathlib import Path
+
     from refinedepth.data import check_options, open_dataset
     from refinedepth.errors import ConfigError
 
     assert check_options("synthetic", {"size": "24x32", "seed": 3}) == {"size": (24, 32), "seed": 3}
+    assert check_options("nyu:x.mat", {"splits": Path("s.mat"), "raw": True}) == {"splits": Path("s.mat"), "raw": True}
     assert open_dataset("synthetic", split="test", limit=1, size="24x32")[0].depth.shape == (24, 32)
     with pytest.raises(ConfigError, match="dataset option seed=1.5 of 'synthetic' must be an integer"):
         open_dataset("synthetic", seed=1.5)

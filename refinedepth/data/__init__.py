@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
@@ -95,6 +96,7 @@ _ACCEPTED_BY: tuple[tuple[type, tuple[str, ...]], ...] = (
     (float, ("float",)),
     (str, ("str", "os.PathLike")),
     ((list, tuple), ("tuple[", "list[")),
+    (os.PathLike, ("os.PathLike",)),
     (object, ()),
 )
 
