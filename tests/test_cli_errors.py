@@ -237,7 +237,7 @@ def test_num_visuals_reports_the_number_of_samples(cache_file, tmp_path):
     result = CliRunner().invoke(cli, ["evaluate", "--cache", str(cache_file), "--visuals", str(tmp_path / "v"),
                                       "--num-visuals", "3", "--device", "cpu", "-q"])
     assert result.exit_code == 0, result.output
-    assert f"wrote picture grids of 3 sample(s) to {tmp_path / 'v'}" in result.output
+    assert f"wrote a picture grid of 3 sample(s) and 3 per-sample picture(s) to {tmp_path / 'v'}" in result.output
     assert len(list((tmp_path / "v").glob("sample_*.png"))) == 3
 
 

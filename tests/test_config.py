@@ -179,7 +179,10 @@ def test_name_lists_match_the_modules_that_use_them():
         assert preset.size[0] % C.PRESET_MULTIPLES[name] == 0
     assert presets.INPUT_MODES is C.INPUT_MODES and presets.AUGMENTATIONS is C.AUGMENTATIONS
     assert set(metrics.PROTOCOLS) == set(C.PROTOCOLS)
-    assert tuple(metrics.ALIGNMENTS) == C.ALIGNMENTS
+    from refinedepth import scoring
+
+    assert scoring.ALIGNMENTS is C.ALIGNMENTS and scoring.KINDS is C.OUTPUT_KINDS
+    assert set(metrics.ALIGNMENTS) == set(C.ALIGNMENTS) - {"auto"}  # auto is resolved before
     assert set(normalize.OUTPUT_KINDS) == set(C.OUTPUT_KINDS)
     from refinedepth import registry
 
