@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "refinedepth.cli.evaluate:evaluate",
     "predict": "refinedepth.cli.predict:predict",
     "demo": "refinedepth.cli.demo:demo",
+    "export": "refinedepth.cli.export:export",
 }
 
 

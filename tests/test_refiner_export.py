@@ -85,3 +85,22 @@ def test_pix2pix_matches_pytorch(tmp_path):
     refiner = make_refiner("pix2pix")
     worst = run_both(refiner, tmp_path / "pix2pix.onnx", [(1, 256, 256), (2, 240, 320)])
     assert worst < 1e-4
+
+
+def test_cli_export_writes_a_model_that_runs(tmp_path):
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    refiner = make_refiner("small", residual=True)
+    run = refiner.save_pretrained(tmp_path / "run")
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(cli, ["export", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["rough"]
+    rough = 0.5 + 5 * torch.rand(1, 1, 70, 90, generator=torch.Generator().manual_seed(5))
+    (got,) = sess.run(None, {"rough": rough.numpy()})
+    assert np.abs(got - refiner.refine_tensor(rough).numpy()).max() < 1e-4
+    missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(out)])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
