@@ -144,3 +144,29 @@ def test_bf16_precision_is_close_to_fp32(saved):
     assert float((bf16 - fp32).abs().max()) < 0.1  # metres, on 0.5-5.5 m maps
     with pytest.raises(Exception, match="unknown precision 'fp8'"):
         Refiner.from_pretrained(saved[1], precision="fp8")
+
+
+def test_cli_takes_a_hub_id_offline(tmp_path, saved):
+    """`evaluate --refiner org/name` with HF_HUB_OFFLINE=1 and the Hub cache in HF_HUB_CACHE."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from refinedepth.cache import write_cache
+
+    cache_dir = hub_cache(tmp_path, saved[1])
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(1, 5, (3, 48, 64)).astype(np.float32)
+    write_cache(tmp_path / "c.h5", rough=gt[:, None] * 1.1, gt=gt, max_depth=10.0)
+    env = dict(os.environ, HF_HUB_CACHE=str(cache_dir), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "refinedepth", "evaluate", "--cache", str(tmp_path / "c.h5"),
+           "--json", str(tmp_path / "e.json"), "-q"]
+    ok = subprocess.run([*cmd, "--refiner", "org/my-refiner"], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    stages = [s["name"] for s in json.loads((tmp_path / "e.json").read_text())["stages"]]
+    assert stages[0] == "rough" and len(stages) == 2
+    bad = subprocess.run([*cmd, "--refiner", "org/absent"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "org/absent" in bad.stderr
