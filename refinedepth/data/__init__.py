@@ -9,6 +9,10 @@ splits. Datasets are named by a spec string, as on the command line::
     open_dataset("synthetic:outdoor", split="test", limit=64, size=(240, 320))
 
 Reader options are keyword arguments of :func:`open_dataset` (``size=``, ``scale=``, ``raw=``...).
+Three options work with every reader and choose frames from the split, in its order:
+``offset`` (skip the first N), ``stop`` (end before sample N of the split) and ``every`` (keep one
+sample in N), as the Python slice ``[offset:stop:every]``; ``limit`` then keeps the first N of
+those. ``--dataset-arg every=5`` takes every fifth frame of a video-like folder, for instance.
 They are checked against the reader's signature before it is opened: an unknown name gets a
 "did you mean", a value of the wrong type (``size=abc``) says what was expected
 (:func:`check_options`). New readers can be added with :func:`register_reader`.
@@ -79,6 +83,8 @@ def _reader(name: str) -> Callable[..., DepthDataset]:
 
 # parameters every reader takes from open_dataset itself, not from the caller's options
 _OWN_PARAMETERS = ("split", "limit", "spec")
+# frame selection, applied by open_dataset to any reader: split[offset:stop:every]
+FRAME_OPTIONS = ("offset", "stop", "every")
 _WORDS = {
     "int": "an integer",
     "float": "a number",
@@ -157,8 +163,8 @@ def check_options(spec: str, options: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in options.items():
         if key not in accepted:
-            close = difflib.get_close_matches(key, list(accepted), n=1)
-            names = ", ".join(accepted) or "none"
+            close = difflib.get_close_matches(key, [*accepted, *FRAME_OPTIONS], n=1)
+            names = ", ".join([*accepted, *FRAME_OPTIONS])
             if close:
                 hint = f"did you mean {close[0]!r}? (its options: {names}; see docs/data.md)"
             else:
@@ -171,16 +177,45 @@ def check_options(spec: str, options: Mapping[str, Any]) -> dict[str, Any]:
 def open_dataset(spec: str, split: str = "train", limit: int | None = None, **options: Any) -> DepthDataset:
     """Open the dataset named by ``spec`` (see the module docstring) at ``split``.
 
-    ``limit`` keeps the first N samples of the split. Extra keyword arguments go to the reader.
+    ``offset``, ``stop`` and ``every`` choose ``split[offset:stop:every]`` (any reader);
+    ``limit`` keeps the first N samples of that. Other keyword arguments go to the reader.
     The result has ``len``, ``ds[i] -> Sample`` and the attributes ``spec``, ``name``, ``split``,
     ``native_size``, ``max_depth`` and ``protocol``.
     """
     name, arg = parse_spec(spec)
+    frames = {k: options.pop(k) for k in FRAME_OPTIONS if k in options}
     options = check_options(spec, options)
-    return _reader(name)(arg, split=split, limit=limit, spec=spec.strip(), **options)
+    if not frames:
+        return _reader(name)(arg, split=split, limit=limit, spec=spec.strip(), **options)
+    selection = _frame_slice(spec.strip(), **frames)
+    dataset = _reader(name)(arg, split=split, limit=None, spec=spec.strip(), **options)
+    items = dataset._items[selection]
+    if limit is not None:
+        if int(limit) < 1:
+            raise ConfigError(f"{spec}: limit must be a positive number of samples, got {limit}")
+        items = items[: int(limit)]
+    dataset._items = items
+    return dataset
+
+
+def _frame_slice(spec: str, offset: Any = None, stop: Any = None, every: Any = None) -> slice:
+    """``slice(offset, stop, every)`` from the frame options, checked (one-line errors)."""
+    values = {"offset": offset, "stop": stop, "every": every}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"dataset option {key}={value!r} of {spec!r} must be an integer")
+        if value < (1 if key == "every" else 0):
+            least = "1 (keep one sample in N)" if key == "every" else "0"
+            raise ConfigError(f"dataset option {key}={value} of {spec!r} must be at least {least}")
+    if offset is not None and stop is not None and stop <= offset:
+        raise ConfigError(f"dataset options of {spec!r}: stop={stop} must be larger than offset={offset}")
+    return slice(offset, stop, every)
 
 
 __all__ = [
+    "FRAME_OPTIONS",
     "SPLITS",
     "DepthDataset",
     "Sample",
