@@ -2,20 +2,27 @@
 
 Defaults follow the paper's recipe (Sun et al. §4.1, after Laina et al.): SGD with momentum 0.9,
 learning rate 1e-2 divided by 10 every 6 epochs, batch 16, 20 epochs, berHu loss with
-c = 0.2 max|residual|. RGB is resized to the backbone's ``input_size``; the loss is computed at
-the output resolution against the ground truth resized there (nearest, invalid pixels stay
-invalid); validation upsamples predictions (bilinear) to each ground truth's native resolution and
-scores them with :mod:`refinedepth.metrics` under the dataset's protocol.
+c = 0.2 max|residual|, and the paper's augmentations (:mod:`refinedepth.augment`: horizontal
+flips, scale augmentation with depth / s, brightness). RGB is resized to the backbone's
+``input_size``; the loss is computed at the output resolution against the ground truth resized
+there (:func:`refinedepth.geometry.resize_depth`: nearest at pixel centres, as the cache and the
+evaluation do; invalid pixels stay invalid); validation upsamples predictions (bilinear) to each
+ground truth's native resolution and scores them with :mod:`refinedepth.metrics` under the
+dataset's protocol.
 
-Output directory::
+This module holds only the step and the model; the run directory, checkpoints, resume checks,
+sharding and DDP set-up are :mod:`refinedepth.training`'s. Output directory::
 
+    OUT/last/                    the checkpoint: model, optimizer and RNG state, config.json with
+                                 the training config and the per-epoch history (--resume)
+    OUT/log.jsonl                one line per epoch
     OUT/config.json              training config, backbone name + config, per-epoch history
     OUT/backbone.safetensors     the latest weights (load with load_trained_backbone(OUT))
-    OUT/checkpoint/              model.safetensors, optimizer.safetensors, state.json (--resume)
 
-Every file is written to a temporary name and renamed, so a killed run leaves the previous epoch's
-files intact; ``resume=True`` continues after the last completed epoch. Shuffling and
-augmentation are seeded per epoch from ``seed``, so a resumed CPU run equals an uninterrupted one.
+Each epoch is committed by one atomic swap of ``OUT/last/`` (weights, optimizer and state
+together); ``backbone.safetensors`` and ``config.json`` are derived from it afterwards and
+re-derived on ``--resume``, so a run killed at any point resumes to the weights an uninterrupted
+run gives, bit for bit on CPU. Shuffling and augmentation are seeded per epoch from ``seed``.
 Under ``torchrun`` each rank trains on its shard of every epoch (DDP, gloo on CPU / NCCL on CUDA);
 rank 0 writes the files.
 
@@ -39,13 +46,19 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainBackboneConfig  # noqa: F401 (the config lives in refinedepth.config)
+from . import geometry
 from .errors import CheckpointError, ConfigError, DataError
 from .progress import ProgressCallback
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "backbone.safetensors"
-CHECKPOINT_DIR = "checkpoint"
 FORMAT = "refinedepth.train-backbone"
+CHECKPOINT_FORMAT = "refinedepth-train-backbone-checkpoint"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng.safetensors"
+# options a resumed run may change; every other one must match the checkpoint
+RESUMABLE_CHANGES = ("out", "epochs", "device", "workers", "val_limit", "val_at_start", "cache_in_memory")
 # keep prepared samples in RAM when the whole split needs less than this
 _MEMORY_CACHE_LIMIT = 2 * 1024**3
 
@@ -114,17 +127,15 @@ class _Prepared:
     def _prepare(self, index: int) -> dict[str, Any]:
         import numpy as np
         import torch
-        import torch.nn.functional as F
 
         sample = self.dataset[index]
-        rgb = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1)[None].float()
-        if tuple(rgb.shape[-2:]) != self.input_size:
-            rgb = F.interpolate(rgb, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        rgb = rgb.round().clamp(0, 255).to(torch.uint8)[0]
+        rgb = geometry.resize_rgb(np.ascontiguousarray(sample.rgb), self.input_size)  # uint8 [H,W,3]
+        rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
         depth = np.asarray(sample.depth, dtype=np.float32)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
         gt_native = torch.from_numpy(depth)[None]
-        gt = F.interpolate(gt_native[None], size=self.output_size, mode="nearest")[0]
+        # nearest at pixel centres, as the cache and evaluation resize ground truth
+        gt = geometry.resize_depth(gt_native, self.output_size).contiguous()
         item = {"rgb": rgb, "gt": gt, "id": sample.id}
         if self.keep_native:
             item["gt_native"] = gt_native
@@ -144,36 +155,6 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _augment(rgb, gt, generator):
-    """Horizontal flip and brightness/colour jitter (Laina et al. §4.1), per sample, seeded."""
-    import torch
-
-    b = rgb.shape[0]
-    flip = torch.rand(b, generator=generator) < 0.5
-    rgb = torch.where(flip.view(b, 1, 1, 1), rgb.flip(-1), rgb)
-    gt = torch.where(flip.view(b, 1, 1, 1), gt.flip(-1), gt)
-    brightness = torch.empty(b, 1, 1, 1).uniform_(0.8, 1.2, generator=generator)
-    colour = torch.empty(b, 3, 1, 1).uniform_(0.9, 1.1, generator=generator)
-    return (rgb * brightness * colour).clamp(0, 1), gt
-
-
-def _batches(n: int, batch_size: int, generator, shuffle: bool, rank: int, world: int, drop_last: bool):
-    """This rank's index batches for one epoch (same permutation on every rank)."""
-    import torch
-
-    order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
-    if world > 1 and not shuffle:  # evaluation: every sample exactly once across ranks
-        order = order[rank::world]
-    elif world > 1:  # training: equal shares (DDP needs the same number of steps on every rank)
-        per_rank = len(order) // world if drop_last else math.ceil(len(order) / world)
-        pad = max(0, per_rank * world - len(order))
-        order = (order + order[:pad])[rank::world][:per_rank]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches.pop()
-    return batches
-
-
 def _loader(prepared: _Prepared, batches, workers: int):
     from torch.utils.data import DataLoader
 
@@ -184,57 +165,57 @@ def _loader(prepared: _Prepared, batches, workers: int):
     yield from DataLoader(prepared, batch_sampler=batches, num_workers=workers, collate_fn=_collate)
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- outputs
 
 
-def _atomic_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+def _save_backbone_weights(model, path: Path, backbone: str, config: Mapping[str, Any], metadata: dict[str, str]) -> None:
+    """The backbone's own weights file, through the backbone contract (atomic), with umask
+    permissions."""
+    from . import contract
+    from .training.checkpoint import apply_umask
+
+    save = getattr(contract, "save_backbone_weights", None)
+    if save is not None:
+        save(model, path, backbone=backbone, config=config, metadata=metadata)
+    else:  # pragma: no cover - until the contract hook (FCRN's branch) is on main
+        _legacy_save_weights(model, path, backbone, config, metadata)
+    apply_umask(path)
 
 
-def _save_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+def _init_output_bias(model, mean_depth: float) -> bool:
+    """Start the output at the mean training depth where the backbone allows (contract hook)."""
+    from . import contract
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _optimizer_tensors(optimizer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Flatten an optimizer's state into (tensors, JSON-able rest) for safetensors."""
-    import torch
-
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{pid}.{key}"] = value
-            else:
-                scalars[f"{pid}.{key}"] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+    hook = getattr(contract, "init_output_bias", None)
+    if hook is not None:
+        return bool(hook(model, mean_depth))
+    return _legacy_init_output_bias(model, mean_depth)  # pragma: no cover - as above
 
 
-def _restore_optimizer(optimizer, tensors: dict[str, Any], rest: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    for key, value in rest.get("scalars", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
-
-
-def _save_weights(model, path: Path, backbone: str, config: Mapping[str, Any], extra: dict[str, str]) -> None:
+def _legacy_save_weights(model, path: Path, backbone: str, config: Mapping[str, Any], metadata: dict[str, str]) -> None:
+    # TODO(one-spine): delete with _legacy_init_output_bias once refinedepth.contract has the hooks
     if backbone == "fcrn":
         from refinedepth.backbones.fcrn import save_fcrn_weights
 
-        save_fcrn_weights(model, path, config, **extra)
+        save_fcrn_weights(model, path, config, **metadata)
         return
-    meta = {"format": "refinedepth.backbone", "backbone": backbone, "config": json.dumps(dict(config)), **extra}
-    _save_tensors(path, dict(model.state_dict()), meta)
+    from .training.checkpoint import save_tensors
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    meta = {"format": "refinedepth.backbone", "backbone": backbone, "config": json.dumps(dict(config)), **metadata}
+    save_tensors(tmp, dict(model.state_dict()), meta)
+    os.replace(tmp, path)
+
+
+def _legacy_init_output_bias(model, mean_depth: float) -> bool:
+    import torch
+
+    pred = getattr(getattr(model, "decoder", None), "pred", None)
+    if not isinstance(pred, torch.nn.Conv2d) or pred.bias is None:
+        return False
+    with torch.no_grad():
+        pred.bias.fill_(float(mean_depth))
+    return True
 
 
 def load_trained_backbone(path: str | os.PathLike, device: str = "cpu"):
@@ -290,12 +271,6 @@ def _lr_at(config: TrainBackboneConfig, epoch: int) -> float:
     return config.lr * config.lr_gamma ** (epoch // config.lr_step)
 
 
-def _epoch_generator(seed: int, epoch: int, stream: int = 0):
-    import torch
-
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch * 7919 + stream)
-
-
 def _open(config: TrainBackboneConfig, split: str, limit: int | None):
     from .data import open_dataset
 
@@ -308,22 +283,22 @@ def _open(config: TrainBackboneConfig, split: str, limit: int | None):
 def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device, progress=None, dist=None) -> dict[str, Any]:
     """Metrics of ``model`` on a prepared split, predictions upsampled to the native gt size."""
     import torch
-    import torch.nn.functional as F
 
-    from .distributed import all_reduce_sum
     from .metrics import MetricAccumulator
+    from .training import sharding
+    from .training.distributed import all_reduce_sum
 
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     acc = MetricAccumulator(protocol=protocol)
-    batches = _batches(len(prepared), batch_size, None, shuffle=False, rank=rank, world=world, drop_last=False)
+    batches = sharding.batches(sharding.shard(list(range(len(prepared))), rank, world, pad=False), batch_size)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for done, batch in enumerate(_loader(prepared, batches, 0), start=1):
             pred = model(batch["rgb"].to(device).float() / 255.0).float().cpu()
             for p, gt in zip(pred, batch["gt_native"]):
-                up = F.interpolate(p[None], size=tuple(gt.shape[-2:]), mode="bilinear", align_corners=False)
-                acc.update(up[0, 0].numpy(), gt[0].numpy())
+                up = geometry.resize_smooth(p, tuple(gt.shape[-2:]), antialias=False)
+                acc.update(up[0].numpy(), gt[0].numpy())
             if progress is not None:
                 progress(done, len(batches), desc="validate")
     model.train(was_training)
@@ -333,42 +308,13 @@ def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device,
     return acc.compute()
 
 
-def _check_resume(out: Path, config: TrainBackboneConfig, resume: bool, overwrite: bool = False) -> dict[str, Any] | None:
-    state_path = out / CHECKPOINT_DIR / "state.json"
-    if overwrite and not resume:
-        if dist_is_main():
-            for name in (CONFIG_NAME, WEIGHTS_NAME):
-                (out / name).unlink(missing_ok=True)
-            for name in ("state.json", "model.safetensors", "optimizer.safetensors"):
-                (out / CHECKPOINT_DIR / name).unlink(missing_ok=True)
-        return None
-    if not state_path.is_file():
-        if resume and (out / CONFIG_NAME).exists():
-            raise CheckpointError(f"{out}: no {CHECKPOINT_DIR}/state.json to resume from; start a new run with another --out")
-        return None
-    if not resume:
-        raise ConfigError(
-            f"{out} already holds a train-backbone run; pass --resume to continue it, --overwrite to "
-            "start again, or choose another --out"
-        )
-    try:
-        state = json.loads(state_path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{state_path}: corrupt resume state ({exc}); start a new run") from exc
-    saved = TrainBackboneConfig.from_dict(state["config"])
-    for key in ("backbone", "backbone_args", "dataset", "dataset_args", "split", "optimizer", "batch_size"):
-        if getattr(saved, key) != getattr(config, key):
-            raise ConfigError(
-                f"--resume: {out} was trained with {key}={getattr(saved, key)!r}, this run asks for "
-                f"{getattr(config, key)!r}; use the same settings or another --out"
-            )
-    return state
+def _mean_depth(train: _Prepared, samples: int = 64) -> float | None:
+    """Mean valid depth of the first training samples (for the output-bias initialisation)."""
+    import torch
 
-
-def dist_is_main() -> bool:
-    from .distributed import dist_info
-
-    return dist_info().is_main
+    values = [train[i]["gt"] for i in range(min(samples, len(train)))]
+    depth = torch.cat([v[v > 0] for v in values]) if values else torch.zeros(0)
+    return float(depth.mean()) if depth.numel() else None
 
 
 def train_backbone(
@@ -390,25 +336,24 @@ def train_backbone(
     Returns:
         a :class:`TrainBackboneResult` with the per-epoch history and the weights' path.
     """
-    import numpy as np
     import torch
 
-    from .device import resolve_device
-    from .distributed import barrier, init_distributed
+    from .augment import AUGMENTATIONS, augment_batch
     from .losses import berhu_loss
+    from .training import checkpoint as ckpt
+    from .training import sharding
+    from .training.distributed import barrier, setup
+    from .training.resume import check_resume
+    from .training.rundir import RunDir
+    from .training.seeding import generator, rng_state, set_rng_state
 
-    device = resolve_device(config.device)
-    dist = init_distributed(device)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-    out = Path(config.out)
-    if resume and overwrite:
-        raise ConfigError("train-backbone: --resume and --overwrite exclude each other; pick one")
-    prior = _check_resume(out, config, resume, overwrite)
+    device, dist = setup(config.device)
+    run = RunDir(config.out, extra=(CONFIG_NAME, WEIGHTS_NAME, "checkpoint"), what="train-backbone run")
+    out = run.root
+    has_checkpoint = run.start(resume=resume, overwrite=overwrite, is_main=dist.is_main)
     barrier()
 
     torch.manual_seed(config.seed + dist.rank)
-    np.random.seed(config.seed % 2**32)
     model = _build_model(config).to(device)
     info = model.info
     optimizer = _make_optimizer(config, model)
@@ -422,25 +367,42 @@ def train_backbone(
         protocol = getattr(val_ds, "protocol", "none") or "none"
         val = _Prepared(val_ds, info.input_size, info.output_size, keep_native=True, cache=config.cache_in_memory)
 
+    description = {
+        "train": config.to_dict(),
+        "backbone": {"name": config.backbone, "config": info.config, "info": info.to_dict()},
+        "dataset": {"spec": config.dataset, "max_depth": getattr(train_ds, "max_depth", None), "protocol": protocol},
+    }
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if prior is not None:
-        from safetensors.torch import load_file
 
-        ck = out / CHECKPOINT_DIR
-        try:
-            model_state = load_file(str(ck / "model.safetensors"), device=str(device))
-            opt_tensors = load_file(str(ck / "optimizer.safetensors"), device=str(device))
-        except Exception as exc:
-            raise CheckpointError(f"{ck}: cannot read the resume checkpoint ({exc}); start a new run") from exc
-        missing = model.load_state_dict(model_state, strict=False).missing_keys
-        if any(not k.endswith("num_batches_tracked") for k in missing):
-            raise CheckpointError(f"{ck}/model.safetensors lacks {missing[:3]}; the checkpoint is incomplete")
-        _restore_optimizer(optimizer, opt_tensors, prior["optimizer"])
-        history = list(prior["history"])
-        start_epoch = int(prior["epoch"])
+    def publish(epoch: int) -> None:
+        """The files derived from the checkpoint: weights for loaders, config.json, the log."""
+        extra = {"dataset": config.dataset, "epoch": str(epoch), "trainer": FORMAT}
+        _save_backbone_weights(model, out / WEIGHTS_NAME, config.backbone, info.config, extra)
+        ckpt.write_json_atomic(out / CONFIG_NAME, {"format": FORMAT, **description, "epochs_done": epoch, "history": history})
+
+    if has_checkpoint:
+        meta = ckpt.read_config(run.last, format=CHECKPOINT_FORMAT, what="train-backbone checkpoint")
+        check_resume(
+            meta.get("train", {}), config.to_dict(), where=repr(str(run.last)), ignore=RESUMABLE_CHANGES,
+            paths=("weights",), specs=("dataset",),
+            advice="only epochs, device, workers and the validation options may change; use --overwrite to "
+            "start again or another --out",
+        )
+        ckpt.load_state(model, ckpt.load_tensors(run.last, MODEL_FILE, meta, device), f"{run.last}/{MODEL_FILE}")
+        ckpt.unflatten_optimizer(optimizer, model, "opt", ckpt.load_tensors(run.last, OPTIMIZER_FILE, meta))
+        set_rng_state(ckpt.load_tensors(run.last, RNG_FILE, meta))
+        history = list(meta["state"]["history"])
+        start_epoch = int(meta["state"]["epoch"])
+        if dist.rank > 0:  # the stored RNG state is rank 0's
+            torch.manual_seed(config.seed + dist.rank + 1000 * start_epoch)
+        if dist.is_main:  # a kill after the commit may have left these behind: derive them again
+            publish(start_epoch)
+            run.rewrite_log(history)
     elif config.init_output_bias and config.weights is None:
-        _init_output_bias(model, train)
+        mean = _mean_depth(train)
+        if mean is not None:
+            _init_output_bias(model, mean)
 
     module = model
     if dist.enabled:
@@ -448,51 +410,45 @@ def train_backbone(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    def record(epoch: int, row: dict[str, Any]) -> None:
+    def commit(epoch: int, row: dict[str, Any]) -> None:
+        """End of an epoch: one atomic checkpoint swap, then the derived files."""
         history.append(row)
-        if not dist.is_main:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        extra = {"dataset": config.dataset, "epoch": str(epoch), "trainer": FORMAT}
-        _save_weights(module, out / WEIGHTS_NAME, config.backbone, info.config, extra)
-        _save_tensors(out / CHECKPOINT_DIR / "model.safetensors", dict(module.state_dict()))
-        opt_tensors, opt_rest = _optimizer_tensors(optimizer)
-        _save_tensors(out / CHECKPOINT_DIR / "optimizer.safetensors", opt_tensors)
-        payload = {
-            "format": FORMAT,
-            "train": config.to_dict(),
-            "backbone": {"name": config.backbone, "config": info.config, "info": info.to_dict()},
-            "dataset": {"spec": config.dataset, "max_depth": getattr(train_ds, "max_depth", None), "protocol": protocol},
-            "epochs_done": epoch,
-            "history": history,
-        }
-        _atomic_json(out / CONFIG_NAME, payload)
-        # state.json last: it marks the epoch as complete for --resume
-        _atomic_json(
-            out / CHECKPOINT_DIR / "state.json",
-            {"epoch": epoch, "config": config.to_dict(), "history": history, "optimizer": opt_rest},
-        )
+        if dist.is_main:
+            ckpt.save_checkpoint_dir(
+                run.last,
+                {
+                    MODEL_FILE: ckpt.state_dict_tensors(module),
+                    OPTIMIZER_FILE: ckpt.flatten_optimizer(optimizer, module, "opt"),
+                    RNG_FILE: rng_state(),
+                },
+                {**description, "state": {"epoch": epoch, "history": history}},
+                format=CHECKPOINT_FORMAT,
+            )
+            publish(epoch)
+            run.log(row)
+        barrier()
 
     if config.val_at_start and val is not None and start_epoch == 0 and not history:
         metrics = validate(module, val, protocol, config.batch_size, device, progress, dist)
         history.append({"epoch": 0, "val": metrics})
 
+    ops = AUGMENTATIONS if config.augment else ()
     for epoch in range(start_epoch, config.epochs):
         lr = _lr_at(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        gen = _epoch_generator(config.seed, epoch)
-        batches = _batches(len(train), config.batch_size, gen, shuffle=True, rank=dist.rank, world=dist.world_size, drop_last=len(train) >= 2 * config.batch_size)
-        aug_gen = _epoch_generator(config.seed, epoch, stream=1 + dist.rank)
+        order = sharding.epoch_indices(len(train), config.seed, epoch, dist.rank, dist.world_size)
+        batches = sharding.batches(order, config.batch_size, drop_last=len(train) >= 2 * config.batch_size)
+        aug_gen = generator(config.seed, 1, epoch, dist.rank)
         model.train()
         total_loss, seen, t0 = 0.0, 0, time.perf_counter()
         desc = f"epoch {epoch + 1}/{config.epochs}"
         for step, batch in enumerate(_loader(train, batches, config.workers), start=1):
             rgb = batch["rgb"].float() / 255.0
             gt = batch["gt"]
-            if config.augment:
-                rgb, gt = _augment(rgb, gt, aug_gen)
+            if ops:
+                aug = augment_batch({"rgb": rgb, "gt": gt}, ops, aug_gen, kind="metric")
+                rgb, gt = aug["rgb"], aug["gt"]
             rgb, gt = rgb.to(device, non_blocking=True), gt.to(device, non_blocking=True)
             pred = model(rgb)
             loss = berhu_loss(pred, gt)
@@ -516,8 +472,7 @@ def train_backbone(
         }
         if val is not None:
             row["val"] = validate(module, val, protocol, config.batch_size, device, progress, dist)
-        record(epoch + 1, row)
-        barrier()
+        commit(epoch + 1, row)
 
     return TrainBackboneResult(
         out=out,
@@ -527,23 +482,6 @@ def train_backbone(
         backbone=config.backbone,
         backbone_config=dict(info.config),
     )
-
-
-def _init_output_bias(model, train: _Prepared, samples: int = 64) -> None:
-    """Set the final conv's bias to the mean valid depth of the first training samples."""
-    import torch
-
-    pred = getattr(getattr(model, "decoder", None), "pred", None)
-    if not isinstance(pred, torch.nn.Conv2d) or pred.bias is None:
-        return
-    values = []
-    for i in range(min(samples, len(train))):
-        gt = train[i]["gt"]
-        values.append(gt[gt > 0])
-    depth = torch.cat(values) if values else torch.zeros(0)
-    if depth.numel():
-        with torch.no_grad():
-            pred.bias.fill_(float(depth.mean()))
 
 
 __all__ = [

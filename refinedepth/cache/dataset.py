@@ -26,7 +26,7 @@ class CacheDataset:
         target_size: ``(h, w)`` to resize ``gt``/``valid`` to (nearest), e.g. the refiner's
             training size; ``None`` keeps the evaluation resolution.
         augment: ``None``, ``"paper"`` (the paper's horizontal flip, scale augmentation with
-            depth / s and brightness, SPEC §4: :class:`refinedepth.transforms.PairedAugment`,
+            depth / s and brightness, SPEC §4: :class:`refinedepth.augment.PairedAugment`,
             reproducible per sample index and epoch) or a callable ``item -> item`` applied last.
         with_rgb: also return ``rgb`` (the cache must store it).
         require_complete: refuse a cache whose samples are not all done; with False, only the
@@ -67,9 +67,9 @@ class CacheDataset:
         if isinstance(augment, str):
             if augment != "paper":
                 raise ConfigError(f"augment must be None, 'paper' or a callable, got {augment!r}")
-            from ..transforms import PairedAugment
+            from ..augment import PairedAugment
 
-            augment = PairedAugment(seed=0)
+            augment = PairedAugment(seed=0, kind=self.config.output_kind)
         self.augment = augment
         self.with_rgb = with_rgb
         self._reader: CacheReader | None = None

@@ -146,7 +146,7 @@ class Make3DDataset(DepthDataset):
         if self.size is not None:
             from PIL import Image
 
-            from ..transforms import resize_nearest
+            from ..geometry import resize_nearest
 
             h, w = self.size
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=2.0))

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
+from ..augment import augment_batch
 from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainConfig lives in config)
-from ..distributed import barrier, init_distributed
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..progress import ProgressCallback
+from ..training.distributed import barrier, setup
+from ..training.resume import check_resume
+from ..training.rundir import RunDir
+from ..training.seeding import rng_state, set_rng_state
+from ..training.sharding import epoch_indices
 from . import checkpoint as ckpt
 from .models import build_discriminator, build_generator, count_parameters
 from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
@@ -87,85 +91,12 @@ def lr_factor(step: int, total: int, schedule: str) -> float:
     return 1.0 if step < half else max(0.0, 1.0 - (step - half) / (total - half))
 
 
-def epoch_indices(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
-    """This rank's share of epoch ``epoch``'s permutation (padded so every rank gets as many)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    if world > 1:
-        per_rank = math.ceil(n / world)
-        order = (order * math.ceil(per_rank * world / max(n, 1)))[: per_rank * world]
-        order = order[rank::world]
-    return order
-
-
-def augment_batch(
-    batch: dict[str, torch.Tensor], ops: tuple[str, ...], gen: torch.Generator, kind: str
-) -> dict[str, torch.Tensor]:
-    """Paper augmentations on model-sized tensors (SPEC §4), per sample, from ``gen``.
-
-    ``hflip``: flip rough/gt/valid/rgb together with p = 0.5. ``scale``: zoom by s in [1, 1.5]
-    around a random centre and divide depths by s (an object s times larger is s times closer);
-    disparity is multiplied instead. ``brightness``: RGB times a factor in [0.8, 1.2].
-    """
-    rough, gt, valid, rgb = batch["rough"], batch["gt"], batch["valid"], batch.get("rgb")
-    b = gt.shape[0]
-    dev = gt.device
-    if "hflip" in ops:
-        flip = (torch.rand(b, generator=gen) < 0.5).to(dev).view(b, 1, 1, 1)
-        rough = torch.where(flip, rough.flip(-1), rough) if rough is not None else None
-        gt = torch.where(flip, gt.flip(-1), gt)
-        valid = torch.where(flip, valid.flip(-1), valid)
-        rgb = torch.where(flip, rgb.flip(-1), rgb) if rgb is not None else None
-    if "scale" in ops:
-        s = 1.0 + 0.5 * torch.rand(b, generator=gen)
-        off = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - 1 / s).unsqueeze(1)
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = theta[:, 1, 1] = 1 / s
-        theta[:, :, 2] = off
-        theta, s_dev = theta.to(dev), s.to(dev).view(b, 1, 1, 1)
-
-        def warp(x: torch.Tensor, mode: str) -> torch.Tensor:
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            return F.grid_sample(x.float(), grid, mode=mode, padding_mode="border", align_corners=False)
-
-        if rough is not None:
-            rough = warp(rough, "bilinear")
-            rough = rough * s_dev if kind == "disparity" else rough / s_dev
-        gt = warp(gt, "nearest") / s_dev
-        valid = warp(valid.float(), "nearest") > 0.5
-        rgb = warp(rgb, "bilinear") if rgb is not None else None
-    if "brightness" in ops and rgb is not None:
-        factor = (0.8 + 0.4 * torch.rand(b, generator=gen)).to(dev).view(b, 1, 1, 1)
-        rgb = (rgb * factor).clamp(0, 1)
-    out = dict(batch)
-    out.update(rough=rough, gt=gt, valid=valid)
-    if rgb is not None:
-        out["rgb"] = rgb
-    return out
-
-
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in items[0]:
         values = [it[key] for it in items]
         out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
     return out
-
-
-def _rng_state(aug_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch_cpu": torch.get_rng_state(), "augment": aug_gen.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            state[f"cuda_{i}"] = s
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], aug_gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    aug_gen.set_state(state["augment"])
-    cuda = [state[k] for k in sorted(state) if k.startswith("cuda_")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
 def _open_cache_dataset(path: str, role: str, **kw):
@@ -283,20 +214,17 @@ def train_refiner(
     the originals. ``"auto"`` (the default) uses :func:`refinedepth.refiner.fast.optimize_training`
     (channels-last on CUDA, allocator tuning); ``None`` trains the plain modules.
     """
-    from ..device import resolve_device
     from . import fast
 
     if optimize == "auto":
         optimize = fast.optimize_training
 
     t_start = time.perf_counter()
-    device = resolve_device(config.device)
-    dist = init_distributed(device)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    device, dist = setup(config.device)
     amp = bool(config.bf16 and device.type == "cuda")
     out = Path(config.out)
-    last_dir, best_dir, log_path = out / "last", out / "best", out / "log.jsonl"
+    run = RunDir(out, extra=("train_config.json",))
+    last_dir, best_dir = run.last, run.best
 
     preset = get_preset(config.preset)
     size = config.effective_size
@@ -343,23 +271,15 @@ def train_refiner(
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
     state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
-    ckpt.recover(last_dir)
-    if config.resume and (last_dir / ckpt.CONFIG_NAME).is_file():
+    if run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main):
         state = _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device)
+        if dist.is_main:  # lines logged after the checkpoint are replayed now: drop them
+            run.trim_log(lambda e: int(e.get("step", 0)) <= state["step"])
         if dist.rank > 0:  # the stored RNG states are rank 0's; keep other ranks' draws distinct
             torch.manual_seed(config.seed + 1000 * dist.rank + state["step"])
             aug_gen.manual_seed(config.seed * 7919 + 17 + 1000 * dist.rank + state["step"])
-    elif last_dir.exists() and not config.overwrite and not config.resume:
-        raise CheckpointError(
-            f"{str(out)!r} already holds a training run (last/ checkpoint): pass --resume to continue it, "
-            "--overwrite to start again, or choose another --out"
-        )
     else:
         torch.manual_seed(config.seed + dist.rank)  # dropout differs per rank
-    if not config.resume and config.overwrite and dist.is_main:
-        for stale in (last_dir, best_dir):
-            shutil.rmtree(stale, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
     barrier()
 
     g_run, d_run = generator, discriminator
@@ -406,8 +326,7 @@ def train_refiner(
 
     def log(entry: dict[str, Any]) -> None:
         if dist.is_main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            run.log(entry)
 
     def save(epoch_done: int, epoch_step: int, improved: bool) -> None:
         if dist.is_main:
@@ -420,7 +339,7 @@ def train_refiner(
                 generator=generator,
                 discriminator=discriminator,
                 optimizers=optimizers,
-                rng=_rng_state(aug_gen),
+                rng=rng_state(augment=aug_gen),
             )
             if improved:
                 ckpt.copy_checkpoint(last_dir, best_dir)
@@ -544,7 +463,7 @@ def _train_step(
     valid = batch["valid"].to(device) & torch.isfinite(gt) & (gt > 0)
     rgb = resize(batch["rgb"].to(device).float(), size) if "rgb" in batch else None
     if aug_ops:
-        aug = augment_batch({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, aug_ops, aug_gen, kind)
+        aug = augment_batch({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, aug_ops, aug_gen, kind=kind)
         rough, gt, valid, rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
     rough_unit = norm.rough_to_unit(rough) if config.inputs != "rgb" else None
     gt_unit = norm.depth_to_unit(gt)
@@ -585,24 +504,17 @@ def _train_step(
 
 def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device) -> dict[str, Any]:
     meta = ckpt.read_config(last_dir)
-    stored = meta.get("refiner", {})
-    if stored != json.loads(json.dumps(refiner_meta)):
-        diff = sorted(k for k in set(stored) | set(refiner_meta) if stored.get(k) != json.loads(json.dumps(refiner_meta.get(k))))
-        raise CheckpointError(
-            f"cannot resume {str(last_dir)!r}: its refiner differs from this command in {', '.join(diff)}; "
-            "use the same preset/inputs/residual/size/cache, or --overwrite to start again"
-        )
-    stored_train = TrainConfig.from_dict(meta.get("training", {}))
-    changed = [
-        f.name
-        for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE_CHANGES and getattr(stored_train, f.name) != getattr(config, f.name)
-    ]
-    if changed:
-        raise CheckpointError(
-            f"cannot resume {str(last_dir)!r} with different training options ({', '.join(changed)}); "
-            "only epochs, max_steps, workers, device, log_every and val_limit may change"
-        )
+    where = repr(str(last_dir))
+    check_resume(
+        meta.get("refiner", {}), json.loads(json.dumps(refiner_meta)), where=where, what="refiner",
+        advice="use the same preset/inputs/residual/size/cache, or --overwrite to start again",
+    )
+    stored_train = TrainConfig.from_dict(meta.get("training", {})).to_dict()
+    check_resume(
+        stored_train, config.to_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val", "out"),
+        advice="only epochs, max_steps, workers, device, log_every and val_limit may change; "
+        "use --overwrite to start again or another --out",
+    )
     ckpt.load_state(generator, ckpt.load_tensors(last_dir, ckpt.GENERATOR_FILE, meta), f"{last_dir}/{ckpt.GENERATOR_FILE}")
     ckpt.load_state(
         discriminator, ckpt.load_tensors(last_dir, ckpt.DISCRIMINATOR_FILE, meta), f"{last_dir}/{ckpt.DISCRIMINATOR_FILE}"
@@ -610,7 +522,7 @@ def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt
     flat = ckpt.load_tensors(last_dir, ckpt.OPTIMIZER_FILE, meta)
     ckpt.unflatten_optimizer(opt_g, generator, "g", flat)
     ckpt.unflatten_optimizer(opt_d, discriminator, "d", flat)
-    _set_rng_state(ckpt.load_tensors(last_dir, ckpt.RNG_FILE, meta), aug_gen)
+    set_rng_state(ckpt.load_tensors(last_dir, ckpt.RNG_FILE, meta), augment=aug_gen)
     s = meta.get("state", {})
     return {
         "epoch": int(s.get("epoch", 0)),

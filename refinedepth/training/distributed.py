@@ -1,0 +1,132 @@
+"""Device and process-group set-up and tear-down: ``--device``, and ``torchrun`` (DDP: NCCL on
+CUDA, gloo on CPU).
+
+Outside ``torchrun`` every function degrades to the single-process answer, so library code can
+call them unconditionally. :func:`setup` is what a trainer calls first: it resolves the device,
+joins the process group and picks the local GPU; :func:`cleanup` leaves the group.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def resolve_device(spec: str | None = "auto"):
+    """Return the torch device for ``spec``; ``auto`` picks CUDA when available, else CPU."""
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if not _DEVICE_RE.match(spec):
+        raise ConfigError(f"unknown device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use --device cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    return torch.device(spec)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def dist_info() -> DistInfo:
+    """Rank, world size and local rank from the environment (torchrun sets them)."""
+    return DistInfo(
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def init_distributed(device=None) -> DistInfo:
+    """Initialise the default process group if launched by torchrun (idempotent).
+
+    The backend is NCCL when ``device`` is CUDA, gloo otherwise. Returns the :class:`DistInfo`.
+    """
+    import torch
+    import torch.distributed as dist
+
+    info = dist_info()
+    if not launched_by_torchrun():
+        return info
+    if not dist.is_initialized():
+        is_cuda = device is not None and torch.device(device).type == "cuda"
+        if is_cuda:
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend="nccl" if is_cuda else "gloo")
+    return info
+
+
+def setup(device_spec: str | None = "auto"):
+    """``(device, DistInfo)`` for a training run: the resolved ``--device``, the process group
+    joined under ``torchrun``, and each rank's own GPU (``cuda:LOCAL_RANK``)."""
+    import torch
+
+    device = resolve_device(device_spec)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    return device, info
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor):
+    """Sum ``tensor`` across ranks in place (no-op when not distributed) and return it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def cleanup() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = [
+    "DistInfo",
+    "all_reduce_sum",
+    "barrier",
+    "cleanup",
+    "dist_info",
+    "init_distributed",
+    "launched_by_torchrun",
+    "resolve_device",
+    "setup",
+]

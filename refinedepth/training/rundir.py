@@ -1,0 +1,122 @@
+"""A training run's directory: ``last/`` and ``best/`` checkpoints, ``log.jsonl``, its config.
+
+::
+
+    OUT/last/        the latest checkpoint (what --resume continues from)
+    OUT/best/        the best one by the validation metric (trainers that select)
+    OUT/log.jsonl    one JSON object per line (training steps, epochs with validation)
+    OUT/<config>     the run's description, for people and loaders
+
+:meth:`RunDir.start` is the resume-or-refuse gate every trainer passes first: a directory that
+holds a run is continued only with ``resume``, replaced only with ``overwrite``. On resume the log
+is cut back to what the checkpoint has seen, so lines written after it (and replayed now) are
+not duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError, ConfigError
+from . import checkpoint as ckpt
+
+LOG_NAME = "log.jsonl"
+
+
+class RunDir:
+    """Paths and housekeeping of one run directory (``extra`` names further files it owns)."""
+
+    def __init__(self, root: str | os.PathLike, *, extra: Iterable[str] = (), what: str = "training run") -> None:
+        self.root = Path(os.path.normpath(os.fspath(root)))
+        self.last = self.root / "last"
+        self.best = self.root / "best"
+        self.log_path = self.root / LOG_NAME
+        self.extra = tuple(extra)
+        self.what = what
+
+    def holds_run(self) -> bool:
+        """Whether anything of a previous run is here (a checkpoint, its twin, the log, extras)."""
+        names = [self.last, ckpt.old_path(self.last), self.log_path, *(self.root / e for e in self.extra)]
+        return any(p.exists() for p in names)
+
+    def start(self, *, resume: bool, overwrite: bool, is_main: bool = True) -> bool:
+        """Resume-or-refuse; returns whether there is a ``last/`` checkpoint to resume from.
+
+        Refuses ``resume`` with ``overwrite``, and a directory holding a run without either;
+        with ``overwrite`` (rank 0) removes the previous run's files. Finishes an interrupted
+        checkpoint swap first."""
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other; pick one")
+        if is_main:
+            ckpt.recover(self.last)
+            ckpt.recover(self.best)
+        has_last = (self.last / ckpt.CONFIG_NAME).is_file() or (ckpt.old_path(self.last) / ckpt.CONFIG_NAME).is_file()
+        if resume:
+            if not has_last and self.holds_run():
+                raise CheckpointError(
+                    f"{str(self.root)!r} holds no last/ checkpoint to resume from (the run stopped before its "
+                    "first checkpoint, or was written by an older refinedepth); start again with --overwrite"
+                )
+            return has_last
+        if overwrite:
+            if is_main:
+                self.clear()
+            return False
+        if self.holds_run():
+            raise CheckpointError(
+                f"{str(self.root)!r} already holds a {self.what} (last/ checkpoint): pass --resume to continue "
+                "it, --overwrite to start again, or choose another --out"
+            )
+        return False
+
+    def clear(self) -> None:
+        """Remove the previous run's checkpoints, log and extra files."""
+        for d in (self.last, self.best, ckpt.old_path(self.last), ckpt.old_path(self.best)):
+            shutil.rmtree(d, ignore_errors=True)
+        for f in (self.log_path, *(self.root / e for e in self.extra)):
+            if f.is_dir():
+                shutil.rmtree(f, ignore_errors=True)
+            else:
+                f.unlink(missing_ok=True)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """Append one line to ``log.jsonl``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The log's complete lines (a torn last line is skipped)."""
+        if not self.log_path.is_file():
+            return []
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                out.append(entry)
+        return out
+
+    def trim_log(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite the log (atomically) with only the entries ``keep`` accepts: on resume, what
+        the checkpoint has seen."""
+        if not self.log_path.is_file():
+            return
+        self.rewrite_log([e for e in self.read_log() if keep(e)])
+
+    def rewrite_log(self, entries: Iterable[dict[str, Any]]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.log_path.with_name(f".{LOG_NAME}.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        ckpt.fsync_file(tmp)
+        os.replace(tmp, self.log_path)
+
+
+__all__ = ["LOG_NAME", "RunDir"]
