@@ -56,17 +56,12 @@ def train_backbone(resume: bool, overwrite: bool, quiet: bool, **params) -> None
 def _resume_config(config):
     """On --resume keep the recorded settings, except epochs (which may grow) and runtime knobs."""
     import dataclasses
-    from pathlib import Path
 
-    from refinedepth.train_backbone import CHECKPOINT_DIR
+    from refinedepth.train_backbone import stored_config
 
-    state_path = Path(config.out) / CHECKPOINT_DIR / "state.json"
-    if not state_path.is_file():
+    saved = stored_config(config.out)
+    if saved is None:
         return config  # train_backbone explains what is missing
-    try:
-        saved = TrainBackboneConfig.from_dict(json.loads(state_path.read_text())["config"])
-    except (ValueError, KeyError):
-        return config
     ctx = click.get_current_context()
     explicit = {
         name

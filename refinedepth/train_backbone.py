@@ -240,6 +240,21 @@ def load_trained_backbone(path: str | os.PathLike, device: str = "cpu"):
     return model.to(device).eval()
 
 
+def stored_config(out: str | os.PathLike) -> TrainBackboneConfig | None:
+    """The config a run in ``out`` was started with (from its ``last/`` checkpoint), or ``None``
+    when there is no readable one (:func:`train_backbone` then says what is missing)."""
+    from .training import checkpoint as ckpt
+
+    last = Path(out) / "last"
+    for candidate in (last, ckpt.old_path(last)):
+        try:
+            meta = ckpt.read_config(candidate, format=CHECKPOINT_FORMAT, what="train-backbone checkpoint")
+            return TrainBackboneConfig.from_dict(meta["train"])
+        except (CheckpointError, ConfigError, KeyError, TypeError):
+            continue
+    return None
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -489,5 +504,6 @@ __all__ = [
     "TrainBackboneResult",
     "train_backbone",
     "load_trained_backbone",
+    "stored_config",
     "validate",
 ]

@@ -177,6 +177,37 @@ def recover(path: str | os.PathLike) -> None:
         os.replace(old, path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def remove_debris(directory: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and directories (``.NAME.tmp-PID...``) that killed writers left
+    in ``directory``; those of live processes are kept. Returns what was removed."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        head, sep, tail = entry.name.partition(".tmp-")
+        if not (entry.name.startswith(".") and sep):
+            continue
+        pid = tail.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
 def _tmp_sibling(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
@@ -339,6 +370,7 @@ __all__ = [
     "old_path",
     "read_config",
     "recover",
+    "remove_debris",
     "save_checkpoint_dir",
     "save_tensors",
     "sha256_file",

@@ -49,12 +49,13 @@ class RunDir:
 
         Refuses ``resume`` with ``overwrite``, and a directory holding a run without either;
         with ``overwrite`` (rank 0) removes the previous run's files. Finishes an interrupted
-        checkpoint swap first."""
+        checkpoint swap and removes killed writers' temporary files first."""
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one")
         if is_main:
             ckpt.recover(self.last)
             ckpt.recover(self.best)
+            ckpt.remove_debris(self.root)
         has_last = (self.last / ckpt.CONFIG_NAME).is_file() or (ckpt.old_path(self.last) / ckpt.CONFIG_NAME).is_file()
         if resume:
             if not has_last and self.holds_run():
