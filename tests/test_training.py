@@ -1,0 +1,150 @@
+"""The shared training infrastructure: checkpoint permissions and debris, the run directory's
+resume-or-refuse gate, option comparison with normalised paths, the log after a resume, sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+
+from refinedepth.errors import CheckpointError, ConfigError
+from refinedepth.refiner import checkpoint as refiner_ckpt
+from refinedepth.refiner.api import Refiner
+from refinedepth.refiner.train import TrainConfig, train_refiner
+from refinedepth.training import checkpoint as ckpt
+from refinedepth.training.resume import check_resume, differences, normalize_spec, same_path
+from refinedepth.training.rundir import RunDir
+from refinedepth.training.sharding import batches, epoch_indices, shard
+
+from ._helpers_refiner import make_degraded_cache, one_torch_thread  # noqa: F401
+
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_checkpoint_files_get_the_umask_permissions(tmp_path, umask022):
+    path = ckpt.save_checkpoint_dir(tmp_path / "last", {"w.safetensors": {"x": torch.zeros(3)}}, {"a": 1},
+                                    format="test")
+    assert _mode(path / "w.safetensors") == 0o644  # safetensors alone writes 0600
+    assert _mode(path / "config.json") == 0o644
+    os.umask(0o077)
+    path = ckpt.save_checkpoint_dir(tmp_path / "last", {"w.safetensors": {"x": torch.zeros(3)}}, {"a": 1},
+                                    format="test")
+    assert _mode(path / "w.safetensors") == 0o600
+
+
+def test_refiner_checkpoint_is_0644_under_umask_022(tmp_path, umask022):
+    from refinedepth.refiner.models import GeneratorConfig, build_generator
+
+    g = build_generator(GeneratorConfig(encoder="C4-C8", decoder="C4"), seed=0)
+    path = refiner_ckpt.save_checkpoint(tmp_path / "last", config={"refiner": {}}, generator=g)
+    assert {p.name: _mode(p) for p in path.iterdir()} == {"config.json": 0o644, "generator.safetensors": 0o644}
+    copy = refiner_ckpt.copy_checkpoint(path, tmp_path / "best")
+    assert _mode(copy / "generator.safetensors") == 0o644
+
+
+def test_broken_checkpoints_advise_by_their_role(tmp_path):
+    for role, advice, never in (("last", "start again with --overwrite", "use the run's last/"),
+                                ("best", "use the run's last/ checkpoint instead", "--overwrite")):
+        path = ckpt.save_checkpoint_dir(tmp_path / role, {"w.safetensors": {"x": torch.zeros(64)}}, {}, format="t")
+        meta = ckpt.read_config(path, format="t")
+        f = path / "w.safetensors"
+        f.write_bytes(f.read_bytes()[:-8])
+        with pytest.raises(CheckpointError) as err:
+            ckpt.load_tensors(path, "w.safetensors", meta)
+        assert "is truncated" in str(err.value) and advice in str(err.value) and never not in str(err.value)
+
+
+def test_debris_of_dead_writers_is_removed_and_live_ones_kept(tmp_path):
+    dead = tmp_path / ".last.tmp-999999999-abcd"
+    dead.mkdir()
+    live = tmp_path / f".last.tmp-{os.getpid()}-abcd"
+    live.mkdir()
+    (tmp_path / ".config.json.tmp-999999999").write_text("{")
+    removed = ckpt.remove_debris(tmp_path)
+    assert sorted(p.name for p in removed) == [".config.json.tmp-999999999", ".last.tmp-999999999-abcd"]
+    assert live.is_dir()
+
+
+def test_paths_compare_after_normalisation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.h5").write_bytes(b"")
+    assert same_path("./a.h5", "a.h5") and same_path("a.h5", str(tmp_path / "a.h5"))
+    assert same_path("runs/x/", "runs/x") and same_path("runs/./x", "runs/x")
+    assert not same_path("runs/x", "runs/y") and not same_path(None, "a") and same_path(None, None)
+    assert normalize_spec("folder:./data/") == normalize_spec(f"folder:{tmp_path}/data")
+    assert normalize_spec("synthetic") == "synthetic"
+    stored = {"train": "a.h5", "out": "r", "lr": 1e-3, "size": [64, 64], "model": {"depth": 3}}
+    asked = {"train": "./a.h5", "out": "r/", "lr": 1e-3, "size": (64, 64), "model": {"depth": 3}}
+    assert differences(stored, asked, paths=("train", "out")) == []
+    assert differences(stored, {**asked, "model": {"depth": 4}}, paths=("train", "out")) == [("model.depth", 3, 4)]
+
+
+def test_a_refused_resume_names_the_key_and_both_values():
+    stored = {"preset": "small", "lr": 0.0002, "generator": {"encoder": ["C4", "C8"], "in_channels": 1}}
+    asked = {"preset": "small", "lr": 0.001, "generator": {"encoder": ["C4", "C8"], "in_channels": 4}}
+    with pytest.raises(CheckpointError) as err:
+        check_resume(stored, asked, where="'r/last'", advice="use the same options")
+    assert str(err.value) == (
+        "cannot resume 'r/last' with different training options: lr was 0.0002 in the checkpoint, this run asks "
+        "for 0.001 (and 1 more: generator.in_channels); use the same options"
+    )
+    check_resume(stored, asked, where="x", ignore=("lr", "generator.in_channels"))
+
+
+def test_run_directory_gate(tmp_path):
+    run = RunDir(tmp_path / "r", extra=("config.json",))
+    assert run.start(resume=False, overwrite=False) is False  # nothing there: a new run
+    run.log({"step": 1})
+    with pytest.raises(CheckpointError, match=r"already holds a training run .* pass --resume .* --overwrite"):
+        run.start(resume=False, overwrite=False)
+    with pytest.raises(CheckpointError, match=r"holds no last/ checkpoint to resume from"):
+        run.start(resume=True, overwrite=False)
+    with pytest.raises(ConfigError, match=r"--resume and --overwrite exclude each other"):
+        run.start(resume=True, overwrite=True)
+    ckpt.save_checkpoint_dir(run.last, {}, {}, format="t")
+    os.replace(run.last, ckpt.old_path(run.last))  # killed between the swap's two renames
+    assert run.start(resume=True, overwrite=False) is True and (run.last / "config.json").is_file()
+    assert run.start(resume=False, overwrite=True) is False
+    assert not run.last.exists() and not run.log_path.exists()
+    assert RunDir("runs/x/").root == RunDir("runs/x").root
+
+
+def test_resume_accepts_paths_spelled_differently_and_leaves_no_duplicate_log_lines(tmp_path, monkeypatch):
+    make_degraded_cache(tmp_path / "test.h5", 6, "train")
+    monkeypatch.chdir(tmp_path)
+    kw = dict(val=None, preset="small", size=(64, 64), device="cpu", log_every=1, epochs=1)
+    train_refiner(TrainConfig(train="test.h5", out="r", max_steps=2, **kw))
+    with open(tmp_path / "r" / "log.jsonl", "a") as f:  # a run killed after logging step 3, mid-line
+        f.write(json.dumps({"type": "train", "epoch": 1, "step": 3}) + "\n" + '{"type": "tr')
+    result = train_refiner(TrainConfig(train="./test.h5", out=str(tmp_path / "r") + "/", max_steps=4, resume=True,
+                                       **kw))
+    assert result.steps == 4
+    lines = [json.loads(s) for s in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines if ln["type"] == "train"] == [1, 2, 3, 4]
+    assert Refiner.from_pretrained(tmp_path / "r").path == str(tmp_path / "r" / "best")
+
+
+def test_epoch_indices_shard_a_permutation_across_ranks():
+    full = epoch_indices(10, seed=1, epoch=0)
+    assert sorted(full) == list(range(10))
+    assert full != epoch_indices(10, seed=1, epoch=1)
+    shards = [epoch_indices(10, seed=1, epoch=0, rank=r, world=3) for r in range(3)]
+    assert all(len(s) == 4 for s in shards)
+    assert set().union(*map(set, shards)) == set(range(10))
+    assert [shard(list(range(7)), r, 3, pad=False) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert batches(list(range(7)), 3, drop_last=True) == [[0, 1, 2], [3, 4, 5]]
