@@ -342,8 +342,9 @@ def train_backbone(
 
     Args:
         config: the run's settings.
-        progress: ``progress(done, total, desc=..., **fields)`` per batch ("epoch k/n") and per
-            validation batch ("validate").
+        progress: ``progress(done, total, desc="train", epoch="k/n", loss=..., lr=...)`` per
+            batch, ``done``/``total`` counting the whole run's steps (one bar, the run's ETA);
+            validation batches report in the same bar with a ``validate="i/n"`` field.
         resume: continue the run in ``config.out`` after its last completed epoch (up to
             ``config.epochs``, which may be larger than before).
         overwrite: start afresh even if ``config.out`` holds a run (its files are replaced).
@@ -358,6 +359,7 @@ def train_backbone(
     from .training import checkpoint as ckpt
     from .training import sharding
     from .training.distributed import barrier, setup
+    from .training.progress import inside
     from .training.resume import check_resume
     from .training.rundir import RunDir
     from .training.seeding import generator, rng_state, set_rng_state
@@ -443,9 +445,16 @@ def train_backbone(
             run.log(row)
         barrier()
 
+    # one progress bar for the whole run (validation reports inside it)
+    drop_last = len(train) >= 2 * config.batch_size
+    per_rank = math.ceil(len(train) / dist.world_size)
+    steps_per_epoch = len(sharding.batches(list(range(per_rank)), config.batch_size, drop_last=drop_last))
+    total_steps = config.epochs * steps_per_epoch
     if config.val_at_start and val is not None and start_epoch == 0 and not history:
-        metrics = validate(module, val, protocol, config.batch_size, device, progress, dist)
+        metrics = validate(module, val, protocol, config.batch_size, device, inside(progress, 0, total_steps), dist)
         history.append({"epoch": 0, "val": metrics})
+        if dist.is_main:
+            run.log(history[-1])
 
     ops = AUGMENTATIONS if config.augment else ()
     for epoch in range(start_epoch, config.epochs):
@@ -453,11 +462,11 @@ def train_backbone(
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = sharding.epoch_indices(len(train), config.seed, epoch, dist.rank, dist.world_size)
-        batches = sharding.batches(order, config.batch_size, drop_last=len(train) >= 2 * config.batch_size)
+        batches = sharding.batches(order, config.batch_size, drop_last=drop_last)
         aug_gen = generator(config.seed, 1, epoch, dist.rank)
         model.train()
         total_loss, seen, t0 = 0.0, 0, time.perf_counter()
-        desc = f"epoch {epoch + 1}/{config.epochs}"
+        epoch_desc = f"{epoch + 1}/{config.epochs}"
         for step, batch in enumerate(_loader(train, batches, config.workers), start=1):
             rgb = batch["rgb"].float() / 255.0
             gt = batch["gt"]
@@ -478,7 +487,8 @@ def train_backbone(
             total_loss += float(loss.detach()) * len(batch["id"])
             seen += len(batch["id"])
             if progress is not None:
-                progress(step, len(batches), desc=desc, loss=total_loss / seen, lr=lr)
+                done = epoch * steps_per_epoch + step
+                progress(done, total_steps, desc="train", epoch=epoch_desc, loss=total_loss / seen, lr=lr)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -486,7 +496,8 @@ def train_backbone(
             "seconds": round(time.perf_counter() - t0, 3),
         }
         if val is not None:
-            row["val"] = validate(module, val, protocol, config.batch_size, device, progress, dist)
+            bar = inside(progress, (epoch + 1) * steps_per_epoch, total_steps, epoch=epoch_desc)
+            row["val"] = validate(module, val, protocol, config.batch_size, device, bar, dist)
         commit(epoch + 1, row)
 
     return TrainBackboneResult(

@@ -64,9 +64,14 @@ def test_training_reduces_validation_abs_rel(run):
     assert final < 0.5 * untrained, (untrained, final)
     assert history[-1]["val"]["count"] == 16
     assert history[-1]["train_loss"] < history[1]["train_loss"]
-    descs = {c[0] for c in run["calls"]}
-    assert {"epoch 1/4", "epoch 4/4", "validate"} <= descs
-    assert any("loss" in c[3] and "lr" in c[3] for c in run["calls"])
+    # one bar for the whole run: every report is "train", counting the run's steps (48 / 8 = 6 per
+    # epoch); validation reports inside it
+    assert {c[0] for c in run["calls"]} == {"train"}
+    assert {c[2] for c in run["calls"]} == {24} and run["calls"][-1][1] == 24
+    steps = [c[1] for c in run["calls"] if "loss" in c[3]]
+    assert steps == list(range(1, 25)) and all("lr" in c[3] for c in run["calls"] if "loss" in c[3])
+    validation = [c for c in run["calls"] if "validate" in c[3]]
+    assert validation[0][1] == 0 and validation[-1][3] == {"epoch": "4/4", "validate": "2/2"}
 
 
 def test_outputs_load_as_a_backbone(run):

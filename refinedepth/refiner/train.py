@@ -40,6 +40,7 @@ from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainCo
 from ..errors import ConfigError
 from ..progress import ProgressCallback
 from ..training.distributed import barrier, setup
+from ..training.progress import inside
 from ..training.resume import check_resume
 from ..training.rundir import RunDir
 from ..training.seeding import rng_state, set_rng_state
@@ -359,7 +360,7 @@ def train_refiner(
             last_val = validate(
                 generator, val_ds, norm=norm, inputs=config.inputs, residual=config.effective_residual,
                 size=size, protocol=protocol, device=device, batch_size=config.batch_size,
-                limit=config.val_limit, progress=progress, amp=amp,
+                limit=config.val_limit, progress=inside(progress, step, total_steps, epoch=epoch + 1), amp=amp,
             )
             entry["val"] = last_val
             value = float(last_val["refined"].get(config.select_metric, float("nan")))
