@@ -74,9 +74,13 @@ def test_debris_of_dead_writers_is_removed_and_live_ones_kept(tmp_path):
     live = tmp_path / f".last.tmp-{os.getpid()}-abcd"
     live.mkdir()
     (tmp_path / ".config.json.tmp-999999999").write_text("{")
+    (tmp_path / ".backbone.safetensors.999999999.tmp").write_text("")
+    (tmp_path / ".hidden").write_text("")
     removed = ckpt.remove_debris(tmp_path)
-    assert sorted(p.name for p in removed) == [".config.json.tmp-999999999", ".last.tmp-999999999-abcd"]
-    assert live.is_dir()
+    assert sorted(p.name for p in removed) == [
+        ".backbone.safetensors.999999999.tmp", ".config.json.tmp-999999999", ".last.tmp-999999999-abcd",
+    ]
+    assert live.is_dir() and (tmp_path / ".hidden").is_file()
 
 
 def test_paths_compare_after_normalisation(tmp_path, monkeypatch):

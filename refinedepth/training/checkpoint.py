@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -187,24 +188,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# temporaries of our writers: ".NAME.tmp-PID[-RANDOM]" (here) and ".NAME.PID.tmp" (the backbone
+# contract's weights files)
+_DEBRIS = re.compile(r"^\..+?(?:\.tmp-(\d+)(?:-[0-9a-f]+)?|\.(\d+)\.tmp)$")
+
+
 def remove_debris(directory: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files and directories (``.NAME.tmp-PID...``) that killed writers left
-    in ``directory``; those of live processes are kept. Returns what was removed."""
+    """Remove the temporary files and directories that killed writers left in ``directory``;
+    those of live processes are kept. Returns what was removed."""
     directory = Path(directory)
-    removed = []
+    removed: list[Path] = []
     if not directory.is_dir():
         return removed
     for entry in directory.iterdir():
-        head, sep, tail = entry.name.partition(".tmp-")
-        if not (entry.name.startswith(".") and sep):
+        match = _DEBRIS.match(entry.name)
+        if match is None or _pid_alive(int(match.group(1) or match.group(2))):
             continue
-        pid = tail.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
     return removed
 
 
