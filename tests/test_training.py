@@ -152,3 +152,20 @@ def test_epoch_indices_shard_a_permutation_across_ranks():
     assert [shard(list(range(7)), r, 3, pad=False) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
     assert batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert batches(list(range(7)), 3, drop_last=True) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_cli_resumes_with_paths_spelled_differently(tmp_path, monkeypatch):
+    """Issue 13 row 11, as written: train with --train test.h5 --out r, resume with ./test.h5 and r/."""
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    make_degraded_cache(tmp_path / "test.h5", 4, "train")
+    monkeypatch.chdir(tmp_path)
+    common = ["--size", "64x64", "--device", "cpu", "-q", "--json", "--augment", "none"]
+    first = CliRunner().invoke(cli, ["train-refiner", "--train", "test.h5", "--out", "r", "--max-steps", "1", *common])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["train-refiner", "--train", "./test.h5", "--out", "r/", "--max-steps", "2",
+                                     "--resume", *common])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["steps"] == 2
