@@ -352,19 +352,25 @@ def train_backbone(
     Returns:
         a :class:`TrainBackboneResult` with the per-epoch history and the weights' path.
     """
+    from .training.distributed import session
+
+    with session(config.device) as (device, dist):
+        return _train_backbone(config, progress, resume, overwrite, device, dist)
+
+
+def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwrite: bool, device, dist) -> TrainBackboneResult:
     import torch
 
     from .augment import AUGMENTATIONS, augment_batch
     from .losses import berhu_loss
     from .training import checkpoint as ckpt
     from .training import sharding
-    from .training.distributed import barrier, setup
+    from .training.distributed import barrier
     from .training.progress import inside
     from .training.resume import check_resume
     from .training.rundir import RunDir
     from .training.seeding import generator, rng_state, set_rng_state
 
-    device, dist = setup(config.device)
     run = RunDir(config.out, extra=(CONFIG_NAME, WEIGHTS_NAME, "checkpoint"), what="train-backbone run")
     out = run.root
     has_checkpoint = run.start(resume=resume, overwrite=overwrite, is_main=dist.is_main)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
 from .presets import INPUT_MODES
@@ -115,12 +114,11 @@ def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``[B,C,h,w]`` to ``size`` (antialiased when shrinking); no-op if equal."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
-        return x
-    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+    """Bilinear resize of ``[B,C,h,w]`` to ``size`` (antialiased when shrinking); no-op if equal:
+    :func:`refinedepth.geometry.resize_smooth`."""
+    from ..geometry import resize_smooth
+
+    return resize_smooth(x, size)
 
 
 def generator_input(rough_unit: torch.Tensor | None, rgb_unit: torch.Tensor | None, inputs: str) -> torch.Tensor:

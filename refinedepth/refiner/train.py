@@ -39,7 +39,7 @@ from ..augment import augment_batch
 from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainConfig lives in config)
 from ..errors import ConfigError
 from ..progress import ProgressCallback
-from ..training.distributed import barrier, setup
+from ..training.distributed import barrier, session
 from ..training.progress import inside
 from ..training.resume import check_resume
 from ..training.rundir import RunDir
@@ -215,13 +215,17 @@ def train_refiner(
     the originals. ``"auto"`` (the default) uses :func:`refinedepth.refiner.fast.optimize_training`
     (channels-last on CUDA, allocator tuning); ``None`` trains the plain modules.
     """
+    with session(config.device) as (device, dist):
+        return _train_refiner(config, progress, optimize, device, dist)
+
+
+def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device, dist) -> TrainResult:
     from . import fast
 
     if optimize == "auto":
         optimize = fast.optimize_training
 
     t_start = time.perf_counter()
-    device, dist = setup(config.device)
     amp = bool(config.bf16 and device.type == "cuda")
     out = Path(config.out)
     run = RunDir(out, extra=("train_config.json",))

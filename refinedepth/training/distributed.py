@@ -2,12 +2,13 @@
 CUDA, gloo on CPU).
 
 Outside ``torchrun`` every function degrades to the single-process answer, so library code can
-call them unconditionally. :func:`setup` is what a trainer calls first: it resolves the device,
-joins the process group and picks the local GPU; :func:`cleanup` leaves the group.
+call them unconditionally. :func:`session` is what a trainer runs in: it resolves the device, joins
+the process group, picks the local GPU, and leaves the group again at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -96,6 +97,21 @@ def setup(device_spec: str | None = "auto"):
     return device, info
 
 
+@contextlib.contextmanager
+def session(device_spec: str | None = "auto"):
+    """:func:`setup` as a context: ``with session(spec) as (device, info): ...``. On exit the
+    process group is destroyed if this call created it (a caller's own group is left alone)."""
+    import torch.distributed as dist
+
+    owned = launched_by_torchrun() and not (dist.is_available() and dist.is_initialized())
+    device, info = setup(device_spec)
+    try:
+        yield device, info
+    finally:
+        if owned:
+            cleanup()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 
@@ -113,6 +129,7 @@ def all_reduce_sum(tensor):
 
 
 def cleanup() -> None:
+    """Leave (destroy) the default process group, if there is one."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -128,5 +145,6 @@ __all__ = [
     "init_distributed",
     "launched_by_torchrun",
     "resolve_device",
+    "session",
     "setup",
 ]
