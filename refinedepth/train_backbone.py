@@ -401,7 +401,8 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
     def publish(epoch: int) -> None:
         """The files derived from the checkpoint: weights for loaders, config.json, the log."""
         extra = {"dataset": config.dataset, "epoch": str(epoch), "trainer": FORMAT}
-        _save_backbone_weights(model, out / WEIGHTS_NAME, config.backbone, info.config, extra)
+        plain = getattr(model, "module", model)  # unwrapped from DDP
+        _save_backbone_weights(plain, out / WEIGHTS_NAME, config.backbone, info.config, extra)
         ckpt.write_json_atomic(out / CONFIG_NAME, {"format": FORMAT, **description, "epochs_done": epoch, "history": history})
 
     if has_checkpoint:

@@ -276,7 +276,9 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
     state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
-    if run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main):
+    resuming = run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main)
+    barrier()  # rank 0 has finished an interrupted swap before anyone reads last/
+    if resuming:
         state = _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device)
         if dist.is_main:  # lines logged after the checkpoint are replayed now: drop them
             run.trim_log(lambda e: int(e.get("step", 0)) <= state["step"])
