@@ -169,53 +169,10 @@ def _loader(prepared: _Prepared, batches, workers: int):
 
 
 def _save_backbone_weights(model, path: Path, backbone: str, config: Mapping[str, Any], metadata: dict[str, str]) -> None:
-    """The backbone's own weights file, through the backbone contract (atomic), with umask
-    permissions."""
-    from . import contract
-    from .training.checkpoint import apply_umask
+    """The backbone's own weights file, through the backbone contract (atomic, umask modes)."""
+    from .contract import save_backbone_weights
 
-    save = getattr(contract, "save_backbone_weights", None)
-    if save is not None:
-        save(model, path, backbone=backbone, config=config, metadata=metadata)
-    else:  # pragma: no cover - until the contract hook (FCRN's branch) is on main
-        _legacy_save_weights(model, path, backbone, config, metadata)
-    apply_umask(path)
-
-
-def _init_output_bias(model, mean_depth: float) -> bool:
-    """Start the output at the mean training depth where the backbone allows (contract hook)."""
-    from . import contract
-
-    hook = getattr(contract, "init_output_bias", None)
-    if hook is not None:
-        return bool(hook(model, mean_depth))
-    return _legacy_init_output_bias(model, mean_depth)  # pragma: no cover - as above
-
-
-def _legacy_save_weights(model, path: Path, backbone: str, config: Mapping[str, Any], metadata: dict[str, str]) -> None:
-    # TODO(one-spine): delete with _legacy_init_output_bias once refinedepth.contract has the hooks
-    if backbone == "fcrn":
-        from refinedepth.backbones.fcrn import save_fcrn_weights
-
-        save_fcrn_weights(model, path, config, **metadata)
-        return
-    from .training.checkpoint import save_tensors
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    meta = {"format": "refinedepth.backbone", "backbone": backbone, "config": json.dumps(dict(config)), **metadata}
-    save_tensors(tmp, dict(model.state_dict()), meta)
-    os.replace(tmp, path)
-
-
-def _legacy_init_output_bias(model, mean_depth: float) -> bool:
-    import torch
-
-    pred = getattr(getattr(model, "decoder", None), "pred", None)
-    if not isinstance(pred, torch.nn.Conv2d) or pred.bias is None:
-        return False
-    with torch.no_grad():
-        pred.bias.fill_(float(mean_depth))
-    return True
+    save_backbone_weights(model, path, backbone=backbone, config=config, metadata=metadata)
 
 
 def load_trained_backbone(path: str | os.PathLike, device: str = "cpu"):
@@ -362,6 +319,7 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
     import torch
 
     from .augment import AUGMENTATIONS, augment_batch
+    from .contract import init_output_bias
     from .losses import berhu_loss
     from .training import checkpoint as ckpt
     from .training import sharding
@@ -426,7 +384,7 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
     elif config.init_output_bias and config.weights is None:
         mean = _mean_depth(train)
         if mean is not None:
-            _init_output_bias(model, mean)
+            init_output_bias(model, mean)
 
     module = model
     if dist.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import stat
 
 import pytest
 import torch
@@ -90,6 +91,12 @@ def test_outputs_load_as_a_backbone(run):
         torch.testing.assert_close(same(x), ref)
         torch.testing.assert_close(again(x), ref)
     assert ref.shape == (2, 1, 32, 48)
+    # every file gets the umask's permissions (safetensors alone writes 0600)
+    from refinedepth.training.checkpoint import current_umask
+
+    want = 0o666 & ~current_umask()
+    for f in [out / "backbone.safetensors", out / "config.json", *sorted((out / "last").iterdir())]:
+        assert stat.S_IMODE(f.stat().st_mode) == want, f
 
 
 def test_resume_continues_exactly(run, tmp_path):
