@@ -21,6 +21,7 @@ safetensors alone would write ``0600``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -227,6 +228,22 @@ def _swap_in(tmp: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _staged(path: Path):
+    """A hidden temporary sibling of ``path`` to fill; swapped in on success, removed on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
+    tmp = _tmp_sibling(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_dir(tmp)
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_checkpoint_dir(
     path: str | os.PathLike,
     files: Mapping[str, Mapping[str, Any]],
@@ -241,11 +258,7 @@ def save_checkpoint_dir(
     ``config.json`` together with ``format``, ``format_version``, ``created`` and ``files``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    recover(path)
-    tmp = _tmp_sibling(path)
-    tmp.mkdir()
-    try:
+    with _staged(path) as tmp:
         records = {}
         for name, tensors in files.items():
             target = tmp / name
@@ -261,31 +274,18 @@ def save_checkpoint_dir(
         cfg = tmp / CONFIG_NAME
         cfg.write_text(json.dumps(meta, indent=2) + "\n")
         fsync_file(cfg)
-        fsync_dir(tmp)
-        _swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Atomically make ``dst`` a copy of checkpoint ``src`` (hard links where possible)."""
     src, dst = Path(src), Path(dst)
-    recover(dst)
-    tmp = _tmp_sibling(dst)
-    tmp.mkdir(parents=True)
-    try:
+    with _staged(dst) as tmp:
         for f in src.iterdir():
             try:
                 os.link(f, tmp / f.name)
             except OSError:
                 shutil.copy2(f, tmp / f.name)
-        fsync_dir(tmp)
-        _swap_in(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 
