@@ -368,8 +368,8 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
         check_resume(
             meta.get("train", {}), config.to_dict(), where=repr(str(run.last)), ignore=RESUMABLE_CHANGES,
             paths=("weights",), specs=("dataset",),
-            advice="only epochs, device, workers and the validation options may change; use --overwrite to "
-            "start again or another --out",
+            advice=f"only {', '.join(k for k in RESUMABLE_CHANGES if k != 'out')} may change; use --overwrite "
+            "to start again or another --out",
         )
         ckpt.load_state(model, ckpt.load_tensors(run.last, MODEL_FILE, meta, device), f"{run.last}/{MODEL_FILE}")
         ckpt.unflatten_optimizer(optimizer, model, "opt", ckpt.load_tensors(run.last, OPTIMIZER_FILE, meta))
