@@ -6,9 +6,9 @@ c = 0.2 max|residual|, and the paper's augmentations (:mod:`refinedepth.augment`
 flips, scale augmentation with depth / s, brightness). RGB is resized to the backbone's
 ``input_size``; the loss is computed at the output resolution against the ground truth resized
 there (:func:`refinedepth.geometry.resize_depth`: nearest at pixel centres, as the cache and the
-evaluation do; invalid pixels stay invalid); validation upsamples predictions (bilinear) to each
-ground truth's native resolution and scores them with :mod:`refinedepth.metrics` under the
-dataset's protocol.
+evaluation do; invalid pixels stay invalid); validation scores predictions against each ground
+truth at its native resolution with :class:`refinedepth.scoring.Scorer` (the one scoring path:
+resized bilinearly, the dataset's protocol).
 
 This module holds only the step and the model; the run directory, checkpoints, resume checks,
 sharding and DDP set-up are :mod:`refinedepth.training`'s. Output directory::
@@ -253,31 +253,28 @@ def _open(config: TrainBackboneConfig, split: str, limit: int | None):
 
 
 def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device, progress=None, dist=None) -> dict[str, Any]:
-    """Metrics of ``model`` on a prepared split, predictions upsampled to the native gt size."""
+    """Metrics of ``model`` on a prepared split: predictions scored against the native ground
+    truth by :class:`refinedepth.scoring.Scorer` (resized there bilinearly, the dataset's
+    protocol), each sample once across ranks."""
     import torch
 
-    from .metrics import MetricAccumulator
+    from .scoring import Scorer
     from .training import sharding
-    from .training.distributed import all_reduce_sum
 
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    acc = MetricAccumulator(protocol=protocol)
+    scorer = Scorer(["backbone"], protocol=protocol)
     batches = sharding.batches(sharding.shard(list(range(len(prepared))), rank, world, pad=False), batch_size)
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for done, batch in enumerate(_loader(prepared, batches, 0), start=1):
             pred = model(batch["rgb"].to(device).float() / 255.0).float().cpu()
-            for p, gt in zip(pred, batch["gt_native"]):
-                up = geometry.resize_smooth(p, tuple(gt.shape[-2:]), antialias=False)
-                acc.update(up[0].numpy(), gt[0].numpy())
+            for p, gt in zip(pred, batch["gt_native"]):  # native sizes may differ per sample
+                scorer.update("backbone", p[None], gt)
             if progress is not None:
                 progress(done, len(batches), desc="validate")
     model.train(was_training)
-    if world > 1:
-        state = all_reduce_sum(acc.state_tensor())
-        acc = MetricAccumulator.from_state(state, protocol=protocol)
-    return acc.compute()
+    return scorer.all_reduce().compute()["backbone"]
 
 
 def _mean_depth(train: _Prepared, samples: int = 64) -> float | None:
