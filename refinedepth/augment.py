@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import AUGMENTATIONS, OUTPUT_KINDS
 from .errors import ConfigError, ShapeError
-
-AUGMENTATIONS = ("hflip", "scale", "brightness")
-OUTPUT_KINDS = ("metric", "relative", "disparity")
 
 # how each known key is resampled and whether it is depth-valued
 SMOOTH_KEYS = ("rough", "refined")  # bilinear; follows the map's kind (depth / s, disparity x s)

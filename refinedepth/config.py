@@ -510,7 +510,8 @@ class TrainBackboneConfig(ConfigBase):
         limit / val_limit: use only the first N samples of a split.
         epochs, batch_size, optimizer (``sgd`` | ``adam``), lr, momentum, weight_decay.
         lr_step / lr_gamma: multiply the lr by ``lr_gamma`` every ``lr_step`` epochs (0: constant).
-        augment: horizontal flips and brightness/colour jitter on the training split.
+        augment: the paper's augmentations on the training split (:mod:`refinedepth.augment`:
+            horizontal flips, scale with depth / s, brightness).
         init_output_bias: start the final conv's bias at the training set's mean depth (a fresh
             model then predicts a plausible constant, which shortens CPU-sized runs).
         val_at_start: also validate before the first epoch (records the untrained baseline).
@@ -549,7 +550,7 @@ class TrainBackboneConfig(ConfigBase):
     weight_decay: float = float_option(0.0, minimum=0, help="L2 weight decay.")
     lr_step: int = int_option(6, minimum=0, help="Divide the lr every N epochs (0: constant).")
     lr_gamma: float = float_option(0.1, minimum=0, exclusive=True, help="Factor applied every --lr-step epochs.")
-    augment: bool = bool_option(True, help="Horizontal flips and brightness/colour jitter.")
+    augment: bool = bool_option(True, help="The paper's flips, scale (depth / s) and brightness.")
     init_output_bias: bool = bool_option(
         True, cli=False, help="Start the output bias at the training set's mean depth."
     )

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainBackboneConfig  # noqa: F401 (the config lives in refinedepth.config)
 from . import geometry
+from .config import TrainBackboneConfig  # noqa: F401 (the config lives in refinedepth.config)
 from .errors import CheckpointError, ConfigError, DataError
 from .progress import ProgressCallback
 

@@ -22,7 +22,6 @@ writes the checkpoints.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
