@@ -550,7 +550,7 @@ class TrainBackboneConfig(ConfigBase):
     weight_decay: float = float_option(0.0, minimum=0, help="L2 weight decay.")
     lr_step: int = int_option(6, minimum=0, help="Divide the lr every N epochs (0: constant).")
     lr_gamma: float = float_option(0.1, minimum=0, exclusive=True, help="Factor applied every --lr-step epochs.")
-    augment: bool = bool_option(True, help="The paper's flips, scale (depth / s) and brightness.")
+    augment: bool = bool_option(True, help="Paper's flips, scale (depth / s), brightness.")
     init_output_bias: bool = bool_option(
         True, cli=False, help="Start the output bias at the training set's mean depth."
     )
