@@ -110,20 +110,29 @@ def test_a_refused_resume_names_the_key_and_both_values():
 
 
 def test_run_directory_gate(tmp_path):
-    run = RunDir(tmp_path / "r", extra=("config.json",))
+    run = RunDir(tmp_path / "r", extra=("weights.bin",), scratch=("about.json",))
     assert run.start(resume=False, overwrite=False) is False  # nothing there: a new run
+    # a run that stopped before its first checkpoint left only scratch: a new run replaces it,
+    # and --resume has nothing to continue, so it starts afresh too
     run.log({"step": 1})
+    (run.root / "about.json").write_text("{}")
+    assert run.start(resume=True, overwrite=False) is False
+    assert not run.log_path.exists() and not (run.root / "about.json").exists()
+    ckpt.save_checkpoint_dir(run.last, {}, {}, format="t")
     with pytest.raises(CheckpointError, match=r"already holds a training run .* pass --resume .* --overwrite"):
         run.start(resume=False, overwrite=False)
-    with pytest.raises(CheckpointError, match=r"holds no last/ checkpoint to resume from"):
-        run.start(resume=True, overwrite=False)
     with pytest.raises(ConfigError, match=r"--resume and --overwrite exclude each other"):
         run.start(resume=True, overwrite=True)
-    ckpt.save_checkpoint_dir(run.last, {}, {}, format="t")
     os.replace(run.last, ckpt.old_path(run.last))  # killed between the swap's two renames
     assert run.start(resume=True, overwrite=False) is True and (run.last / "config.json").is_file()
+    run.log({"step": 1})
     assert run.start(resume=False, overwrite=True) is False
     assert not run.last.exists() and not run.log_path.exists()
+    (run.root / "weights.bin").write_bytes(b"")  # e.g. weights of an older layout: kept, not resumed
+    with pytest.raises(CheckpointError, match=r"holds no last/ checkpoint to resume from"):
+        run.start(resume=True, overwrite=False)
+    with pytest.raises(CheckpointError, match=r"already holds a training run"):
+        run.start(resume=False, overwrite=False)
     assert RunDir("runs/x/").root == RunDir("runs/x").root
 
 

@@ -227,7 +227,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     t_start = time.perf_counter()
     amp = bool(config.bf16 and device.type == "cuda")
     out = Path(config.out)
-    run = RunDir(out, extra=("train_config.json",))
+    run = RunDir(out, scratch=("train_config.json",))
     last_dir, best_dir = run.last, run.best
 
     preset = get_preset(config.preset)

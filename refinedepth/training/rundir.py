@@ -29,57 +29,68 @@ LOG_NAME = "log.jsonl"
 
 
 class RunDir:
-    """Paths and housekeeping of one run directory (``extra`` names further files it owns)."""
+    """Paths and housekeeping of one run directory.
 
-    def __init__(self, root: str | os.PathLike, *, extra: Iterable[str] = (), what: str = "training run") -> None:
+    ``extra`` names further files the run owns that are worth keeping (a stage-1 run's weights):
+    with them, or a checkpoint, the directory *holds a run*. ``scratch`` names files that mean
+    nothing without a checkpoint (a run description, like the log): a run that stopped before its
+    first checkpoint leaves only those, and a new run simply replaces them.
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, *, extra: Iterable[str] = (), scratch: Iterable[str] = (),
+        what: str = "training run",
+    ) -> None:
         self.root = Path(os.path.normpath(os.fspath(root)))
         self.last = self.root / "last"
         self.best = self.root / "best"
         self.log_path = self.root / LOG_NAME
         self.extra = tuple(extra)
+        self.scratch = tuple(scratch)
         self.what = what
 
+    def _has_checkpoint(self) -> bool:
+        return any((d / ckpt.CONFIG_NAME).is_file() for d in (self.last, ckpt.old_path(self.last)))
+
     def holds_run(self) -> bool:
-        """Whether anything of a previous run is here (a checkpoint, its twin, the log, extras)."""
-        names = [self.last, ckpt.old_path(self.last), self.log_path, *(self.root / e for e in self.extra)]
-        return any(p.exists() for p in names)
+        """Whether a previous run left something worth keeping: a checkpoint or an ``extra``."""
+        return self._has_checkpoint() or any((self.root / e).exists() for e in self.extra)
 
     def start(self, *, resume: bool, overwrite: bool, is_main: bool = True) -> bool:
         """Resume-or-refuse; returns whether there is a ``last/`` checkpoint to resume from.
 
-        Refuses ``resume`` with ``overwrite``, and a directory holding a run without either;
-        with ``overwrite`` (rank 0) removes the previous run's files. Finishes an interrupted
-        checkpoint swap and removes killed writers' temporary files first."""
+        Refuses ``resume`` with ``overwrite``, a directory holding a run without either, and
+        ``resume`` where a run left no checkpoint but other files; with ``overwrite`` (rank 0)
+        removes the previous run's files. Rank 0 first finishes an interrupted checkpoint swap and
+        removes killed writers' temporary files; a new run replaces the scratch files of one that
+        stopped before its first checkpoint."""
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other; pick one")
         if is_main:
             ckpt.recover(self.last)
             ckpt.recover(self.best)
             ckpt.remove_debris(self.root)
-        has_last = (self.last / ckpt.CONFIG_NAME).is_file() or (ckpt.old_path(self.last) / ckpt.CONFIG_NAME).is_file()
-        if resume:
-            if not has_last and self.holds_run():
-                raise CheckpointError(
-                    f"{str(self.root)!r} holds no last/ checkpoint to resume from (the run stopped before its "
-                    "first checkpoint, or was written by an older refinedepth); start again with --overwrite"
-                )
-            return has_last
-        if overwrite:
+        if resume and self._has_checkpoint():
+            return True
+        if resume and self.holds_run():
+            raise CheckpointError(
+                f"{str(self.root)!r} holds no last/ checkpoint to resume from (it was written by an older "
+                "refinedepth, or its checkpoint was removed); start again with --overwrite"
+            )
+        if overwrite or not self.holds_run():
             if is_main:
                 self.clear()
             return False
-        if self.holds_run():
-            raise CheckpointError(
-                f"{str(self.root)!r} already holds a {self.what} (last/ checkpoint): pass --resume to continue "
-                "it, --overwrite to start again, or choose another --out"
-            )
-        return False
+        raise CheckpointError(
+            f"{str(self.root)!r} already holds a {self.what} (last/ checkpoint): pass --resume to continue "
+            "it, --overwrite to start again, or choose another --out"
+        )
 
     def clear(self) -> None:
-        """Remove the previous run's checkpoints, log and extra files."""
+        """Remove the previous run's checkpoints, log, extra and scratch files."""
         for d in (self.last, self.best, ckpt.old_path(self.last), ckpt.old_path(self.best)):
             shutil.rmtree(d, ignore_errors=True)
-        for f in (self.log_path, *(self.root / e for e in self.extra)):
+        for f in (self.log_path, *(self.root / e for e in self.extra + self.scratch)):
             if f.is_dir():
                 shutil.rmtree(f, ignore_errors=True)
             else:
