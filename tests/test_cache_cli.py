@@ -373,4 +373,4 @@ def test_real_kinect_frames_cache_with_exact_ground_truth(tmp_path):
             np.testing.assert_array_equal(s["gt"], expected)
             assert 0.5 < s["valid"].mean() < 1.0  # real holes
     result = _invoke(["inspect", str(tmp_path / "k.h5"), "--verify", "-q"])
-    assert result.exit_code == 0 and "OK: every sample read" in result.output
+    assert result.exit_code == 0 and "OK: every chunk and sample read" in result.output

@@ -85,7 +85,7 @@ def test_unknown_or_malformed_dataset_arg_is_one_line_with_did_you_mean(tmp_path
     line = _error([*base, "--dataset", "synthetic", "--dataset-arg", "colour=red"])
     assert line == (
         "Error: dataset 'synthetic' has no option 'colour'; did you mean one of: size, seed, train_count, "
-        "test_count, sky, fov? (see docs/data.md)"
+        "test_count, sky, fov, offset, stop, every? (see docs/data.md)"
     )
     line = _error([*base, "--dataset", f"folder:{folder}", "--dataset-arg", "scal=1000"])
     assert line.startswith("Error: dataset 'folder' has no option 'scal'; did you mean 'scale'? (its options: scale,")
