@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"({row['plain_share']:.0f}%), fast {row['fast_step_s']:.3f} s ({row['fast_share']:.0f}%)")
         else:
             _say(f"  infer {row['preset']:<13} batch {row['batch']}: plain {row['plain_images_per_s']:.2f} img/s "
-                 f"({row['plain_share']:.0f}%), fast {row['fast_images_per_s']:.2f} img/s ({row['fast_share']:.0f}%), "
-                 f"bf16 {row['bf16_images_per_s']:.2f} img/s ({row['bf16_vs_fp32']:.2f}x)")
+                 f"({row['plain_share']:.0f}%), fast {row['fast_images_per_s']:.2f} img/s ({row['fast_share']:.0f}%)"
+                 + (f", bf16 {row['bf16_images_per_s']:.2f} img/s ({row['bf16_vs_fp32']:.2f}x)"
+                    if row.get("bf16_images_per_s") else ""))
 
     if "refiner" not in skip:
         _say("refiner inference ...")
