@@ -45,6 +45,7 @@ def predict(quiet: bool, **params) -> None:
             device=config.device,
             png_scale=config.png_scale,
             overwrite=config.overwrite,
+            precision=config.precision,
             progress=progress,
         )
     for message in result.warnings:

@@ -153,6 +153,13 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
 
     Re-running with the same ``out`` starts again (the demo's caches and runs are overwritten).
     """
+    from .training.seeding import preserve_global_rng
+
+    with preserve_global_rng():  # seeded for reproducibility; the caller's stream is restored
+        return _run_demo(config or DemoConfig(), progress)
+
+
+def _run_demo(config: DemoConfig, progress: ProgressCallback | None) -> DemoResult:
     import torch
 
     from .cache import build_cache
@@ -161,7 +168,6 @@ def run_demo(config: DemoConfig | None = None, progress: ProgressCallback | None
     from .report import improvement, write_json
     from .train_backbone import TrainBackboneConfig, train_backbone
 
-    config = config or DemoConfig()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)

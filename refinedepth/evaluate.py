@@ -115,6 +115,7 @@ def evaluate_cache(
     visuals_dir: str | os.PathLike | None = None,
     num_visuals: int = 4,
     workers: int = 0,
+    precision: str = "fp32",
     progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Evaluate the rough maps of ``cache`` and, for each refiner in ``refiners``, the chain so far.
@@ -132,6 +133,7 @@ def evaluate_cache(
         visuals_dir: write picture grids (RGB | rough | refined | GT | errors) for
             ``num_visuals`` samples spread evenly over the cache; maps are shown as scored
             (metric depth, aligned).
+        precision: the refiners' inference precision, ``fp32`` or ``bf16`` (autocast).
         progress: ``progress(done, total, desc="evaluate")`` after each batch.
     """
     import numpy as np
@@ -161,7 +163,7 @@ def evaluate_cache(
         ) from None
 
     dev = resolve_device(device)
-    chain = RefinerChain.load(refiners, dev)
+    chain = RefinerChain.load(refiners, dev, precision=precision)
     has_rgb = bool(attrs.get("has_rgb", False))
     dataset = CacheDataset(cache, with_rgb=has_rgb)
     total = len(dataset) if limit is None else min(len(dataset), int(limit))

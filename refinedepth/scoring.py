@@ -337,7 +337,10 @@ def score_dataset(
 
     total = len(dataset) if limit is None else min(len(dataset), int(limit))
     subset = dataset if total == len(dataset) else Subset(dataset, range(total))
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_samples)
+    loader = DataLoader(
+        subset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_samples,
+        generator=torch.Generator(),  # its base seed is not drawn from the caller's global RNG
+    )
     done = 0
     for batch in loader:
         rough = batch["rough"].to(device).float()

@@ -307,8 +307,9 @@ def train_backbone(
         a :class:`TrainBackboneResult` with the per-epoch history and the weights' path.
     """
     from .training.distributed import session
+    from .training.seeding import preserve_global_rng
 
-    with session(config.device) as (device, dist):
+    with preserve_global_rng(), session(config.device) as (device, dist):
         return _train_backbone(config, progress, resume, overwrite, device, dist)
 
 

@@ -160,6 +160,7 @@ def build_cache(
     from ..refiner.chain import RefinerChain
     from ..refiner.chain import refiner_records as chain_records
     from ..registry import create_backbone, get_factory
+    from ..training.seeding import preserve_global_rng
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -220,8 +221,9 @@ def build_cache(
         if provisional != existing_config:
             raise CacheError(mismatch_message(out, existing_config, provisional))
 
-    torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
-    model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
+    with preserve_global_rng():  # the caller's random stream is left as it was
+        torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
+        model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
     info = model.info
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
@@ -261,6 +263,7 @@ def build_cache(
             num_workers=workers,
             persistent_workers=False,
             pin_memory=torch_device.type == "cuda",
+            generator=torch.Generator(),  # its base seed is not drawn from the caller's global RNG
         )
         done = 0
         total = len(pending)

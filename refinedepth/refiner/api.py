@@ -85,6 +85,7 @@ class Refiner:
         AMX and on GPUs, slower than fp32 on CPUs without them).
         """
         from ..device import resolve_device
+        from ..training.seeding import preserve_global_rng
         from .hub import resolve
 
         dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
@@ -92,7 +93,8 @@ class Refiner:
         directory = ckpt.resolve_checkpoint(local, which=which)
         meta = ckpt.read_config(directory)
         gcfg = GeneratorConfig.from_dict(meta["refiner"]["generator"])
-        generator = build_generator(gcfg, init=False)
+        with preserve_global_rng():  # building modules draws initial weights, overwritten below
+            generator = build_generator(gcfg, init=False)
         tensors = ckpt.load_tensors(directory, ckpt.GENERATOR_FILE, meta)
         ckpt.load_state(generator, tensors, f"{directory}/{ckpt.GENERATOR_FILE}")
         refiner = cls(generator.to(dev), meta, device=dev, path=str(directory))

@@ -94,9 +94,12 @@ class RefinerChain:
         self._local: list[Path] | None = None
 
     @classmethod
-    def load(cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu") -> RefinerChain:
+    def load(
+        cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu", precision: str = "fp32"
+    ) -> RefinerChain:
         """Load each refiner checkpoint or run directory (or Hugging Face Hub id) with
-        ``Refiner.from_pretrained``; every path is checked before any is loaded."""
+        ``Refiner.from_pretrained`` (``precision`` ``fp32`` or ``bf16``); every path is checked
+        before any is loaded."""
         paths = list(paths)
         if not paths:
             return cls([])
@@ -106,7 +109,7 @@ class RefinerChain:
         local = [_local(p) for p in paths]
         for d in local:
             ckpt.resolve_checkpoint(d)
-        chain = cls([Refiner.from_pretrained(d, device=str(device)) for d in local], paths)
+        chain = cls([Refiner.from_pretrained(d, device=str(device), precision=precision) for d in local], paths)
         chain._local = local
         return chain
 

@@ -42,7 +42,7 @@ from ..training.distributed import barrier, session
 from ..training.progress import inside
 from ..training.resume import check_resume
 from ..training.rundir import RunDir
-from ..training.seeding import rng_state, set_rng_state
+from ..training.seeding import preserve_global_rng, rng_state, set_rng_state
 from ..training.sharding import epoch_indices
 from . import checkpoint as ckpt
 from .models import build_discriminator, build_generator, count_parameters
@@ -214,7 +214,7 @@ def train_refiner(
     the originals. ``"auto"`` (the default) uses :func:`refinedepth.refiner.fast.optimize_training`
     (channels-last on CUDA, allocator tuning); ``None`` trains the plain modules.
     """
-    with session(config.device) as (device, dist):
+    with preserve_global_rng(), session(config.device) as (device, dist):
         return _train_refiner(config, progress, optimize, device, dist)
 
 

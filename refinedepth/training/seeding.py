@@ -2,10 +2,14 @@
 
 Trainers draw shuffling and augmentation from their own ``torch.Generator`` objects, derived
 from ``(seed, purpose, epoch, rank)``, so a resumed run draws what an uninterrupted one would.
-Only torch's global RNG (dropout) is seeded process-wide, by the trainer that needs it.
+Torch's global RNG (dropout) is seeded by the trainers that need it, inside
+:func:`preserve_global_rng`: a library call leaves the caller's global RNG state as it found it.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -47,4 +51,17 @@ def set_rng_state(state: dict, **generators) -> None:
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 
 
-__all__ = ["derive_seed", "generator", "rng_state", "set_rng_state"]
+@contextlib.contextmanager
+def preserve_global_rng() -> Iterator[None]:
+    """Run a block that seeds and draws from torch's global RNG (CPU and every CUDA device
+    already initialised) and restore the states afterwards, so library functions that seed
+    (trainers, the cache builder) do not change the caller's random stream."""
+    import torch
+
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+__all__ = ["derive_seed", "generator", "rng_state", "set_rng_state", "preserve_global_rng"]
