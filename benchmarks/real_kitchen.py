@@ -37,6 +37,10 @@ def main() -> int:
     parser.add_argument("--refiner-epochs", type=int, default=10)
     parser.add_argument("--gan-mode", default="vanilla", choices=["none", "vanilla", "lsgan"])
     parser.add_argument("--inputs", default="rough+rgb", choices=["rough", "rough+rgb"])
+    parser.add_argument("--preset", default="small", help="refiner preset (small, guided, ...)")
+    parser.add_argument("--refiner-size", default="64x64", help="the refiner's model size (HxW)")
+    parser.add_argument("--refiner-extra", default="{}", help="more TrainConfig fields as JSON")
+    parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -107,9 +111,9 @@ def main() -> int:
             train=str(out / "cache-train.h5"),
             val=str(out / "cache-val.h5"),
             out=str(out / "refiner"),
-            preset="small",
+            preset=args.preset,
             inputs=args.inputs,
-            size=cache_size,
+            size=tuple(int(v) for v in args.refiner_size.split("x")),
             epochs=1 if q else args.refiner_epochs,
             batch_size=4,
             lr=1e-3,
@@ -118,6 +122,7 @@ def main() -> int:
             seed=args.seed,
             device=args.device,
             overwrite=True,
+            **json.loads(args.refiner_extra),
         ),
         progress=_printer(),
     )
@@ -128,7 +133,14 @@ def main() -> int:
                             csv_path=out / "per_sample.csv", visuals_dir=out / "visuals", num_visuals=4)
     seconds["evaluate"] = time.perf_counter() - t
     improved = improvement(result.metrics(0), result.metrics(-1))
-    write_json(out / "evaluation.json", {**result.to_dict(), "seconds": seconds, "improved": improved})
+    extra = {}
+    if args.bf16:
+        t = time.perf_counter()
+        half = evaluate_cache(out / "cache-test.h5", [out / "refiner"], device=args.device, precision="bf16")
+        seconds["evaluate bf16"] = time.perf_counter() - t
+        fp32, bf16 = result.metrics(-1)["abs_rel"], half.metrics(-1)["abs_rel"]
+        extra["bf16"] = {"abs_rel_fp32": fp32, "abs_rel_bf16": bf16, "change": bf16 - fp32}
+    write_json(out / "evaluation.json", {**result.to_dict(), "seconds": seconds, "improved": improved, **extra})
     write_markdown_report(
         out / "report.md",
         title="refinedepth on real Kinect frames (7-Scenes redkitchen)",
@@ -143,6 +155,13 @@ def main() -> int:
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],
     )
     print(markdown_table(result.rows))
+    wins = result.to_dict().get("win_rates") or {}
+    for stage, rates in wins.items():
+        shown = ", ".join(f"{k} {100 * v:.0f}%" for k, v in rates.items() if v is not None)
+        print(f"refined better than {stage} on: {shown} of the {result.count} test frames")
+    if "bf16" in extra:
+        b = extra["bf16"]
+        print(f"bf16 inference: abs_rel {b['abs_rel_bf16']:.5f} vs fp32 {b['abs_rel_fp32']:.5f} ({b['change']:+.2e})")
     print(json.dumps({"improved": improved, "seconds": {k: round(v, 1) for k, v in seconds.items()}}))
     return 0
 
