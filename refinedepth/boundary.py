@@ -73,7 +73,7 @@ F1_RATIOS = tuple(float(r) for r in np.linspace(1.05, 1.25, 10))
 _PRED_FLOOR = 1e-3
 
 
-def _require():
+def require():
     """``(skimage.feature, scipy.ndimage)``, or a one-line ConfigError saying what to install."""
     try:
         import scipy.ndimage as ndimage
@@ -134,7 +134,7 @@ def depth_edges(depth: np.ndarray, used: np.ndarray) -> np.ndarray:
 
     A map that is constant over ``used`` (or has no used pixel) has no edge.
     """
-    feature, _ = _require()
+    feature, _ = require()
     depth = np.asarray(depth, dtype=np.float64)
     if not used.any():
         return np.zeros(depth.shape, dtype=bool)
@@ -149,7 +149,7 @@ def depth_edges(depth: np.ndarray, used: np.ndarray) -> np.ndarray:
 
 def _truncated_distance(edges: np.ndarray) -> np.ndarray:
     """Distance (pixels) of every pixel to the nearest pixel of ``edges``, truncated at theta."""
-    _, ndimage = _require()
+    _, ndimage = require()
     if not edges.any():
         return np.full(edges.shape, DBE_THETA)
     return np.minimum(ndimage.distance_transform_edt(~edges), DBE_THETA)
@@ -318,7 +318,18 @@ class BoundaryAccumulator:
         return f"BoundaryAccumulator(count={self.count})"
 
 
+def available() -> bool:
+    """Whether scikit-image and scipy are installed (the boundary metrics can be computed)."""
+    try:
+        require()
+    except ConfigError:
+        return False
+    return True
+
+
 __all__ = [
+    "available",
+    "require",
     "BOUNDARY_HIGHER_IS_BETTER",
     "BOUNDARY_METRIC_NAMES",
     "BoundaryAccumulator",

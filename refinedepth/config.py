@@ -664,6 +664,9 @@ class EvaluateConfig(ConfigBase):
     limit: int | None = int_option(None, minimum=1, help="Score only the first N samples.")
     workers: int = int_option(0, minimum=0, cli=False, help="DataLoader worker processes.")
     precision: str = _precision()
+    boundary: bool = bool_option(
+        True, help="Also score depth-boundary accuracy/completeness (iBims-1) and boundary F1 (Depth Pro)."
+    )
     device: str = _device()
 
     def __post_init__(self) -> None:

@@ -15,11 +15,14 @@ Chaining refiners is the paper's three-stage ablation (Tables 3 and 4).
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .config import AVERAGING as _AVERAGING
 from .config import PROTOCOLS
@@ -48,6 +51,10 @@ class EvaluationResult:
     visuals: list[str] = field(default_factory=list)
     csv_path: str | None = None
     alignments: dict[str, str] = field(default_factory=dict)
+    #: ``{other stage: {metric: share of images on which the last stage is better}}``
+    win_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    baselines: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def stages(self) -> list[str]:
@@ -73,7 +80,33 @@ class EvaluationResult:
             f"{Path(self.cache).name}: {self.count} samples, protocol {self.protocol}, "
             f"align {align}, {self.averaging}-averaged"
         )
-        return format_table(self.rows, title=title)
+        lines = [format_table(self.rows, title=title), *self.summary_lines()]
+        return "\n".join(lines)
+
+    def summary_lines(self) -> list[str]:
+        """One line per comparison: on what share of the images the last stage beats the rough
+        row and each baseline row (abs_rel), and whether it beats the two-number calibrations."""
+        from .baselines import SCALE_ROW, SCALE_SHIFT_ROW
+
+        lines = list(self.notes)
+        if len(self.rows) < 2 or not self.win_rates:
+            return lines
+        last = self.rows[-1][0]
+        for other, rates in self.win_rates.items():
+            rate = rates.get("abs_rel")
+            if rate is not None:
+                lines.append(f"{last} is better than {other} on {100 * rate:.0f}% of the images (abs_rel)")
+        metrics = dict(self.rows)
+        beaten = [
+            b for b in (SCALE_ROW, SCALE_SHIFT_ROW)
+            if b in metrics and not metrics[last].get("abs_rel", math.inf) < metrics[b].get("abs_rel", -math.inf)
+        ]
+        if beaten:
+            lines.append(
+                f"{last} does not beat {' or '.join(beaten)} on abs_rel: the refiner is no better than a "
+                "calibration with one or two numbers fitted on its training pairs"
+            )
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +121,9 @@ class EvaluationResult:
             "cache_attrs": {k: v for k, v in self.attrs.items() if _jsonable(v)},
             "visuals": list(self.visuals),
             "csv": self.csv_path,
+            "win_rates": {k: dict(v) for k, v in self.win_rates.items()},
+            "baselines": self.baselines,
+            "notes": list(self.notes),
         }
 
 
@@ -116,6 +152,7 @@ def evaluate_cache(
     num_visuals: int = 4,
     workers: int = 0,
     precision: str = "fp32",
+    boundary: bool = True,
     progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Evaluate the rough maps of ``cache`` and, for each refiner in ``refiners``, the chain so far.
@@ -134,6 +171,13 @@ def evaluate_cache(
             ``num_visuals`` samples spread evenly over the cache; maps are shown as scored
             (metric depth, aligned).
         precision: the refiners' inference precision, ``fp32`` or ``bf16`` (autocast).
+        boundary: also score the boundary metrics (``dbe_acc``, ``dbe_comp``, ``boundary_f1``,
+            :mod:`refinedepth.boundary`); without scikit-image/scipy they are left out with a note.
+
+    With refiners, the first one's stored baselines (a global scale and scale + shift fitted on
+    its training pairs, :mod:`refinedepth.baselines`) add the rows ``rough x scale`` and
+    ``rough x (scale, shift)`` after ``rough``; ``win_rates`` gives, for the rough and baseline
+    rows, the share of images on which the last stage is better (abs_rel, rmse, silog, dbe_acc).
         progress: ``progress(done, total, desc="evaluate")`` after each batch.
     """
     import numpy as np
@@ -170,8 +214,33 @@ def evaluate_cache(
     if total == 0:
         raise CacheError(f"cache {cache!r} holds no finished samples: re-run the 'refinedepth cache' command")
 
-    names = chain.stage_names
-    scorer = Scorer(names, protocol=protocol, align=align, averaging=averaging)
+    from . import boundary as boundary_module
+    from .baselines import SCALE_ROW, SCALE_SHIFT_ROW, Baselines, rough_depth
+
+    notes: list[str] = []
+    if boundary and not boundary_module.available():
+        boundary = False
+        notes.append("boundary metrics left out: install scikit-image and scipy (pip install 'refinedepth[boundary]')")
+    baselines = None
+    if len(chain):
+        stored = chain.refiners[0].meta.get("baselines")
+        if stored:
+            baselines = Baselines.from_dict(stored)
+        else:
+            notes.append(f"{chain.paths[0]} stores no baselines (trained before they existed): no baseline rows")
+    chain_names = chain.stage_names
+    names = [chain_names[0], *([SCALE_ROW, SCALE_SHIFT_ROW] if baselines else []), *chain_names[1:]]
+    shown_stages = [i for i, n in enumerate(names) if n not in (SCALE_ROW, SCALE_SHIFT_ROW)]
+    scorer = Scorer(names, protocol=protocol, align=align, averaging=averaging, boundary=boundary)
+    compared = ("abs_rel", "rmse", "silog", "dbe_acc")
+    per_image_values: dict[str, dict[str, list[float]]] = {n: {k: [] for k in compared} for n in names}
+
+    def run_stages(rough, rgb, kind):
+        preds = chain(rough, rgb, kind=kind)
+        if baselines is None:
+            return preds
+        depth = rough_depth(rough.float(), kind)
+        return [preds[0], baselines.apply(depth, "scale"), baselines.apply(depth, "scale_shift"), *preds[1:]]
     picks = set(_visual_indices(total, num_visuals)) if visuals_dir is not None else set()
     kept: list[dict[str, Any]] = []
     state = {"done": 0, "writer": None}
@@ -183,6 +252,10 @@ def evaluate_cache(
 
     def on_batch(batch: dict[str, Any], preds: list[Any], per_image: list[dict[str, Any]]) -> None:
         n = int(batch["gt"].shape[0])
+        for name, metrics in zip(names, per_image):
+            for k in compared:
+                if k in metrics:
+                    per_image_values[name][k].extend(float(v) for v in metrics[k])
         for b in range(n):
             index = int(batch["index"][b])
             sample_id = str(batch["id"][b])
@@ -197,9 +270,9 @@ def evaluate_cache(
                 gt, valid = batch["gt"][b : b + 1], batch["valid"][b : b + 1]
                 shown = [
                     scorer.convert(
-                        p[b : b + 1].float().cpu(), gt, kind=output_kind if i == 0 else "metric", valid=valid
+                        preds[i][b : b + 1].float().cpu(), gt, kind=output_kind if i == 0 else "metric", valid=valid
                     )[0][0]
-                    for i, p in enumerate(preds)
+                    for i in shown_stages
                 ]
                 g = gt[0, 0].double().numpy()
                 ok = valid[0, 0].numpy() & np.isfinite(g) & (g > 0)
@@ -215,7 +288,7 @@ def evaluate_cache(
 
     try:
         done = score_dataset(
-            dataset, chain, scorer, kind=output_kind, device=dev, batch_size=batch_size, limit=total,
+            dataset, run_stages, scorer, kind=output_kind, device=dev, batch_size=batch_size, limit=total,
             workers=workers, progress=progress, desc="evaluate", on_batch=on_batch,
         )
     finally:
@@ -225,7 +298,14 @@ def evaluate_cache(
     rows = [(name, _floats(m)) for name, m in scorer.compute().items()]
     visuals: list[str] = []
     if visuals_dir is not None and kept:
-        visuals = write_visuals(visuals_dir, kept, names)
+        visuals = write_visuals(visuals_dir, kept, [names[i] for i in shown_stages])
+    win_rates: dict[str, dict[str, float | None]] = {}
+    if len(names) > 1:
+        last = per_image_values[names[-1]]
+        for other in names[:-1]:
+            if other.startswith("+ "):  # an earlier refined stage of the chain
+                continue
+            win_rates[other] = {k: _win_rate(last[k], per_image_values[other][k]) for k in compared}
     return EvaluationResult(
         rows=rows,
         cache=cache,
@@ -238,7 +318,19 @@ def evaluate_cache(
         visuals=visuals,
         csv_path=str(csv_path) if csv_path is not None else None,
         alignments={k: v for k, v in scorer.alignments.items() if v is not None},
+        win_rates=win_rates,
+        baselines=baselines.to_dict() if baselines else None,
+        notes=notes,
     )
+
+
+def _win_rate(mine: list[float], other: list[float]) -> float | None:
+    """Share of images (where both values are defined) on which ``mine`` is lower (better)."""
+    a, b = np.asarray(mine, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        return None
+    both = np.isfinite(a) & np.isfinite(b)
+    return float((a[both] < b[both]).mean()) if both.any() else None
 
 
 def _floats(d: dict[str, Any]) -> dict[str, float]:

@@ -27,6 +27,19 @@ TABLE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("d3", "δ<1.25³", False),
 )
 
+#: shown after TABLE_COLUMNS when the rows have them (refinedepth.boundary)
+BOUNDARY_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("dbe_acc", "dbe_acc", True),
+    ("dbe_comp", "dbe_comp", True),
+    ("boundary_f1", "bF1", False),
+)
+
+
+def columns_for(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[tuple[str, str, bool], ...]:
+    """The table's columns: the standard metrics, plus the boundary metrics any row has."""
+    extra = tuple(c for c in BOUNDARY_COLUMNS if any(c[0] in m for _, m in rows))
+    return TABLE_COLUMNS + extra
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -42,13 +55,15 @@ def _fmt(value: Any) -> str:
 
 def format_table(
     rows: Sequence[tuple[str, Mapping[str, Any]]],
-    columns: Sequence[tuple[str, str, bool]] = TABLE_COLUMNS,
+    columns: Sequence[tuple[str, str, bool]] | None = None,
     title: str | None = None,
 ) -> str:
-    """Plain-text table: one line per ``(stage_name, metrics)`` row, aligned columns.
+    """Plain-text table: one line per ``(stage_name, metrics)`` row, aligned columns (default:
+    :func:`columns_for` the rows).
 
     The best value of each column is marked with ``*`` when there are several rows.
     """
+    columns = columns_for(rows) if columns is None else columns
     headers = ["stage"] + [header for _, header, _ in columns]
     best = _best_rows(rows, columns)
     body = []
@@ -71,9 +86,10 @@ def format_table(
 
 def markdown_table(
     rows: Sequence[tuple[str, Mapping[str, Any]]],
-    columns: Sequence[tuple[str, str, bool]] = TABLE_COLUMNS,
+    columns: Sequence[tuple[str, str, bool]] | None = None,
 ) -> str:
     """The same table in Markdown; the best value of each column in bold."""
+    columns = columns_for(rows) if columns is None else columns
     best = _best_rows(rows, columns)
     arrows = {True: "↓", False: "↑"}
     lines = [

@@ -166,10 +166,19 @@ class Scorer:
         protocol: ``nyu``, ``make3d``, ``kitti`` or ``none`` (crop and depth range).
         align: ``auto``, ``none``, ``median`` or ``lstsq`` (module docstring).
         averaging: ``image`` (mean of per-image metrics) or ``pooled`` (``pixel``) over all pixels.
+        boundary: also compute the boundary metrics of :mod:`refinedepth.boundary` (``dbe_acc``,
+            ``dbe_comp``, ``boundary_f1``; per-image means, on the scored pixels of the converted
+            and aligned map). Needs scikit-image and scipy (the ``boundary`` extra).
     """
 
     def __init__(
-        self, stages: Sequence[str], *, protocol: str = "none", align: str = "none", averaging: str = "image"
+        self,
+        stages: Sequence[str],
+        *,
+        protocol: str = "none",
+        align: str = "none",
+        averaging: str = "image",
+        boundary: bool = False,
     ) -> None:
         self.stages = [str(s) for s in stages]
         if not self.stages or len(set(self.stages)) != len(self.stages):
@@ -183,6 +192,13 @@ class Scorer:
             raise ConfigError(f"unknown averaging {averaging!r}: expected image, pixel or pooled")
         self.averaging = averaging
         self._accs = {s: MetricAccumulator(self.protocol, "none", averaging) for s in self.stages}
+        self.boundary = bool(boundary)
+        self._bounds = {}
+        if self.boundary:
+            from .boundary import BoundaryAccumulator, require
+
+            require()  # a missing scikit-image / scipy is one clear error before any work
+            self._bounds = {s: BoundaryAccumulator() for s in self.stages}
         #: per stage, the alignment used (``auto`` resolved), once a batch was scored
         self.alignments: dict[str, str | None] = {s: None for s in self.stages}
 
@@ -214,13 +230,21 @@ class Scorer:
         acc = self._acc(stage)
         depth, g = self.convert(pred, gt, kind=kind, valid=valid)
         self.alignments[stage] = resolve_align(self.align, kind)
-        return acc.update(depth, g)
+        out = acc.update(depth, g)
+        if self.boundary:
+            out.update(self._bounds[stage].update(depth, g, valid=g > 0))
+        return out
 
     def per_image(self, stage: str, pred, gt, *, kind: str = "metric", valid=None) -> dict[str, np.ndarray]:
         """Per-image metrics of a batch, scored as :meth:`update` would, without accumulating."""
         acc = self._acc(stage)
         depth, g = self.convert(pred, gt, kind=kind, valid=valid)
-        return MetricAccumulator(acc.protocol, "none", acc.averaging).update(depth, g)
+        out = MetricAccumulator(acc.protocol, "none", acc.averaging).update(depth, g)
+        if self.boundary:
+            from .boundary import BoundaryAccumulator
+
+            out.update(BoundaryAccumulator().update(depth, g, valid=g > 0))
+        return out
 
     def merge(self, other: Scorer) -> Scorer:
         """Add ``other``'s statistics (same stages and settings) into this scorer."""
@@ -228,13 +252,22 @@ class Scorer:
             raise ConfigError(
                 f"cannot merge scorers of stages/align {self.stages}/{self.align} and {other.stages}/{other.align}"
             )
+        if other.boundary != self.boundary:
+            raise ConfigError("cannot merge a scorer with boundary metrics and one without")
         for s in self.stages:
             self._accs[s].merge(other._accs[s])
+            if self.boundary:
+                self._bounds[s].merge(other._bounds[s])
             self.alignments[s] = self.alignments[s] or other.alignments[s]
         return self
 
     def state_array(self) -> np.ndarray:
-        """Every stage's sufficient statistics, ``[len(stages), STATE_SIZE]`` float64."""
+        """Every stage's sufficient statistics, ``[len(stages), STATE_SIZE]`` float64 (the
+        boundary accumulators' appended when ``boundary``)."""
+        if self.boundary:
+            return np.stack(
+                [np.concatenate([self._accs[s].state_array(), self._bounds[s].state_array()]) for s in self.stages]
+            )
         return np.stack([self._accs[s].state_array() for s in self.stages])
 
     def load_state(self, state) -> Scorer:
@@ -244,7 +277,14 @@ class Scorer:
         state = np.asarray(state, dtype=np.float64)
         if state.shape[0] != len(self.stages):
             raise ShapeError(f"scorer state: expected {len(self.stages)} rows, got {state.shape[0]}")
+        from .boundary import STATE_SIZE as BOUNDARY_STATE
+
         for s, row in zip(self.stages, state):
+            if self.boundary:
+                row, brow = row[: len(row) - BOUNDARY_STATE], row[len(row) - BOUNDARY_STATE :]
+                from .boundary import BoundaryAccumulator
+
+                self._bounds[s] = BoundaryAccumulator.from_state(brow)
             self._accs[s] = MetricAccumulator.from_state(row, self.protocol, "none", self.averaging)
         return self
 
@@ -266,7 +306,11 @@ class Scorer:
 
     def compute(self) -> dict[str, dict[str, float]]:
         """``{stage: metrics}`` (each with ``count``, the images scored)."""
-        return {s: self._accs[s].compute() for s in self.stages}
+        out = {s: self._accs[s].compute() for s in self.stages}
+        if self.boundary:
+            for s in self.stages:
+                out[s].update({k: v for k, v in self._bounds[s].compute().items() if k != "count"})
+        return out
 
     def __repr__(self) -> str:
         return (

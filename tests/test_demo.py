@@ -39,7 +39,9 @@ def test_quick_demo_writes_every_stage(quick_run):
                  "evaluation.json", "per_sample.csv", "report.md", "visuals/grid.png"):
         assert (out / name).exists(), name
     payload = json.loads((out / "evaluation.json").read_text())
-    assert [s["name"] for s in payload["stages"]] == ["rough", "+ refiner"]
+    assert [s["name"] for s in payload["stages"]] == ["rough", "rough x scale", "rough x (scale, shift)", "+ refiner"]
+    assert {"dbe_acc", "dbe_comp", "boundary_f1"} <= set(payload["stages"][0]["metrics"])
+    assert set(payload["win_rates"]) == {"rough", "rough x scale", "rough x (scale, shift)"}
     assert payload["count"] == DemoConfig.quick().test
 
 

@@ -158,7 +158,7 @@ def test_two_chained_refiners_give_three_rows(tmp_path):
     ref = shared_refiner()
     cache = degraded_cache(tmp_path / "test.h5", n=4, seed=1)
     result = evaluate_cache(cache, [ref, ref], batch_size=3, device="cpu", csv_path=tmp_path / "s.csv")
-    assert result.stages == ["rough", "+ refiner", "+ refiner + refiner"]
+    assert result.stages == ["rough", "rough x scale", "rough x (scale, shift)", "+ refiner", "+ refiner + refiner"]
     # reference: the refiner applied by hand to the whole batch, then the metrics module
     with __import__("refinedepth.cache", fromlist=["open_cache"]).open_cache(cache) as reader:
         rough = np.stack([reader.read(i)["rough"] for i in range(4)])
@@ -166,14 +166,28 @@ def test_two_chained_refiners_give_three_rows(tmp_path):
     r = Refiner.from_pretrained(ref)
     once = r.refine_tensor(torch.from_numpy(rough), output_kind="metric")
     twice = r.refine_tensor(once, output_kind="metric")
-    for row, pred in zip(result.rows, [torch.from_numpy(rough), once, twice]):
+    rows = dict(result.rows)
+    base = r.meta["baselines"]
+    a, b = base["scale_shift"]
+    ups = {}
+    for name, pred in zip(["rough", "+ refiner", "+ refiner + refiner"], [torch.from_numpy(rough), once, twice]):
         # 64x64 -> 48x64 shrinks the rows: bilinear with antialiasing (the geometry convention)
-        up = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+        ups[name] = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+    ups["rough x scale"] = base["scale"] * ups["rough"]
+    ups["rough x (scale, shift)"] = a * ups["rough"] + b
+    for name, up in ups.items():
         expected = compute_metrics(up, gt)
-        for name in METRIC_NAMES:
-            assert row[1][name] == pytest.approx(expected[name], rel=1e-5, abs=1e-7), (row[0], name)
-    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
-    assert len(rows) == 12 and [r["stage"] for r in rows[:3]] == result.stages
+        for metric in METRIC_NAMES:
+            assert rows[name][metric] == pytest.approx(expected[metric], rel=1e-5, abs=1e-7), (name, metric)
+    per_sample = list(csv.DictReader((tmp_path / "s.csv").open()))
+    assert len(per_sample) == 20 and [r["stage"] for r in per_sample[:5]] == result.stages
+    # win rates: a count over the per-sample rows
+    last = {r["id"]: float(r["abs_rel"]) for r in per_sample if r["stage"] == "+ refiner + refiner"}
+    for other in ("rough", "rough x scale", "rough x (scale, shift)"):
+        theirs = {r["id"]: float(r["abs_rel"]) for r in per_sample if r["stage"] == other}
+        expected = np.mean([last[k] < theirs[k] for k in last])
+        assert result.win_rates[other]["abs_rel"] == pytest.approx(expected)
+    assert "+ refiner" not in result.win_rates  # an earlier stage of the chain is not a baseline
 
 
 def test_cli_visuals_message_counts_samples(metric_cache, tmp_path):

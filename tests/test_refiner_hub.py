@@ -35,7 +35,9 @@ def saved(tmp_path):
     refiner.meta["source"] = {"backbone": "fcrn", "dataset": "synthetic", "train": "/data/train.h5",
                               "output_kind": "metric", "train_samples": 40}
     refiner.meta["val"] = {"rough": {"abs_rel": 0.2, "rmse": 0.5, "silog": 20.0, "d1": 0.7},
-                           "refined": {"abs_rel": 0.1, "rmse": 0.3, "silog": 15.0, "d1": 0.9}}
+                           "refined": {"abs_rel": 0.1, "rmse": 0.3, "silog": 15.0, "d1": 0.9},
+                           "rough x scale": {"abs_rel": 0.15, "rmse": 0.4, "silog": 20.0, "d1": 0.8}}
+    refiner.meta["baselines"] = {"scale": 1.15, "scale_shift": [1.1, 0.05], "pixels": 999, "fitted_on": "t.h5"}
     return refiner, refiner.save_pretrained(tmp_path / "local", repo_id="org/my-refiner")
 
 
@@ -69,6 +71,8 @@ def test_model_card_lists_metrics(saved):
     assert "| preset | `small` |" in card and "`fcrn`" in card and "train.h5" in card and "40 pairs" in card
     assert "| rough | 0.2000 | 0.5000 | 20.0000 | 0.7000 |" in card
     assert "| refined | 0.1000 | 0.3000 | 15.0000 | 0.9000 |" in card
+    assert "| rough x scale | 0.1500 | 0.4000 | 20.0000 | 0.8000 |" in card
+    assert "| rough x scale | 1.1500 x rough |" in card and "| rough x (scale, shift) | 1.1000 x rough + 0.0500 m |" in card
     assert 'Refiner.from_pretrained("org/my-refiner")' in card
     # without validation rows the best value is stated
     assert "0.1234" in model_card({"state": {"best_value": 0.1234}, "training": {"select_metric": "abs_rel"}})
@@ -167,6 +171,6 @@ def test_cli_takes_a_hub_id_offline(tmp_path, saved):
     ok = subprocess.run([*cmd, "--refiner", "org/my-refiner"], capture_output=True, text=True, env=env)
     assert ok.returncode == 0, ok.stderr
     stages = [s["name"] for s in json.loads((tmp_path / "e.json").read_text())["stages"]]
-    assert stages[0] == "rough" and len(stages) == 2
+    assert stages == ["rough", "rough x scale", "rough x (scale, shift)", "+ my-refiner"]
     bad = subprocess.run([*cmd, "--refiner", "org/absent"], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "org/absent" in bad.stderr

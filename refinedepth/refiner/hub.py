@@ -115,6 +115,22 @@ def model_card(meta: dict[str, Any], repo_id: str | None = None, license: str = 
         lines.append("")
     elif state.get("best_value") is not None:
         lines += [f"Best validation {training.get('select_metric', 'abs_rel')}: {_fmt(state['best_value'])}", ""]
+    baselines = meta.get("baselines")
+    if baselines:
+        a, b = baselines["scale_shift"]
+        lines += [
+            "## Baselines",
+            "",
+            "Two-number calibrations of the rough maps fitted on the same training pairs "
+            f"({baselines.get('pixels', '?')} pixels); `refinedepth evaluate` prints their rows beside "
+            "the refined one, with the share of images on which the refiner is better.",
+            "",
+            "| baseline | depth = |",
+            "|---|---|",
+            f"| rough x scale | {_fmt(float(baselines['scale']))} x rough |",
+            f"| rough x (scale, shift) | {_fmt(float(a))} x rough + {_fmt(float(b))} m |",
+            "",
+        ]
     lines += [
         "## Use",
         "",

@@ -142,8 +142,11 @@ def validate(
     limit: int | None = None,
     progress: ProgressCallback | None = None,
     amp: bool = False,
+    baselines=None,
 ) -> dict[str, Any]:
-    """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution).
+    """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution), and
+    with ``baselines`` (:class:`refinedepth.baselines.Baselines`) the ``rough x scale`` and
+    ``rough x (scale, shift)`` rows too.
 
     Scored exactly as ``refinedepth evaluate`` scores a cache with ``--align auto`` (one function,
     :func:`refinedepth.scoring.score_dataset`): predictions are resized (bilinear) to the ground
@@ -155,7 +158,10 @@ def validate(
 
     was_training = generator.training
     generator.eval()
-    scorer = Scorer(["rough", "refined"], protocol=protocol, align="auto")
+    from ..baselines import SCALE_ROW, SCALE_SHIFT_ROW, rough_depth
+
+    names = ["rough", "refined"] + ([SCALE_ROW, SCALE_SHIFT_ROW] if baselines is not None else [])
+    scorer = Scorer(names, protocol=protocol, align="auto")
 
     def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -170,7 +176,10 @@ def validate(
                 kind=kind,
                 out_size=tuple(rough.shape[-2:]),
             )
-        return [rough, refined.float()]
+        if baselines is None:
+            return [rough, refined.float()]
+        depth = rough_depth(rough.float(), kind)
+        return [rough, refined.float(), baselines.apply(depth, "scale"), baselines.apply(depth, "scale_shift")]
 
     try:
         score_dataset(
@@ -180,7 +189,7 @@ def validate(
     finally:
         generator.train(was_training)
     metrics = scorer.compute()
-    return {"rough": metrics["rough"], "refined": metrics["refined"], "rough_align": resolve_align("auto", norm.output_kind)}
+    return {**metrics, "rough_align": resolve_align("auto", norm.output_kind)}
 
 
 # -- the training loop ---------------------------------------------------------------------------
@@ -262,6 +271,14 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             )
         protocol = str(val_ds.attrs.get("protocol", protocol))
     refiner_meta = refiner_description(config, norm)
+    # The two-number calibrations the refiner must beat (SPEC §7), fitted on its training pairs
+    # at the evaluation resolution; deterministic, so a resumed run stores the same values.
+    from ..baselines import fit_baselines
+
+    baselines = fit_baselines(
+        _open_cache_dataset(config.train, "training"), protocol=str(train_ds.attrs.get("protocol", "none")),
+        fitted_on=config.train,
+    )
 
     # Models (same initialisation on every rank; DDP also broadcasts rank 0's).
     torch.manual_seed(config.seed)
@@ -322,9 +339,11 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             "max_depth": max_depth,
             "protocol": protocol,
             "backbone": train_ds.attrs.get("backbone"),
+            "train_samples": len(train_ds),
             "dataset": train_ds.attrs.get("dataset"),
         },
         "parameters": {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)},
+        "baselines": baselines.to_dict(),
     }
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -338,6 +357,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         if dist.is_main:
             meta = dict(run_meta)
             meta["state"] = dict(state, epoch=epoch_done, epoch_step=epoch_step, step=step)
+            if last_val is not None:  # the validation of this checkpoint (the model card lists it)
+                meta["val"] = {k: v for k, v in last_val.items() if isinstance(v, dict)}
             optimizers = {"g": (opt_g, generator), "d": (opt_d, discriminator)}
             ckpt.save_checkpoint(
                 last_dir,
@@ -366,6 +387,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
                 generator, val_ds, norm=norm, inputs=config.inputs, residual=config.effective_residual,
                 size=size, protocol=protocol, device=device, batch_size=config.batch_size,
                 limit=config.val_limit, progress=inside(progress, step, total_steps, epoch=epoch + 1), amp=amp,
+                baselines=baselines,
             )
             entry["val"] = last_val
             value = float(last_val["refined"].get(config.select_metric, float("nan")))

@@ -1,0 +1,147 @@
+"""Two-number calibrations of the rough maps: the baselines a learned refiner must beat (SPEC §7).
+
+Every refiner stores, in its checkpoint's ``config.json``, a global **scale** and a global
+**scale + shift** fitted on its own training pairs, and ``evaluate`` prints the rows
+``rough x scale`` and ``rough x (scale, shift)`` beside ``rough`` and the refined stages. A refiner
+that does not beat them has learned a calibration, not a correction.
+
+Both act on the rough map's **depth**: metric and relative maps as they are, disparity maps
+inverted (as :mod:`refinedepth.scoring` converts them), at the ground truth's resolution (resized
+as the scorer resizes predictions). The fit pools every scored pixel of every training pair
+(finite ``gt > 0``, ``valid``, inside the protocol's crop and depth range, and a finite positive
+rough depth):
+
+* ``scale`` ``s = exp(mean(log gt - log d))``, the geometric mean of the ratios: it minimises the
+  squared log error (what ``silog`` and ``rmse_log`` measure) and is not pulled by the few
+  farthest pixels as a least-squares fit in depth is;
+* ``scale_shift`` ``(a, b)``: ordinary least squares of ``gt ~ a d + b`` over the pooled pixels.
+
+The fit streams: it keeps sums (float64), never the pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+#: the stage names evaluate gives the baseline rows
+SCALE_ROW = "rough x scale"
+SCALE_SHIFT_ROW = "rough x (scale, shift)"
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """A fitted global scale and scale + shift, and what they were fitted on."""
+
+    scale: float
+    scale_shift: tuple[float, float]
+    pixels: int
+    fitted_on: str = ""
+    space: str = "depth"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "scale_shift": [self.scale_shift[0], self.scale_shift[1]],
+            "pixels": self.pixels,
+            "fitted_on": self.fitted_on,
+            "space": self.space,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Baselines:
+        a, b = d["scale_shift"]
+        return cls(float(d["scale"]), (float(a), float(b)), int(d.get("pixels", 0)), str(d.get("fitted_on", "")),
+                   str(d.get("space", "depth")))
+
+    def apply(self, depth, which: str):
+        """``depth`` (rough depth, any array/tensor) calibrated by ``"scale"`` or ``"scale_shift"``."""
+        if which == "scale":
+            return depth * self.scale
+        a, b = self.scale_shift
+        return depth * a + b
+
+
+class BaselineFit:
+    """Streaming least-squares / log-ratio sums; :meth:`update` with pairs, :meth:`result` at the end."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sum_log = 0.0
+        self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    def update(self, depth: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> None:
+        """Add the pixels where ``mask`` holds (and ``depth`` is finite and positive)."""
+        d = np.asarray(depth, dtype=np.float64)
+        g = np.asarray(gt, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            use = np.asarray(mask, dtype=bool) & np.isfinite(d) & (d > 0) & np.isfinite(g) & (g > 0)
+        d, g = d[use], g[use]
+        self.n += int(d.size)
+        if d.size:
+            self.sum_log += float(np.sum(np.log(g) - np.log(d)))
+            self.sx += float(d.sum())
+            self.sy += float(g.sum())
+            self.sxx += float(np.dot(d, d))
+            self.sxy += float(np.dot(d, g))
+
+    def result(self, fitted_on: str = "") -> Baselines:
+        if self.n == 0:
+            raise DataError(
+                f"cannot fit the baseline scale on {fitted_on or 'the training pairs'}: no pixel has both a valid "
+                "ground truth and a positive rough depth; check the cache"
+            )
+        scale = math.exp(self.sum_log / self.n)
+        mx, my = self.sx / self.n, self.sy / self.n
+        var = self.sxx / self.n - mx * mx
+        if var <= 1e-12 * max(mx * mx, 1e-12):  # a constant rough map: the shift carries it all
+            a, b = 0.0, my
+        else:
+            a = (self.sxy / self.n - mx * my) / var
+            b = my - a * mx
+        return Baselines(scale, (float(a), float(b)), self.n, fitted_on)
+
+
+def rough_depth(rough, kind: str):
+    """The depth a rough map of ``kind`` stands for (disparity inverted; ``<= 0`` stays 0)."""
+    if kind != "disparity":
+        return rough
+    if hasattr(rough, "detach"):
+        import torch
+
+        return torch.where(rough > 0, 1.0 / rough.clamp_min(1e-12), torch.zeros_like(rough))
+    r = np.asarray(rough, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+
+
+def fit_baselines(dataset, *, protocol: str = "none", fitted_on: str = "", limit: int | None = None) -> Baselines:
+    """Fit :class:`Baselines` on a :class:`~refinedepth.cache.CacheDataset` (rough maps of the
+    dataset's ``output_kind``; ``gt``/``valid`` at the evaluation resolution), over the pixels
+    the ``protocol`` scores."""
+    from .geometry import resize_smooth
+    from .metrics import get_protocol, valid_mask
+
+    proto = get_protocol(protocol)
+    kind = dataset.output_kind
+    fit = BaselineFit()
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in range(n):
+        item = dataset[i]
+        gt = item["gt"]
+        rough = item["rough"][None].float()
+        if tuple(rough.shape[-2:]) != tuple(gt.shape[-2:]):
+            rough = resize_smooth(rough, tuple(gt.shape[-2:]))  # in its own kind, as the scorer does
+        g = gt[0].double().numpy()
+        mask = valid_mask(g[None], proto)[0] & item["valid"][0].numpy().astype(bool)
+        fit.update(rough_depth(rough[0, 0].double().numpy(), kind), g, mask)
+    return fit.result(fitted_on)
+
+
+__all__ = ["SCALE_ROW", "SCALE_SHIFT_ROW", "Baselines", "BaselineFit", "fit_baselines", "rough_depth"]

@@ -1,0 +1,137 @@
+"""Baselines a refiner must beat (SPEC §7): a global scale and a global scale + shift fitted on
+its training pairs, stored in its checkpoint, shown by evaluate with paired win rates; and the
+boundary metrics in evaluate's table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from refinedepth.baselines import BaselineFit, fit_baselines
+from refinedepth.cache import CacheDataset, write_cache
+from refinedepth.cli.main import cli
+from refinedepth.errors import DataError
+from refinedepth.evaluate import evaluate_cache
+from refinedepth.refiner import checkpoint as ckpt
+from refinedepth.refiner.train import TrainConfig, train_refiner
+
+from ._helpers_refiner import one_torch_thread  # noqa: F401
+
+
+def _gt(n=3, size=(16, 20), seed=0):
+    rng = np.random.default_rng(seed)
+    return (1.0 + 5.0 * rng.random((n, *size))).astype(np.float32)
+
+
+def test_a_scaled_rough_map_gives_its_scale_exactly(tmp_path):
+    gt = _gt()
+    gt[0, :3] = 0.0  # invalid pixels are not fitted
+    cache = write_cache(tmp_path / "c.h5", rough=np.where(gt > 0, gt / 1.15, 7.0), gt=gt, max_depth=10.0)
+    b = fit_baselines(CacheDataset(cache), fitted_on="c")
+    assert b.scale == pytest.approx(1.15, rel=1e-6)
+    assert b.scale_shift == pytest.approx((1.15, 0.0), abs=1e-5)
+    assert b.pixels == int((gt > 0).sum())
+
+
+def test_an_affine_rough_map_gives_its_scale_and_shift(tmp_path):
+    gt = _gt(seed=1)
+    rough = (gt - 2.0) / 3.0 + 1.0  # gt = 3 rough - 1
+    cache = write_cache(tmp_path / "c.h5", rough=rough, gt=gt, max_depth=10.0)
+    b = fit_baselines(CacheDataset(cache))
+    a, s = b.scale_shift
+    assert (a, s) == pytest.approx((3.0, -1.0), abs=1e-4)
+    # the scale: geometric mean of the ratios, computed independently
+    assert b.scale == pytest.approx(float(np.exp(np.mean(np.log(gt.astype(np.float64)) - np.log(rough)))), rel=1e-6)
+
+
+def test_disparity_maps_are_fitted_in_depth_and_the_protocol_range_is_respected(tmp_path):
+    gt = _gt(seed=2)
+    gt[1, 0, 0] = 50.0  # beyond the nyu protocol's 10 m: not fitted
+    disparity = 2.0 / gt  # depth = 0.5 gt
+    cache = write_cache(tmp_path / "c.h5", rough=disparity, gt=gt, max_depth=10.0, output_kind="disparity")
+    b = fit_baselines(CacheDataset(cache), protocol="none")
+    assert b.scale == pytest.approx(2.0, rel=1e-6)
+    # pooled least squares over the nyu-valid pixels only, by hand with NumPy (no crop at 16x20:
+    # the Eigen crop is defined at 480x640 and scaled; compare against the same mask)
+    from refinedepth.metrics import get_protocol, valid_mask
+
+    m = valid_mask(gt.astype(np.float64), get_protocol("nyu"))
+    d, g = (0.5 * gt.astype(np.float64))[m], gt.astype(np.float64)[m]
+    A = np.stack([d, np.ones_like(d)], 1)
+    expected = np.linalg.lstsq(A, g, rcond=None)[0]
+    got = fit_baselines(CacheDataset(cache), protocol="nyu").scale_shift
+    assert got == pytest.approx(tuple(expected), abs=1e-4)
+
+
+def test_no_usable_pixel_is_a_one_line_error():
+    with pytest.raises(DataError, match="no pixel has both a valid ground truth"):
+        BaselineFit().result("train.h5")
+
+
+def _cache(path, n, seed, size=(32, 32)):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0 : size[0], 0 : size[1]]
+    gt = np.stack([1.5 + 2.0 * (xx > rng.integers(8, 24)) + 0.05 * yy for _ in range(n)]).astype(np.float32)
+    blurred = torch.nn.functional.avg_pool2d(torch.from_numpy(gt)[:, None], 5, 1, 2, count_include_pad=False)
+    return write_cache(path, rough=(blurred * 1.2).numpy(), gt=gt, max_depth=10.0), gt
+
+
+def test_train_refiner_stores_the_baselines_and_evaluate_shows_them(tmp_path):
+    train, gt = _cache(tmp_path / "train.h5", 4, 0)
+    test, _ = _cache(tmp_path / "test.h5", 3, 1)
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(train), val=str(test), out=str(run), size=(64, 64), max_steps=2, device="cpu"))
+    meta = ckpt.read_config(run / "best")
+    assert meta["baselines"]["scale"] == pytest.approx(fit_baselines(CacheDataset(train)).scale)
+    assert meta["baselines"]["fitted_on"] == str(train)
+    # validation scores the baseline rows too
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    val = [e["val"] for e in log if "val" in e][-1]
+    assert {"rough x scale", "rough x (scale, shift)"} <= set(val)
+
+    res = CliRunner().invoke(cli, ["evaluate", "--cache", str(test), "--refiner", str(run), "--device", "cpu",
+                                   "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert "rough x scale" in res.stdout and "rough x (scale, shift)" in res.stdout
+    assert "of the images (abs_rel)" in res.stdout
+    payload = json.loads((tmp_path / "e.json").read_text())
+    assert payload["baselines"]["scale"] == meta["baselines"]["scale"]
+    assert set(payload["win_rates"]["rough x scale"]) == {"abs_rel", "rmse", "silog", "dbe_acc"}
+    assert "dbe_acc" in payload["stages"][0]["metrics"] and "bF1" in res.stdout
+
+
+def test_a_checkpoint_without_baselines_gets_a_note(tmp_path):
+    train, _ = _cache(tmp_path / "train.h5", 2, 0)
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(train), out=str(run), size=(64, 64), max_steps=1, device="cpu"))
+    for d in ("best", "last"):  # as a refiner trained before baselines existed
+        cfg = run / d / ckpt.CONFIG_NAME
+        meta = json.loads(cfg.read_text())
+        meta.pop("baselines", None)
+        cfg.write_text(json.dumps(meta))
+    result = evaluate_cache(train, [run / "best"], device="cpu", boundary=False)
+    assert result.stages == ["rough", "+ run"]
+    assert any("stores no baselines" in n for n in result.notes)
+    assert "stores no baselines" in result.table()
+
+
+def test_boundary_metrics_in_evaluate_on_a_hand_made_step(tmp_path):
+    # gt: a 2 m -> 4 m step; rough: the same step (exact) for sample 0, a ramp for sample 1
+    gt = np.full((2, 32, 32), 2.0, np.float32)
+    gt[:, :, 16:] = 4.0
+    rough = gt.copy()
+    rough[1] = np.linspace(2.0, 4.0, 32, dtype=np.float32)[None, :].repeat(32, 0)
+    cache = write_cache(tmp_path / "c.h5", rough=rough, gt=gt, max_depth=10.0)
+    result = evaluate_cache(cache, device="cpu", csv_path=tmp_path / "s.csv", averaging="image")
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    exact, ramp = rows[0], rows[1]
+    assert float(exact["dbe_acc"]) == 0.0 and float(exact["dbe_comp"]) == 0.0 and float(exact["boundary_f1"]) == pytest.approx(1.0)
+    assert float(ramp["boundary_f1"]) < 1.0 and float(ramp["dbe_comp"]) > 0.0
+    assert result.metrics(0)["boundary_f1"] == pytest.approx((1.0 + float(ramp["boundary_f1"])) / 2)
+    assert "dbe_acc" not in evaluate_cache(cache, device="cpu", boundary=False).metrics(0)
