@@ -91,7 +91,7 @@ def param_for(cls: type, f: dataclasses.Field) -> Callable[[Callable[..., Any]],
             kw["multiple"] = True
     elif kind == "mapping":
         kw["multiple"] = True
-    elif kind == "size" and isinstance(default, tuple):
+    elif kind in ("size", "size_or") and isinstance(default, tuple):
         default = "x".join(str(v) for v in default)
 
     if opt.argument:

@@ -47,6 +47,8 @@ AVERAGING = ("image", "pixel")
 ROUGH_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("gzip", "lzf", "none")
 PRECISIONS = ("fp32", "bf16")
+CACHE_SIZES = ("native", "gt")  # --size words: the backbone's output size, the gt size
+RGB_SIZES = ("gt", "rough")  # --rgb-size words
 OUTPUT_KINDS = ("metric", "relative", "disparity")
 SYNTHETIC_FAMILIES = ("indoor", "outdoor")
 # export-ab --at: pairs at the cache's rough size or at the ground truth's (evaluation) size
@@ -177,6 +179,8 @@ _CHECKS: dict[str, Callable[[Option, Any, str], Any]] = {
     "path": _path,
     "choice": _choice,
     "size": lambda o, v, w: _parse_hw(v, w),
+    "size_or": lambda o, v, w: v.strip().lower() if isinstance(v, str) and v.strip().lower() in o.choices
+    else _size_or_error(o, v, w),
     "names": _names,
     "paths": lambda o, v, w: tuple(_path(o, p, w) for p in ([v] if isinstance(v, (str, os.PathLike)) else v)),
     "mapping": lambda o, v, w: dict(v) if isinstance(v, Mapping) else _typed(Mapping, "a mapping")(o, v, w),
@@ -218,6 +222,23 @@ def path_option(default: Any = MISSING, *, help: str, **cli: Any) -> Any:
 
 def choice_option(default: Any = MISSING, *, choices: Sequence[str], help: str, **cli: Any) -> Any:
     return _field(default, Option("choice", help, choices=tuple(choices), **cli))
+
+
+def _size_or_error(opt: Option, value: Any, what: str) -> tuple[int, int]:
+    try:
+        return _parse_hw(value, what)
+    except ConfigError as exc:
+        if "must be positive" in str(exc):
+            raise
+        raise ConfigError(
+            f"{what} must be {', '.join(opt.choices)} or HEIGHTxWIDTH such as 256x256, got {value!r}"
+        ) from None
+
+
+def size_or_option(default: Any = MISSING, *, words: Sequence[str], help: str, **cli: Any) -> Any:
+    """A size (``HxW``) or one of ``words`` (e.g. ``native``, ``gt``)."""
+    cli.setdefault("metavar", "|".join(words).upper() + "|HxW")
+    return _field(default, Option("size_or", help, choices=tuple(words), **cli))
 
 
 def size_option(default: Any = MISSING, *, help: str, **cli: Any) -> Any:
@@ -587,15 +608,22 @@ class CacheBuildConfig(ConfigBase):
         "Dataset reader option, repeatable (e.g. size=[120,160] for synthetic, scale=1000 for folder)."
     )
     out: str = path_option(filetype="file", help="The cache file to write (.h5).", required=True)
-    size: tuple[int, int] = size_option(
-        (256, 256), help="Size of the stored rough maps (the refiner's input size)."
+    size: str | tuple[int, int] = size_or_option(
+        "native", words=CACHE_SIZES,
+        help="Size of the stored rough maps: native (the backbone's output, as it is), gt (resized to "
+        "the evaluation resolution) or HxW. The refiner's model-size input is derived when loading.",
     )
     gt_size: tuple[int, int] | None = size_option(
         None,
         help="Evaluation resolution of the stored gt; default: the dataset's native size (480x640 for NYU).",
     )
     with_rgb: bool = bool_option(
-        False, help="Also store the RGB image at --size (for RGB-conditioned refiners)."
+        False, help="Also store the RGB image (for RGB-conditioned and guided refiners), at --rgb-size."
+    )
+    rgb_size: str | tuple[int, int] = size_or_option(
+        "gt", words=RGB_SIZES,
+        help="Size of the stored RGB: gt (the evaluation resolution), rough (the rough maps' size) or "
+        "HxW (at most the gt size).",
     )
     dtype: str = choice_option("float32", choices=ROUGH_DTYPES, help="Storage type of the rough maps.")
     compression: str = choice_option(

@@ -71,6 +71,9 @@ def test_train_refiner_bad_size_is_one_line(tmp_path, size, message):
 def test_cache_bad_sizes_are_one_line(tmp_path):
     base = ["cache", "--backbone", "fcrn", "--dataset", "synthetic", "--out", str(tmp_path / "x.h5")]
     assert _error([*base, "--size", "0x0"]) == "Error: --size must be positive, got 0x0; use e.g. 256x256"
+    assert _error([*base, "--size", "full"]) == (
+        "Error: --size must be native, gt or HEIGHTxWIDTH such as 256x256, got 'full'"
+    )
     assert _error([*base, "--gt-size", "-1x5"]).startswith("Error: --gt-size must be HEIGHTxWIDTH")
     assert not (tmp_path / "x.h5").exists()
 

@@ -75,17 +75,17 @@ class CacheBuildResult:
 class _BackboneInputs:
     """Per-sample preparation, run in DataLoader workers: RGB float [3,h,w] at the backbone's
     input size, gt float32 [H,W] at the cache's gt size (invalid -> 0), optionally RGB uint8 at
-    the cache size."""
+    the cache's RGB size."""
 
     def __init__(
-        self, dataset, indices: Sequence[int], input_size, rough_size, gt_size, with_rgb: bool,
+        self, dataset, indices: Sequence[int], input_size, rgb_size, gt_size, with_rgb: bool,
         strict_gt_size: bool = False,
     ) -> None:
         self.dataset = dataset
         self.strict_gt_size = strict_gt_size
         self.indices = list(indices)
         self.input_size = tuple(input_size)
-        self.rough_size = tuple(rough_size)
+        self.rgb_size = tuple(rgb_size)
         self.gt_size = tuple(gt_size)
         self.with_rgb = with_rgb
 
@@ -111,7 +111,7 @@ class _BackboneInputs:
             gt = resize_depth(gt, self.gt_size)
         item["gt"] = gt
         if self.with_rgb:
-            small = resize_rgb(rgb, self.rough_size)
+            small = resize_rgb(rgb, self.rgb_size)
             item["rgb"] = small.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
         return item
 
@@ -126,9 +126,10 @@ def build_cache(
     backbone_args: Mapping[str, Any] | None = None,
     dataset_args: Mapping[str, Any] | None = None,
     limit: int | None = None,
-    size: Any = (256, 256),
+    size: Any = "native",
     gt_size: Any = None,
     with_rgb: bool = False,
+    rgb_size: Any = "gt",
     dtype: str = "float32",
     refiners: Sequence[str | os.PathLike] = (),
     batch_size: int = 8,
@@ -141,8 +142,10 @@ def build_cache(
 ) -> CacheBuildResult:
     """Run ``backbone`` over ``dataset``/``split`` and write (or resume) the cache ``out``.
 
-    Args mirror ``refinedepth cache``; ``size`` and ``gt_size`` are ``(height, width)`` or
-    ``"HxW"``; ``gt_size=None`` keeps the dataset's native ground-truth size. Under ``torchrun``
+    Args mirror ``refinedepth cache``. ``size``: ``"native"`` (default: the backbone's output as
+    it is, its ``BackboneInfo.output_size``), ``"gt"`` (resized once to the gt size) or
+    ``(height, width)`` / ``"HxW"``; ``gt_size`` (``None``: the dataset's native ground-truth
+    size) and ``rgb_size`` (``"gt"``, ``"rough"`` or a size not larger than the gt size) likewise. Under ``torchrun``
     every rank writes ``shard_path(out, rank, world)`` and rank 0 merges them into ``out``.
     """
     import torch
@@ -164,7 +167,9 @@ def build_cache(
 
     t_start = time.perf_counter()
     out = Path(out)
-    size = parse_hw(size, "--size")
+    size_word = size.strip().lower() if isinstance(size, str) and size.strip().lower() in ("native", "gt") else None
+    if size_word is None:
+        size = parse_hw(size, "--size")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"--dtype must be float32 or float16, got {dtype!r}")
     if batch_size < 1:
@@ -186,6 +191,12 @@ def build_cache(
     if gt_size is None:
         gt_size = ds.native_size or tuple(ds[0].depth.shape)
     gt_size = parse_hw(gt_size, "--gt-size")
+    if size_word == "gt":
+        size = gt_size
+    rgb_request = rgb_size
+    if size_word == "native":  # known once the backbone is built; until then a placeholder
+        size = (1, 1)
+    rgb_size = _resolve_rgb_size(rgb_request, size, gt_size) if with_rgb else size
 
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
@@ -194,6 +205,7 @@ def build_cache(
         "num_samples": n,
         "rough_size": size,
         "gt_size": gt_size,
+        "rgb_size": rgb_size,
         "rough_dtype": dtype,
         "with_rgb": with_rgb,
         "max_depth": float(ds.max_depth),
@@ -215,8 +227,13 @@ def build_cache(
             existing_complete = existing.complete
         # Refuse a different request before spending time on the model; what only the model can
         # tell (its resolved config, output kind) is compared once it is built.
+        known = dict(request)
+        if size_word == "native":  # compared once the model is built
+            known["rough_size"] = existing_config.rough_size
+            if with_rgb and isinstance(rgb_request, str) and rgb_request.strip().lower() == "rough":
+                known["rgb_size"] = existing_config.rough_size
         provisional = CacheConfig(
-            **request, backbone_config=existing_config.backbone_config, output_kind=existing_config.output_kind
+            **known, backbone_config=existing_config.backbone_config, output_kind=existing_config.output_kind
         )
         if provisional != existing_config:
             raise CacheError(mismatch_message(out, existing_config, provisional))
@@ -225,6 +242,11 @@ def build_cache(
         torch.manual_seed(seed)  # an uninitialised backbone must be identical in every rank and run
         model = create_backbone(backbone, weights=weights, **dict(backbone_args or {}))
     info = model.info
+    if size_word == "native":
+        # the backbone's declared output size; checked against what it returns
+        size = tuple(int(v) for v in info.output_size)
+        request["rough_size"] = size
+        request["rgb_size"] = rgb_size = _resolve_rgb_size(rgb_request, size, gt_size) if with_rgb else size
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
     chain = RefinerChain.load(refiners, torch_device)
@@ -255,7 +277,7 @@ def build_cache(
     try:
         pending = writer.pending()
         result.already_done = len(writer) - len(pending)
-        inputs = _BackboneInputs(ds, pending, info.input_size, size, gt_size, with_rgb, strict_gt_size)
+        inputs = _BackboneInputs(ds, pending, info.input_size, rgb_size, gt_size, with_rgb, strict_gt_size)
         loader = DataLoader(
             inputs,
             batch_size=batch_size,
@@ -280,6 +302,12 @@ def build_cache(
                 if not isinstance(pred, torch.Tensor) or pred.ndim != 4 or pred.shape[:2] != (len(ids), 1):
                     got = list(pred.shape) if isinstance(pred, torch.Tensor) else type(pred).__name__
                     raise ShapeError(f"backbone {backbone!r} returned {got}, expected [{len(ids)},1,h,w]")
+                if size_word == "native" and tuple(pred.shape[-2:]) != tuple(size):
+                    raise ShapeError(
+                        f"backbone {backbone!r} returned {pred.shape[-2]}x{pred.shape[-1]} maps for sample "
+                        f"{ids[0]!r} but declares an output size of {size[0]}x{size[1]}; pass --size HxW "
+                        "(or --size gt) to resize its maps"
+                    )
                 rough = resize_smooth(pred.float(), size, antialias=False)
                 if len(chain):
                     rough = chain(rough, resize_rgb(rgb, size), kind=info.output_kind)[-1]
@@ -324,6 +352,19 @@ def build_cache(
         "write": t_write,
     }
     return result
+
+
+def _resolve_rgb_size(rgb_size: Any, rough_size, gt_size) -> tuple[int, int]:
+    """``--rgb-size``: ``gt``, ``rough`` or ``HxW`` not larger than the gt size."""
+    if isinstance(rgb_size, str) and rgb_size.strip().lower() in ("gt", "rough"):
+        return tuple(gt_size) if rgb_size.strip().lower() == "gt" else tuple(rough_size)
+    h, w = parse_hw(rgb_size, "--rgb-size")
+    if h > gt_size[0] or w > gt_size[1]:
+        raise ConfigError(
+            f"--rgb-size {h}x{w} is larger than the gt size {gt_size[0]}x{gt_size[1]}: RGB is stored at most "
+            "at the evaluation resolution; pass --rgb-size gt"
+        )
+    return h, w
 
 
 def _batches(loader):

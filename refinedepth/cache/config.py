@@ -30,8 +30,11 @@ class CacheConfig:
 
     Attributes:
         num_samples: samples in the whole cache (all shards together).
-        rough_size: ``(height, width)`` of ``rough`` (and ``rgb``).
+        rough_size: ``(height, width)`` of ``rough``: the backbone's native output size, the
+            evaluation size or a size of the user's choice (``refinedepth cache --size``).
         gt_size: ``(height, width)`` of ``gt`` (the evaluation resolution).
+        rgb_size: ``(height, width)`` of ``rgb``; ``None`` (caches written before it existed,
+            and caches without RGB) means ``rough_size``.
         rough_dtype: ``"float32"`` or ``"float16"``.
         with_rgb: whether ``rgb`` is stored.
         with_valid: whether ``valid`` is stored (otherwise it is derived as ``gt > 0``).
@@ -55,6 +58,7 @@ class CacheConfig:
     num_samples: int
     rough_size: tuple[int, int] = (256, 256)
     gt_size: tuple[int, int] = (256, 256)
+    rgb_size: tuple[int, int] | None = None
     rough_dtype: str = "float32"
     with_rgb: bool = False
     with_valid: bool = False
@@ -81,6 +85,10 @@ class CacheConfig:
             if len(size) != 2 or min(size) <= 0:
                 raise ConfigError(f"{name} must be (height, width) of positive ints, got {size!r}")
             object.__setattr__(self, name, size)
+        rgb = self.rough_size if self.rgb_size is None or not self.with_rgb else tuple(int(v) for v in self.rgb_size)
+        if len(rgb) != 2 or min(rgb) <= 0:
+            raise ConfigError(f"rgb_size must be (height, width) of positive ints, got {rgb!r}")
+        object.__setattr__(self, "rgb_size", rgb)
         if self.rough_dtype not in ROUGH_DTYPES:
             raise ConfigError(f"rough_dtype must be one of {ROUGH_DTYPES}, got {self.rough_dtype!r}")
         if self.output_kind not in ("metric", "relative", "disparity"):
@@ -97,6 +105,7 @@ class CacheConfig:
         d = dataclasses.asdict(self)
         d["rough_size"] = list(self.rough_size)
         d["gt_size"] = list(self.gt_size)
+        d["rgb_size"] = list(self.rgb_size)
         d["refiners"] = [dict(r) for r in self.refiners]
         return d
 

@@ -128,7 +128,7 @@ def verify_cache(path: str | os.PathLike, *, progress=None) -> dict[str, Any]:
         n = len(r)
         expect = {"rough": (n, 1, *cfg.rough_size), "gt": (n, *cfg.gt_size)}
         if cfg.with_rgb:
-            expect["rgb"] = (n, *cfg.rough_size, 3)
+            expect["rgb"] = (n, *cfg.rgb_size, 3)
         datasets = r.datasets()
         for name, shape in expect.items():
             if name not in datasets:

@@ -153,8 +153,9 @@ class CacheWriter:
                 **(filters if chunked else {}),
             )
             if config.with_rgb:
+                rh, rw = config.rgb_size
                 f.create_dataset(
-                    "rgb", (n, h, w, 3), dtype="uint8", chunks=(1, h, w, 3) if chunked else None,
+                    "rgb", (n, rh, rw, 3), dtype="uint8", chunks=(1, rh, rw, 3) if chunked else None,
                     **(filters if chunked else {}),
                 )
             if config.with_valid:
@@ -300,10 +301,11 @@ class CacheWriter:
         _check_shape("gt", gt, (b, gh, gw), self.path)
         gt = np.where(np.isfinite(gt) & (gt > 0), gt, np.float32(0)).astype(np.float32)
         if self._rgb is not None:
+            rh, rw = cfg.rgb_size
             if rgb is None:
-                raise ShapeError(f"{self.path} stores rgb: pass rgb=[B,{h},{w},3] uint8 to write_batch")
+                raise ShapeError(f"{self.path} stores rgb: pass rgb=[B,{rh},{rw},3] uint8 to write_batch")
             rgb = _as_numpy(rgb)
-            _check_shape("rgb", rgb, (b, h, w, 3), self.path)
+            _check_shape("rgb", rgb, (b, rh, rw, 3), self.path)
             if rgb.dtype != np.uint8:
                 raise ShapeError(f"{self.path}: rgb must be uint8, got {rgb.dtype}")
         if self._valid is not None:
@@ -407,7 +409,7 @@ def _root_attrs(config: CacheConfig, compression: str) -> dict[str, Any]:
         "gt_units": "metres",
     }
     for key, value in config.to_dict().items():
-        if isinstance(value, dict | list) and key not in ("rough_size", "gt_size"):
+        if isinstance(value, dict | list) and key not in ("rough_size", "gt_size", "rgb_size"):
             attrs[key] = dumps(value)
         elif value is None:
             attrs[key] = ""
@@ -442,6 +444,7 @@ def write_cache(
         num_samples=n,
         rough_size=tuple(rough.shape[-2:]),
         gt_size=tuple(gt.shape[-2:]),
+        rgb_size=None if rgb is None else tuple(np.shape(rgb)[1:3]),
         with_rgb=rgb is not None,
         **config,
     )
