@@ -30,10 +30,10 @@ from typing import Any, TypeVar
 from .errors import ConfigError
 
 # -- vocabularies (the one place each list is written) -----------------------------------------
-PRESET_NAMES = ("paper-nyu", "paper-make3d", "pix2pix", "small")
+PRESET_NAMES = ("paper-nyu", "paper-make3d", "pix2pix", "small", "guided")
 # input sizes must be multiples of 2 ** (stride-2 encoder layers) of the preset; checked against
 # refinedepth.refiner.presets in the tests (presets import torch, this module must not)
-PRESET_MULTIPLES = {"paper-nyu": 256, "paper-make3d": 256, "pix2pix": 256, "small": 64}
+PRESET_MULTIPLES = {"paper-nyu": 256, "paper-make3d": 256, "pix2pix": 256, "small": 64, "guided": 64}
 INPUT_MODES = ("rough", "rough+rgb", "rgb")
 AUGMENTATIONS = ("hflip", "scale", "brightness")
 GAN_MODES = ("vanilla", "lsgan", "none")
@@ -47,6 +47,8 @@ AVERAGING = ("image", "pixel")
 ROUGH_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("gzip", "lzf", "none")
 PRECISIONS = ("fp32", "bf16")
+HEADS = ("none", "guided")
+GUIDES = ("rgb", "gray", "none")
 CACHE_SIZES = ("native", "gt")  # --size words: the backbone's output size, the gt size
 RGB_SIZES = ("gt", "rough")  # --rgb-size words
 OUTPUT_KINDS = ("metric", "relative", "disparity")
@@ -471,12 +473,43 @@ class TrainConfig(ConfigBase):
         "abs_rel", cli=False, help="Validation metric (lower is better) that picks best/."
     )
     log_every: int = int_option(50, minimum=1, help="Steps between log.jsonl lines.")
+    head: str | None = choice_option(
+        None, choices=HEADS,
+        help="Full-resolution head after the U-Net: guided (detail at the image's resolution) or none "
+        "[default: preset's: guided for the guided preset, none for the others].",
+    )
+    guide: str | None = choice_option(
+        None, choices=GUIDES, help="What guides the head: rgb, gray or none [default: preset's, rgb]."
+    )
+    crop: tuple[int, int] = size_option(
+        (256, 256), help="Full-resolution training crop of a head refiner (clipped to the gt size)."
+    )
+    head_weight: float = float_option(
+        100.0, minimum=0, help="Weight of the head's L1 loss on log depth over the crop."
+    )
 
     def check(self) -> None:
         if self.inputs == "rgb" and self.residual:
             raise ConfigError("residual=True needs the rough map as input; use inputs 'rough' or 'rough+rgb'")
         if self.size is not None:
             check_refiner_size(self.size, self.preset)
+        if self.effective_head != "none" and "scale" in self.effective_augment:
+            raise ConfigError(
+                "augmentation 'scale' (zoom) is not supported with a full-resolution head (it trains on crops); "
+                "use --augment hflip,brightness"
+            )
+
+    @property
+    def effective_head(self) -> str:
+        from .refiner.presets import get_preset
+
+        return get_preset(self.preset).head if self.head is None else self.head
+
+    @property
+    def effective_guide(self) -> str:
+        from .refiner.presets import get_preset
+
+        return get_preset(self.preset).guide if self.guide is None else self.guide
 
     @property
     def effective_residual(self) -> bool:

@@ -235,8 +235,8 @@ def evaluate_cache(
     compared = ("abs_rel", "rmse", "silog", "dbe_acc")
     per_image_values: dict[str, dict[str, list[float]]] = {n: {k: [] for k in compared} for n in names}
 
-    def run_stages(rough, rgb, kind):
-        preds = chain(rough, rgb, kind=kind)
+    def run_stages(rough, rgb, kind, out_size=None):
+        preds = chain(rough, rgb, kind=kind, out_size=out_size)
         if baselines is None:
             return preds
         depth = rough_depth(rough.float(), kind)

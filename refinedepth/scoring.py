@@ -371,7 +371,8 @@ def score_dataset(
 
     ``dataset`` yields cache items (``rough`` ``[1,h,w]``, ``gt``/``valid`` ``[1,H,W]``, optional
     ``rgb``, ``id``, ``index``; :class:`refinedepth.cache.CacheDataset`). ``stages(rough, rgb,
-    kind)`` returns one ``[B,1,h,w]`` prediction per stage of ``scorer``, rough first (a
+    kind, out_size=gt_size)`` returns one ``[B,1,h,w]`` prediction per stage of ``scorer``
+    (at any size; ``out_size`` is the ground truth's, where full-resolution refiners output), rough first (a
     :class:`~refinedepth.refiner.chain.RefinerChain` is such a callable); the first stage has the
     cache's ``kind``, later ones are metric (refined). ``on_batch(batch, preds, per_image)`` sees
     every batch with its predictions and per-stage per-image metrics. Returns the samples scored.
@@ -389,8 +390,9 @@ def score_dataset(
     for batch in loader:
         rough = batch["rough"].to(device).float()
         rgb = batch["rgb"].to(device) if "rgb" in batch else None
+        gt_size = tuple(int(v) for v in batch["gt"].shape[-2:])
         with torch.no_grad():
-            preds = list(stages(rough, rgb, kind))
+            preds = list(stages(rough, rgb, kind, out_size=gt_size))
         if len(preds) != len(scorer.stages):
             raise ShapeError(f"stages returned {len(preds)} predictions for {len(scorer.stages)} stages")
         gt, valid = batch["gt"], batch["valid"]

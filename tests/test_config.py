@@ -201,7 +201,7 @@ def test_name_lists_match_the_modules_that_use_them():
         (dict(size="-64x64"), "size must be HEIGHTxWIDTH such as 256x256, got '-64x64'"),
         (dict(size=(60, 60)), "size 60x60 must be a multiple of 64 for preset 'small'; choose e.g. 64x64"),
         (dict(size=(128, 192), preset="pix2pix"), "must be a multiple of 256 for preset 'pix2pix'"),
-        (dict(preset="smal"), "preset must be 'paper-nyu', 'paper-make3d', 'pix2pix' or 'small', got 'smal'; did you mean 'small'?"),
+        (dict(preset="smal"), "preset must be 'paper-nyu', 'paper-make3d', 'pix2pix', 'small' or 'guided', got 'smal'; did you mean 'small'?"),
         (dict(epochs=0), "epochs must be >= 1, got 0"),
         (dict(batch_size=2.5), "batch_size must be an integer, got 2.5"),
         (dict(lr=0.0), "lr must be > 0, got 0.0"),

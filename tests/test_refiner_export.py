@@ -50,8 +50,8 @@ def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
         rough = 0.5 + 6 * torch.rand(b, 1, h, w, generator=g)
         feeds = {"rough": rough.numpy()}
         rgb = None
-        if refiner.inputs == "rough+rgb":
-            rh, rw = rgb_sizes[k]
+        if refiner.needs_rgb:
+            rh, rw = rgb_sizes[k] if rgb_sizes else (h, w)
             rgb = torch.rand(b, 3, rh, rw, generator=g)
             feeds["rgb"] = rgb.numpy()
         (onnx_out,) = sess.run(None, feeds)
@@ -78,6 +78,24 @@ def test_rough_rgb_refiner_with_rgb_of_another_size(tmp_path):
     refiner = make_refiner("small", inputs="rough+rgb")
     worst = run_both(refiner, tmp_path / "rgb.onnx", [(2, 48, 64), (1, 100, 90)], rgb_sizes=[(96, 128), (50, 45)])
     assert worst < 1e-4
+
+
+@pytest.mark.parametrize("guide", ["rgb", "gray"])
+def test_guided_preset_with_its_head_matches_pytorch_on_two_sizes(tmp_path, guide):
+    from refinedepth.refiner.head import HeadConfig, build_head
+
+    base = make_refiner("guided", residual=True, upsample="resize")
+    head = build_head(HeadConfig(guide=guide), seed=5)
+    with torch.no_grad():  # a head that changes the map (an untrained one is the identity)
+        head.out.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(6))
+    meta = dict(base.meta)
+    meta["refiner"] = {**meta["refiner"], "head": head.config.to_dict()}
+    refiner = Refiner(base.generator, meta, head=head)
+    worst = run_both(refiner, tmp_path / "guided.onnx", [(1, 64, 64), (2, 150, 200)], rgb_sizes=[(64, 64), (75, 100)])
+    assert worst < 1e-4
+    plain = Refiner(base.generator, base.meta).refine_tensor(torch.full((1, 1, 64, 64), 3.0))
+    rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(refiner.refine_tensor(torch.full((1, 1, 64, 64), 3.0), rgb=rgb), plain)
 
 
 @pytest.mark.slow

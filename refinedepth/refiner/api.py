@@ -38,9 +38,14 @@ class Refiner:
         size: the model's input ``(height, width)``. meta: the checkpoint's ``config.json``.
     """
 
-    def __init__(self, generator: torch.nn.Module, meta: dict[str, Any], device="cpu", path: str | None = None) -> None:
+    def __init__(
+        self, generator: torch.nn.Module, meta: dict[str, Any], device="cpu", path: str | None = None,
+        head: torch.nn.Module | None = None,
+    ) -> None:
         refiner = meta["refiner"]
         self.generator = generator.eval()
+        #: the full-resolution guided head (:mod:`refinedepth.refiner.head`), or None
+        self.head = head.eval() if head is not None else None
         self._module = self.generator
         self.meta = meta
         self.path = path
@@ -77,7 +82,8 @@ class Refiner:
         :class:`~refinedepth.errors.CheckpointError` naming it. ``optimize`` is applied to the
         loaded generator: ``"auto"`` (default) uses the exact fast CPU inference path of
         :func:`refinedepth.refiner.fast.optimize_for_inference` (BatchNorm folded, prepacked
-        oneDNN convolutions; equal to the plain module to ~1e-6) and the plain module elsewhere;
+        oneDNN convolutions; equal to the plain module to ~1e-6; transposed-convolution decoders
+        only) and the plain module elsewhere;
         ``None`` keeps the plain module; a callable is applied as is. The fast path checks itself
         on one batch at load and falls back to the plain module with one warning if its private
         oneDNN operators are missing or its output differs. ``precision="bf16"`` runs inference
@@ -97,9 +103,19 @@ class Refiner:
             generator = build_generator(gcfg, init=False)
         tensors = ckpt.load_tensors(directory, ckpt.GENERATOR_FILE, meta)
         ckpt.load_state(generator, tensors, f"{directory}/{ckpt.GENERATOR_FILE}")
-        refiner = cls(generator.to(dev), meta, device=dev, path=str(directory))
+        head = None
+        if meta["refiner"].get("head"):
+            from .head import HeadConfig, build_head
+
+            head = build_head(HeadConfig.from_dict(meta["refiner"]["head"]))
+            ckpt.load_state(head, ckpt.load_tensors(directory, ckpt.HEAD_FILE, meta), f"{directory}/{ckpt.HEAD_FILE}")
+            head = head.to(dev)
+        refiner = cls(generator.to(dev), meta, device=dev, path=str(directory), head=head)
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"unknown precision {precision!r}: expected fp32 or bf16")
+        if optimize == "auto" and dev.type == "cpu" and gcfg.upsample != "transposed":
+            # the fast path fuses transposed decoders only: resize-convolution ones run plain
+            optimize = _Autocast if precision == "bf16" else None
         if optimize == "auto" and dev.type == "cpu":
             in_channels = int(gcfg.in_channels)
 
@@ -117,7 +133,7 @@ class Refiner:
         from .hub import write_model_card
 
         keep = {k: v for k, v in self.meta.items() if k not in ("format", "format_version", "created", "files")}
-        path = ckpt.save_checkpoint(directory, config=keep, generator=self.generator)
+        path = ckpt.save_checkpoint(directory, config=keep, generator=self.generator, head=self.head)
         write_model_card(path, ckpt.read_config(path), repo_id=repo_id)
         return Path(path)
 
@@ -140,6 +156,8 @@ class Refiner:
     def to(self, device: str | torch.device) -> Refiner:
         self.device = torch.device(device)
         self.generator.to(self.device)
+        if self.head is not None:
+            self.head.to(self.device)
         if self._module is not self.generator:
             self._module.to(self.device)
         return self
@@ -153,6 +171,11 @@ class Refiner:
     def max_depth(self) -> float:
         return self.normalization.max_depth
 
+    @property
+    def needs_rgb(self) -> bool:
+        """Whether :meth:`refine` needs the RGB image (conditioning or the head's guide)."""
+        return self.inputs != "rough" or (self.head is not None and self.head.config.guide != "none")
+
     def __repr__(self) -> str:
         return (
             f"Refiner(preset={self.preset!r}, inputs={self.inputs!r}, residual={self.residual}, "
@@ -162,10 +185,13 @@ class Refiner:
     # -- inference ------------------------------------------------------------------------------
     @torch.no_grad()
     def refine_tensor(
-        self, rough: torch.Tensor | None, rgb: torch.Tensor | None = None, output_kind: str | None = None
+        self, rough: torch.Tensor | None, rgb: torch.Tensor | None = None, output_kind: str | None = None,
+        out_size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """Batched torch path: ``rough`` ``[B,1,h,w]`` (and/or ``rgb`` ``[B,3,h',w']`` float in
-        [0,1]) -> refined metric depth ``[B,1,h,w]`` float32 on ``rough``'s device.
+        [0,1]) -> refined metric depth ``[B,1,h,w]`` float32 on ``rough``'s device, at
+        ``out_size`` (default: ``rough``'s size). A refiner with a full-resolution head works at
+        ``out_size``: pass the resolution you want the detail at (e.g. the image's).
 
         ``output_kind`` says what ``rough`` holds (default: what the refiner was trained on);
         chained refiners pass ``"metric"`` for a previous refiner's output.
@@ -176,9 +202,10 @@ class Refiner:
             if rough.ndim != 4 or rough.shape[1] != 1 or min(rough.shape) == 0:
                 raise ShapeError(f"rough: expected a non-empty [B,1,H,W] tensor, got shape {tuple(rough.shape)}")
             _check_finite(rough, "rough")
-        if self.inputs != "rough":
+        if self.needs_rgb:
             if rgb is None:
-                raise ShapeError(f"this refiner is conditioned on {self.inputs!r} and needs rgb [B,3,H,W]; got rgb=None")
+                what = self.inputs if self.inputs != "rough" else f"a {self.head.config.guide}-guided head"
+                raise ShapeError(f"this refiner is conditioned on {what!r} and needs rgb [B,3,H,W]; got rgb=None")
             if rgb.ndim != 4 or rgb.shape[1] != 3 or min(rgb.shape) == 0:
                 raise ShapeError(f"rgb: expected a non-empty [B,3,H,W] tensor in [0,1], got shape {tuple(rgb.shape)}")
             if rough is not None and rgb.shape[0] != rough.shape[0]:
@@ -190,13 +217,14 @@ class Refiner:
         refined = refine_full(
             self._module,
             use_rough.to(self.device) if use_rough is not None else None,
-            rgb.to(self.device) if (rgb is not None and self.inputs != "rough") else None,
+            rgb.to(self.device) if (rgb is not None and self.needs_rgb) else None,
             norm=self.normalization,
             inputs=self.inputs,
             residual=self.residual,
             size=self.size,
             kind=output_kind,
-            out_size=tuple((rough if rough is not None else rgb).shape[-2:]),
+            out_size=tuple(out_size) if out_size is not None else tuple((rough if rough is not None else rgb).shape[-2:]),
+            head=self.head,
         )
         return refined.to(out_device)
 

@@ -134,14 +134,20 @@ class RefinerChain:
         """Kind of the last stage's maps for rough maps of ``input_kind``."""
         return "metric" if self.refiners else input_kind
 
-    def __call__(self, rough: torch.Tensor, rgb: torch.Tensor | None = None, kind: str = "metric") -> list[torch.Tensor]:
+    def __call__(
+        self, rough: torch.Tensor, rgb: torch.Tensor | None = None, kind: str = "metric",
+        out_size: tuple[int, int] | None = None,
+    ) -> list[torch.Tensor]:
         """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` ``[B,1,h,w]`` of ``kind``
-        (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned on it); each refined map is
-        metric depth ``[B,1,h,w]`` float32 on ``rough``'s device (computed without gradients)."""
+        (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned or guided by it); each refined
+        map is metric depth ``[B,1,h,w]`` float32 on ``rough``'s device (computed without
+        gradients). Refiners with a full-resolution head output at ``out_size`` (e.g. the ground
+        truth's resolution) when it is given; the others at their input's size."""
         stages = [rough]
         current = rough
         for refiner in self.refiners:
-            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind)  # no_grad inside
+            size = out_size if getattr(refiner, "head", None) is not None else None
+            current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind, out_size=size)  # no_grad inside
             kind = "metric"
             stages.append(current)
         return stages

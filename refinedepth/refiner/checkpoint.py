@@ -42,6 +42,7 @@ GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
+HEAD_FILE = "head.safetensors"  # the full-resolution head of a guided refiner
 _old_path = _base.old_path
 
 
@@ -53,6 +54,7 @@ def save_checkpoint(
     discriminator: torch.nn.Module | None = None,
     optimizers: dict[str, tuple[torch.optim.Optimizer, torch.nn.Module]] | None = None,
     rng: dict[str, torch.Tensor] | None = None,
+    head: torch.nn.Module | None = None,
 ) -> Path:
     """Write a refiner checkpoint directory atomically and return its path.
 
@@ -60,6 +62,8 @@ def save_checkpoint(
     (``"g"``, ``"d"``) to ``(optimizer, module)``.
     """
     files: dict[str, dict[str, torch.Tensor]] = {GENERATOR_FILE: _base.state_dict_tensors(generator)}
+    if head is not None:
+        files[HEAD_FILE] = _base.state_dict_tensors(head)
     if discriminator is not None:
         files[DISCRIMINATOR_FILE] = _base.state_dict_tensors(discriminator)
     if optimizers:

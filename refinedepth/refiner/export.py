@@ -67,6 +67,8 @@ class OnnxRefiner(nn.Module):
         self.inputs = refiner.inputs
         self.residual = bool(refiner.residual)
         self.size = tuple(int(s) for s in refiner.size)
+        self.head = refiner.head.eval() if refiner.head is not None else None
+        self.guide = refiner.head.config.guide if refiner.head is not None else "none"
 
     def _quantiles(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.reshape(x.shape[0], -1)
@@ -109,7 +111,17 @@ class OnnxRefiner(nn.Module):
         if self.residual:
             refined = rough_unit_full + refined
         depth = (refined + 1) * 0.5 * self.max_depth
-        return torch.clamp(depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+        depth = torch.clamp(depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+        if self.head is None:
+            return depth
+        from .head import LOG_DELTA_LIMIT, guide_from_rgb
+
+        guide = None
+        if self.guide != "none":
+            guide = guide_from_rgb(torch.clamp(resize_bilinear(rgb.float(), out_size), 0.0, 1.0), self.guide)
+        delta = self.head(torch.log(torch.clamp(depth, min=1e-6) / self.max_depth), resize_bilinear(y, out_size), guide)
+        delta = torch.clamp(delta, -LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
+        return torch.clamp(depth * torch.exp(delta), MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 
 
 def export_onnx(refiner, out: str | os.PathLike, *, example_size: tuple[int, int] | None = None) -> Path:
@@ -126,7 +138,7 @@ def export_onnx(refiner, out: str | os.PathLike, *, example_size: tuple[int, int
     args: tuple = (rough,)
     names = ["rough"]
     dynamic = {"rough": {0: "batch", 2: "height", 3: "width"}, "depth": {0: "batch", 2: "height", 3: "width"}}
-    if refiner.inputs == "rough+rgb":
+    if refiner.needs_rgb:
         args = (rough, torch.rand(1, 3, h, w))
         names.append("rgb")
         dynamic["rgb"] = {0: "batch", 2: "rgb_height", 3: "rgb_width"}

@@ -60,8 +60,13 @@ class Normalization:
         return dataclasses.asdict(self)
 
     # -- rough maps ---------------------------------------------------------------------------
-    def rough_to_unit(self, rough: torch.Tensor, kind: str | None = None) -> torch.Tensor:
-        """``[B,1,h,w]`` rough map of ``kind`` (default: the trained kind) -> ``[-1, 1]``."""
+    def rough_to_unit(
+        self, rough: torch.Tensor, kind: str | None = None, reference: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[B,1,h,w]`` rough map of ``kind`` (default: the trained kind) -> ``[-1, 1]``.
+
+        ``reference``: for relative/disparity maps, the maps whose percentiles set each sample's
+        range (default: ``rough`` itself); a crop passes its whole image here."""
         kind = kind or self.output_kind
         if kind not in OUTPUT_KINDS:
             raise ConfigError(f"unknown output kind {kind!r}: expected one of {', '.join(OUTPUT_KINDS)}")
@@ -73,10 +78,13 @@ class Normalization:
                     f"but received {kind!r} ones; use a refiner trained on a {kind} backbone's cache"
                 )
             return (rough.clamp(0, self.max_depth) / self.max_depth * 2 - 1).clamp(-1, 1)
+        if reference is not None:
+            reference = torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
         if self.output_kind == "disparity" and kind != "disparity":
             # Depth given to a disparity-trained refiner (e.g. chained after a metric stage).
             rough = 1.0 / rough.clamp_min(1e-6)
-        unit = _per_sample_unit(rough, self.low_percentile, self.high_percentile)
+            reference = None if reference is None else 1.0 / reference.clamp_min(1e-6)
+        unit = _per_sample_unit(rough, self.low_percentile, self.high_percentile, reference)
         if self.output_kind == "disparity":
             unit = -unit
         lo = -1.0 if self.target_low is None else self.target_low / self.max_depth * 2 - 1
@@ -95,8 +103,8 @@ class Normalization:
         return depth.clamp(MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 
 
-def _per_sample_unit(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    flat = x.reshape(x.shape[0], -1)
+def _per_sample_unit(x: torch.Tensor, low: float, high: float, reference: torch.Tensor | None = None) -> torch.Tensor:
+    flat = (x if reference is None else reference).reshape(x.shape[0], -1)
     q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
     if flat.shape[1] > 2**20:  # quantile has a size limit; a strided subsample is plenty
         flat_q = flat[:, :: flat.shape[1] // 2**20 + 1]
@@ -145,12 +153,15 @@ def refine_full(
     size: tuple[int, int],
     kind: str | None = None,
     out_size: tuple[int, int] | None = None,
+    head=None,
 ) -> torch.Tensor:
     """Refine a batch at any size: ``rough`` ``[B,1,h,w]`` (of ``kind``), ``rgb`` ``[B,3,h',w']``
     in [0,1] -> metric depth ``[B,1,h,w]`` (or ``out_size``).
 
     Inputs are normalised at their own size, resized to the model's ``size``; the output (or, for
-    residual refiners, the correction) is resized back and decoded to metres.
+    residual refiners, the correction) is resized back and decoded to metres. With a ``head``
+    (:class:`refinedepth.refiner.head.GuidedHead`) that result is refined at ``out_size`` by the
+    full-resolution head, guided by ``rgb`` resized to ``out_size``.
     """
     if rough is not None:
         out_size = out_size or tuple(rough.shape[-2:])
@@ -161,8 +172,13 @@ def refine_full(
     rgb_unit = resize(rgb_to_unit(rgb), size) if rgb is not None and inputs != "rough" else None
     x = generator_input(rough_unit, rgb_unit, inputs)
     out = generator(x).float()
-    if residual:
-        refined_unit = resize(rough_unit_full, out_size) + resize(out, out_size)
-    else:
-        refined_unit = resize(out, out_size)
-    return norm.unit_to_depth(refined_unit)
+    up = resize(out, out_size)
+    refined_unit = resize(rough_unit_full, out_size) + up if residual else up
+    base = norm.unit_to_depth(refined_unit)
+    if head is None:
+        return base
+    from .head import apply_head, guide_from_rgb
+
+    guide_rgb = resize(rgb.float(), out_size) if (rgb is not None and head.config.guide != "none") else None
+    guide = guide_from_rgb(guide_rgb, head.config.guide)
+    return apply_head(head, base, up, guide, max_depth=norm.max_depth)

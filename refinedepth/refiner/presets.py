@@ -37,6 +37,10 @@ class Preset:
         norm, dropout: see :class:`GeneratorConfig`.
         residual: predict a correction added to the (normalised) rough map instead of the map.
         augment: default training augmentations (subset of ``hflip``, ``scale``, ``brightness``).
+        upsample: the decoder's upsampling, ``transposed`` (the papers') or ``resize``
+            (bilinear x2 + 3x3 convolution, no checkerboard).
+        head: ``none`` or ``guided`` (the full-resolution head, :mod:`refinedepth.refiner.head`).
+        guide: what guides the head by default (``rgb``, ``gray``, ``none``).
     """
 
     name: str
@@ -52,6 +56,9 @@ class Preset:
     dropout: float = 0.5
     residual: bool = False
     augment: tuple[str, ...] = field(default_factory=tuple)
+    upsample: str = "transposed"
+    head: str = "none"
+    guide: str = "rgb"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", parse_layers(self.encoder))
@@ -70,6 +77,7 @@ class Preset:
             norm=self.norm,
             dropout=self.dropout,
             zero_init_output=bool(residual),
+            upsample=self.upsample,
         )
 
     def discriminator_config(self, inputs: str = "rough") -> DiscriminatorConfig:
@@ -129,6 +137,19 @@ PRESETS: dict[str, Preset] = {
             size=(128, 128),
             residual=True,
             augment=("hflip", "scale", "brightness"),
+        ),
+        Preset(
+            name="guided",
+            description="small's U-Net with resize-convolution upsampling at 128x128 + a full-resolution "
+            "RGB-guided head (detail at the image's own resolution)",
+            encoder=("C32", "C64", "C96", "C128", "C128", "C128"),
+            decoder=("CD128", "C128", "C96", "C64", "C32"),
+            disc_layers=("C32", "C64", "C96"),
+            size=(128, 128),
+            residual=True,
+            augment=("hflip", "brightness"),  # no zoom: the head trains on full-resolution crops
+            upsample="resize",
+            head="guided",
         ),
     ]
 }

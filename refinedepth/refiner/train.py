@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..augment import augment_batch
+from ..augment import apply_params, draw_params
 from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainConfig lives in config)
 from ..errors import ConfigError
 from ..progress import ProgressCallback
@@ -143,6 +143,7 @@ def validate(
     progress: ProgressCallback | None = None,
     amp: bool = False,
     baselines=None,
+    head: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Rough vs refined metrics on ``dataset`` (a :class:`CacheDataset` at gt resolution), and
     with ``baselines`` (:class:`refinedepth.baselines.Baselines`) the ``rough x scale`` and
@@ -158,12 +159,15 @@ def validate(
 
     was_training = generator.training
     generator.eval()
+    head_was_training = head.training if head is not None else False
+    if head is not None:
+        head.eval()
     from ..baselines import SCALE_ROW, SCALE_SHIFT_ROW, rough_depth
 
     names = ["rough", "refined"] + ([SCALE_ROW, SCALE_SHIFT_ROW] if baselines is not None else [])
     scorer = Scorer(names, protocol=protocol, align="auto")
 
-    def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str) -> list[torch.Tensor]:
+    def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str, out_size=None) -> list[torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             refined = refine_full(
                 generator,
@@ -174,7 +178,8 @@ def validate(
                 residual=residual,
                 size=size,
                 kind=kind,
-                out_size=tuple(rough.shape[-2:]),
+                out_size=tuple(out_size) if (head is not None and out_size) else tuple(rough.shape[-2:]),
+                head=head,
             )
         if baselines is None:
             return [rough, refined.float()]
@@ -188,6 +193,8 @@ def validate(
         )
     finally:
         generator.train(was_training)
+        if head is not None:
+            head.train(head_was_training)
     metrics = scorer.compute()
     return {**metrics, "rough_align": resolve_align("auto", norm.output_kind)}
 
@@ -198,10 +205,16 @@ def refiner_description(config: TrainConfig, norm: Normalization) -> dict[str, A
     preset = get_preset(config.preset)
     gcfg = preset.generator_config(config.inputs, config.effective_residual)
     dcfg = preset.discriminator_config(config.inputs)
+    head = None
+    if config.effective_head == "guided":
+        from .head import HeadConfig
+
+        head = HeadConfig(guide=config.effective_guide).to_dict()
     return {
         "preset": preset.name,
         "inputs": config.inputs,
         "residual": config.effective_residual,
+        "head": head,
         "size": list(config.effective_size),
         "generator": gcfg.to_dict(),
         "discriminator": dcfg.to_dict(),
@@ -249,8 +262,16 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             f"{max(1, size[0] // gen_probe.downsampling) * gen_probe.downsampling}x"
             f"{max(1, size[1] // gen_probe.downsampling) * gen_probe.downsampling}"
         )
-    with_rgb = config.inputs != "rough"
-    train_ds = _open_cache_dataset(config.train, "training", target_size=size, with_rgb=with_rgb)
+    use_head = config.effective_head == "guided"
+    with_rgb = config.inputs != "rough" or (use_head and config.effective_guide != "none")
+    if use_head:  # model view + full-resolution crops (refiner/crops.py)
+        from .crops import CropDataset
+
+        train_ds = CropDataset(
+            _open_cache_dataset(config.train, "training", with_rgb=with_rgb), size, config.crop, seed=config.seed
+        )
+    else:
+        train_ds = _open_cache_dataset(config.train, "training", target_size=size, with_rgb=with_rgb)
     if len(train_ds) == 0:
         raise ConfigError(f"training cache {config.train!r} holds no samples: expected at least one")
     kind = train_ds.output_kind
@@ -289,13 +310,21 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     # fused Adam where available: the same algorithm and state, a fraction of the update time
     opt_g = fast.adam(generator.parameters(), lr=config.lr, betas=betas)
     opt_d = fast.adam(discriminator.parameters(), lr=config.lr, betas=betas)
+    head = opt_h = None
+    if use_head:
+        from .head import HeadConfig, build_head
+
+        head = build_head(HeadConfig.from_dict(refiner_meta["head"]), seed=config.seed + 2).to(device)
+        opt_h = fast.adam(head.parameters(), lr=config.lr, betas=betas)
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
     state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
     resuming = run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main)
     barrier()  # rank 0 has finished an interrupted swap before anyone reads last/
     if resuming:
-        state = _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device)
+        state = _resume(
+            config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device, head, opt_h
+        )
         if dist.is_main:  # lines logged after the checkpoint are replayed now: drop them
             run.trim_log(lambda e: int(e.get("step", 0)) <= state["step"])
         if dist.rank > 0:  # the stored RNG states are rank 0's; keep other ranks' draws distinct
@@ -360,6 +389,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             if last_val is not None:  # the validation of this checkpoint (the model card lists it)
                 meta["val"] = {k: v for k, v in last_val.items() if isinstance(v, dict)}
             optimizers = {"g": (opt_g, generator), "d": (opt_d, discriminator)}
+            if head is not None:
+                optimizers["h"] = (opt_h, head)
             ckpt.save_checkpoint(
                 last_dir,
                 config=meta,
@@ -367,6 +398,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
                 discriminator=discriminator,
                 optimizers=optimizers,
                 rng=rng_state(augment=aug_gen),
+                head=head,
             )
             if improved:
                 ckpt.copy_checkpoint(last_dir, best_dir)
@@ -387,7 +419,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
                 generator, val_ds, norm=norm, inputs=config.inputs, residual=config.effective_residual,
                 size=size, protocol=protocol, device=device, batch_size=config.batch_size,
                 limit=config.val_limit, progress=inside(progress, step, total_steps, epoch=epoch + 1), amp=amp,
-                baselines=baselines,
+                baselines=baselines, head=head,
             )
             entry["val"] = last_val
             value = float(last_val["refined"].get(config.select_metric, float("nan")))
@@ -413,9 +445,13 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             break
         order = epoch_indices(n, config.seed, epoch, dist.rank, dist.world_size)
         order = order[skip * config.batch_size :]
+        if use_head:  # the crops are drawn from (seed, epoch, sample)
+            order = [(int(i), epoch) for i in order]
         epoch_step = skip
         skip = 0
         sums = {"loss_d": 0.0, "loss_g_gan": 0.0, "loss_g_l1": 0.0, "count": 0}
+        if use_head:
+            sums["loss_head"] = 0.0
         loader = torch.utils.data.DataLoader(
             train_ds,
             batch_size=config.batch_size,
@@ -431,12 +467,12 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
                 stopped = True
                 break
             lr = config.lr * lr_factor(step, total_steps, config.lr_schedule)
-            for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
+            for opt in (opt_g, opt_d, opt_h):
+                for group in opt.param_groups if opt is not None else ():
                     group["lr"] = lr
             losses = _train_step(
                 batch, g_run, d_run, opt_g, opt_d, config=config, norm=norm, size=size, device=device,
-                aug_ops=aug_ops, aug_gen=aug_gen, kind=kind, amp=amp, use_gan=use_gan,
+                aug_ops=aug_ops, aug_gen=aug_gen, kind=kind, amp=amp, use_gan=use_gan, head=head, opt_h=opt_h,
             )
             step += 1
             epoch_step += 1
@@ -484,14 +520,21 @@ def _train_step(
     kind: str,
     amp: bool,
     use_gan: bool,
+    head: torch.nn.Module | None = None,
+    opt_h: torch.optim.Optimizer | None = None,
 ) -> dict[str, float]:
-    """One D step then one G step (paper Eq. 2); returns the losses as floats."""
+    """One D step then one G step (paper Eq. 2); returns the losses as floats.
+
+    With a full-resolution ``head``, the G step also trains it (jointly with G, through the
+    upsampled correction) with ``head_weight`` x the masked L1 of log depth on the batch's
+    full-resolution crops (refiner/crops.py)."""
     rough = resize(batch["rough"].to(device).float(), size)
     gt = batch["gt"].to(device).float()
     valid = batch["valid"].to(device) & torch.isfinite(gt) & (gt > 0)
     rgb = resize(batch["rgb"].to(device).float(), size) if "rgb" in batch else None
-    if aug_ops:
-        aug = augment_batch({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, aug_ops, aug_gen, kind=kind)
+    params = draw_params(rough.shape[0], aug_ops, aug_gen) if aug_ops else None
+    if params is not None:
+        aug = apply_params({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, params, kind=kind)
         rough, gt, valid, rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
     rough_unit = norm.rough_to_unit(rough) if config.inputs != "rgb" else None
     gt_unit = norm.depth_to_unit(gt)
@@ -525,12 +568,55 @@ def _train_step(
             d_out = discriminator(torch.cat([x, fake], dim=1)).float()
         loss_gan = gan_loss(d_out, True, config.gan_mode)
     loss_g = loss_gan + config.lambda_l1 * loss_l1
-    loss_g.backward(inputs=[p for group in opt_g.param_groups for p in group["params"] if p.requires_grad])
+    trained = [p for group in opt_g.param_groups for p in group["params"] if p.requires_grad]
+    loss_head = None
+    if head is not None:
+        loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, residual=residual, device=device)
+        loss_g = loss_g + config.head_weight * loss_head
+        opt_h.zero_grad(set_to_none=True)
+        trained += [p for group in opt_h.param_groups for p in group["params"] if p.requires_grad]
+    loss_g.backward(inputs=trained)
     opt_g.step()
-    return {"loss_d": loss_d.item(), "loss_g_gan": loss_gan.item(), "loss_g_l1": loss_l1.detach().item()}
+    losses = {"loss_d": loss_d.item(), "loss_g_gan": loss_gan.item(), "loss_g_l1": loss_l1.detach().item()}
+    if head is not None:
+        opt_h.step()
+        losses["loss_head"] = loss_head.detach().item()
+    return losses
 
 
-def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device) -> dict[str, Any]:
+def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, kind: str, residual: bool, device):
+    """Masked L1 of log depth of the head's refinement of the batch's crops."""
+    from ..augment import apply_params
+    from .crops import flip_boxes, upsample_crop
+    from .head import apply_head, guide_from_rgb
+
+    crop_rough = batch["crop_rough"].to(device).float()
+    crop_gt = batch["crop_gt"].to(device).float()
+    crop_valid = batch["crop_valid"].to(device)
+    crop_rgb = batch["crop_rgb"].to(device).float() if "crop_rgb" in batch else None
+    boxes = batch["crop_box"]
+    if params is not None:  # the model view's flips and brightness, on the crops too
+        aug = apply_params({"rough": crop_rough, "gt": crop_gt, "valid": crop_valid, "rgb": crop_rgb}, params, kind=kind)
+        crop_rough, crop_gt, crop_valid, crop_rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
+        boxes = flip_boxes(boxes, params.flip, crop_rough.shape[-1])
+    crop = tuple(crop_rough.shape[-2:])
+    up = upsample_crop(out, boxes, crop)
+    if residual:
+        base_unit = norm.rough_to_unit(crop_rough, reference=rough_model) + up
+    else:
+        base_unit = up
+    base = norm.unit_to_depth(base_unit)
+    guide = guide_from_rgb(crop_rgb, head.config.guide) if head.config.guide != "none" else None
+    refined = apply_head(head, base, up, guide, max_depth=norm.max_depth, tile=None)
+    valid = crop_valid & torch.isfinite(crop_gt) & (crop_gt > 0)
+    err = (torch.log(refined) - torch.log(crop_gt.clamp_min(1e-6))).abs()
+    v = valid.to(err.dtype)
+    return (err * v).sum() / v.sum().clamp_min(1.0)
+
+
+def _resume(
+    config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device, head=None, opt_h=None
+) -> dict[str, Any]:
     meta = ckpt.read_config(last_dir)
     where = repr(str(last_dir))
     check_resume(
@@ -550,6 +636,9 @@ def _resume(config, last_dir, refiner_meta, generator, discriminator, opt_g, opt
     flat = ckpt.load_tensors(last_dir, ckpt.OPTIMIZER_FILE, meta)
     ckpt.unflatten_optimizer(opt_g, generator, "g", flat)
     ckpt.unflatten_optimizer(opt_d, discriminator, "d", flat)
+    if head is not None:
+        ckpt.load_state(head, ckpt.load_tensors(last_dir, ckpt.HEAD_FILE, meta), f"{last_dir}/{ckpt.HEAD_FILE}")
+        ckpt.unflatten_optimizer(opt_h, head, "h", flat)
     set_rng_state(ckpt.load_tensors(last_dir, ckpt.RNG_FILE, meta), augment=aug_gen)
     s = meta.get("state", {})
     return {

@@ -1,0 +1,183 @@
+"""The full-resolution guided head: the refiner's detail path (issue 14; SPEC §6 options).
+
+A U-Net at a small model size (128x128 for the ``guided`` preset) fixes scale and coarse layout,
+but its correction, upsampled to the image, is as smooth as the model grid: it cannot restore an
+edge the first stage blurred. The head runs at the output's own resolution after it. Its inputs,
+per pixel:
+
+* ``log(base / max_depth)``: the log of the U-Net's refined depth (the rough map plus the
+  upsampled correction, decoded to metres), the map to sharpen;
+* the upsampled U-Net output itself (generator units), which tells the head where the U-Net
+  corrected and by how much;
+* the guide: the RGB image (``guide="rgb"``, in ``[-1, 1]``), its luma (``"gray"``) or nothing
+  (``"none"``), at the same resolution. RGB-D sensors' colour and depth are only roughly
+  registered, so whether the guide helps is a measured choice, not an assumption.
+
+It predicts a log-depth correction ``delta`` and the refined depth is ``base * exp(delta)``
+(clamped to ``[1e-3, 1] x max_depth`` like every refined map). The head is a stack of 3x3
+convolutions with growing dilation (context of ``1 + 2 * sum(dilations) + 2`` pixels: 67 for the
+default 1, 2, 4, 8, 16, 1, wide enough to undo an 8x8 block blur) with LeakyReLU(0.2), no
+normalisation (it runs on crops in training and on whole images at inference), replicated
+borders (no border pattern), and a zero-initialised output convolution: an untrained head is the
+identity, so adding it never makes a refiner worse before training.
+
+Fully convolutional, it runs at any size; training uses random crops at the ground truth's
+resolution (:mod:`refinedepth.refiner.crops`), so its memory depends on the crop, not on the
+image. At inference :func:`apply_head` processes large images in overlapping tiles whose margin
+covers the receptive field, which gives the untiled result exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+GUIDES = ("rgb", "gray", "none")
+HEAD_KINDS = ("none", "guided")
+LOG_DELTA_LIMIT = 2.0  # |delta| <= 2: the head changes depth by at most e^2 either way
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Architecture of :class:`GuidedHead`.
+
+    Attributes:
+        width: channels of every hidden layer.
+        dilations: one 3x3 convolution per entry, with that dilation.
+        guide: ``rgb``, ``gray`` or ``none`` (see the module docstring).
+    """
+
+    width: int = 32
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)
+    guide: str = "rgb"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
+        if self.guide not in GUIDES:
+            raise ConfigError(f"head: unknown guide {self.guide!r}: expected one of {', '.join(GUIDES)}")
+        if int(self.width) < 1 or not self.dilations or min(self.dilations) < 1:
+            raise ConfigError(f"head: width and dilations must be positive, got {self.width}, {self.dilations}")
+
+    @property
+    def guide_channels(self) -> int:
+        return {"rgb": 3, "gray": 1, "none": 0}[self.guide]
+
+    @property
+    def in_channels(self) -> int:
+        return 2 + self.guide_channels
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the square of input pixels one output pixel depends on."""
+        return 1 + 2 * (sum(self.dilations) + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dilations"] = list(self.dilations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class GuidedHead(nn.Module):
+    """``forward(log_base, correction, guide) -> delta`` (all ``[B,*,H,W]`` at one resolution)."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        cin = config.in_channels
+        for d in config.dilations:
+            layers += [
+                nn.Conv2d(cin, config.width, 3, padding=d, dilation=d, padding_mode="replicate"),
+                nn.LeakyReLU(0.2),
+            ]
+            cin = config.width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(cin, 1, 3, padding=1, padding_mode="replicate")
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, log_base: torch.Tensor, correction: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [log_base, correction]
+        if self.config.guide_channels:
+            if guide is None or guide.shape[1] != self.config.guide_channels:
+                got = None if guide is None else tuple(guide.shape)
+                raise ConfigError(f"this head is guided by {self.config.guide!r}: expected its channels, got {got}")
+            parts.append(guide)
+        delta = self.out(self.body(torch.cat(parts, dim=1)))
+        return delta.clamp(-LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
+
+
+def guide_from_rgb(rgb: torch.Tensor | None, guide: str) -> torch.Tensor | None:
+    """The guide channels from RGB ``[B,3,H,W]`` in [0,1]: ``[-1,1]`` RGB, its luma, or None."""
+    if guide == "none":
+        return None
+    if rgb is None:
+        raise ConfigError(f"this refiner's head is guided by {guide!r} and needs rgb [B,3,H,W]; got rgb=None")
+    unit = rgb.float() * 2 - 1
+    if guide == "rgb":
+        return unit
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=unit.dtype, device=unit.device).view(1, 3, 1, 1)
+    return (unit * w).sum(1, keepdim=True)
+
+
+def head_inputs(base: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """``log(base / max_depth)`` (base in metres, already clamped positive)."""
+    return torch.log(base.clamp_min(1e-6) / float(max_depth))
+
+
+def apply_head(
+    head: GuidedHead,
+    base: torch.Tensor,
+    correction: torch.Tensor,
+    guide: torch.Tensor | None,
+    *,
+    max_depth: float,
+    tile: int | None = 512,
+) -> torch.Tensor:
+    """Refined depth ``base * exp(head(...))`` at ``base``'s resolution; images larger than
+    ``tile`` pixels are processed in tiles with a margin of the head's receptive radius (plus
+    one pixel), cropped back, so the result equals the untiled one."""
+    from .normalize import MIN_DEPTH_FRACTION
+
+    x = head_inputs(base, max_depth)
+    h, w = base.shape[-2:]
+    if tile is None or (h <= tile and w <= tile):
+        delta = head(x, correction, guide)
+    else:
+        margin = head.config.receptive_field // 2 + 1
+        delta = torch.empty_like(base)
+        for y0 in range(0, h, tile):
+            for x0 in range(0, w, tile):
+                y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+                ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+                yb, xb = min(h, y1 + margin), min(w, x1 + margin)
+                g = None if guide is None else guide[..., ya:yb, xa:xb]
+                part = head(x[..., ya:yb, xa:xb], correction[..., ya:yb, xa:xb], g)
+                delta[..., y0:y1, x0:x1] = part[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+    refined = base * torch.exp(delta)
+    return refined.clamp(MIN_DEPTH_FRACTION * max_depth, max_depth)
+
+
+def build_head(config: HeadConfig, seed: int | None = None) -> GuidedHead:
+    """A :class:`GuidedHead`; ``seed`` makes the (hidden-layer) initialisation reproducible
+    without touching torch's global RNG."""
+    from ..training.seeding import preserve_global_rng
+
+    with preserve_global_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        return GuidedHead(config)
+
+
+__all__ = ["GUIDES", "HEAD_KINDS", "HeadConfig", "GuidedHead", "apply_head", "build_head", "guide_from_rgb", "head_inputs"]

@@ -1,0 +1,151 @@
+"""The full-resolution guided head and the ``guided`` preset (issue 14)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+from PIL import Image
+
+from refinedepth.cache import CacheDataset, write_cache
+from refinedepth.cli.main import cli
+from refinedepth.errors import ConfigError
+from refinedepth.refiner import Refiner
+from refinedepth.refiner import checkpoint as ckpt
+from refinedepth.refiner.crops import CropDataset, flip_boxes, upsample_crop
+from refinedepth.refiner.head import HeadConfig, apply_head, build_head
+from refinedepth.refiner.train import TrainConfig, train_refiner
+
+from ._helpers_refiner import one_torch_thread  # noqa: F401
+
+
+def _scene(n, size, seed):
+    """Steps (edges) in depth; the rough map is the gt averaged over 8x8 blocks, x1.15."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    gt = np.stack([
+        1.5 + 2.0 * (xx > rng.integers(w // 5, 4 * w // 5)) + 1.0 * (yy > rng.integers(h // 5, 4 * h // 5)) + 0.01 * xx
+        for _ in range(n)
+    ]).astype(np.float32)
+    g = torch.from_numpy(gt)[:, None]
+    rough = F.interpolate(F.avg_pool2d(g, 8), size=size, mode="bilinear", align_corners=False) * 1.15
+    rgb = (np.clip(gt[..., None] / 5, 0, 1) * 255 * np.ones(3)).astype(np.uint8)
+    return gt, rough.numpy(), rgb
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    d = tmp_path_factory.mktemp("guided")
+    out = {}
+    for name, n, seed in (("train", 8, 0), ("val", 3, 1)):
+        gt, rough, rgb = _scene(n, (64, 96), seed)
+        out[name] = write_cache(d / f"{name}.h5", rough=rough, gt=gt, rgb=rgb, max_depth=10.0)
+    return out
+
+
+def _cfg(caches, out, **kw):
+    base = dict(train=str(caches["train"]), out=str(out), preset="guided", size=(64, 64), crop=(32, 48),
+                batch_size=2, lr=1e-3, gan_mode="none", device="cpu", seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_an_untrained_head_is_the_identity():
+    head = build_head(HeadConfig(), seed=0)
+    base = 1.0 + 4.0 * torch.rand(2, 1, 40, 50)
+    out = apply_head(head, base, torch.randn(2, 1, 40, 50), torch.rand(2, 3, 40, 50), max_depth=10.0)
+    assert torch.equal(out, base)
+
+
+def test_tiles_give_the_untiled_result():
+    head = build_head(HeadConfig(guide="gray", dilations=(1, 4, 2)), seed=1)
+    with torch.no_grad():
+        head.out.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(3)
+    base, corr, guide = 1 + 5 * torch.rand(1, 1, 70, 90, generator=g), torch.randn(1, 1, 70, 90, generator=g), torch.rand(1, 1, 70, 90, generator=g)
+    whole = apply_head(head, base, corr, guide, max_depth=10.0, tile=None)
+    tiled = apply_head(head, base, corr, guide, max_depth=10.0, tile=16)
+    assert not torch.equal(whole, base)
+    torch.testing.assert_close(tiled, whole, rtol=1e-6, atol=1e-6)  # float rounding only
+
+
+@pytest.mark.parametrize("full", [(96, 128), (30, 40)])
+def test_the_window_of_the_upsampled_correction_is_that_of_the_full_upsampling(full):
+    x = torch.randn(2, 1, 48, 64, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[5, 7, *full], [0, 11, *full]])
+    got = upsample_crop(x, boxes, (20, 24))
+    # reference: the whole map resized as refinedepth.geometry does (bilinear, half-pixel centres,
+    # antialiased when shrinking), then cut
+    ref_full = F.interpolate(x, size=full, mode="bilinear", align_corners=False, antialias=full[0] < 48)
+    ref = torch.stack([ref_full[0, :, 5:25, 7:31], ref_full[1, :, 0:20, 11:35]])
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    flipped = flip_boxes(boxes, torch.tensor([True, False]), 24)
+    assert flipped[0, 1] == full[1] - 7 - 24 and flipped[1, 1] == 11
+
+
+def test_crops_are_reproducible_and_their_size_does_not_depend_on_the_image(tmp_path):
+    shapes = []
+    for size in ((64, 96), (192, 256)):
+        gt, rough, rgb = _scene(2, size, 0)
+        path = write_cache(tmp_path / f"c{size[0]}.h5", rough=rough[:, :, ::2, ::2], gt=gt, rgb=rgb, max_depth=10.0)
+        ds = CropDataset(CacheDataset(path, with_rgb=True), (64, 64), (32, 48), seed=0)
+        a, b, c = ds[(1, 0)], ds[(1, 0)], ds[(1, 1)]
+        assert torch.equal(a["crop_gt"], b["crop_gt"]) and not torch.equal(a["crop_box"], c["crop_box"])
+        # the crop is the window of the full-resolution maps
+        t, left = int(a["crop_box"][0]), int(a["crop_box"][1])
+        assert torch.equal(a["crop_gt"][0], torch.from_numpy(gt[1, t : t + 32, left : left + 48]))
+        shapes.append({k: tuple(v.shape) for k, v in a.items() if isinstance(v, torch.Tensor)})
+    # everything that reaches the training step has the same shape for both image sizes
+    assert shapes[0] == shapes[1]
+
+
+def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(caches, tmp_path):
+    run = tmp_path / "run"
+    res = train_refiner(_cfg(caches, run, val=str(caches["val"]), epochs=12))
+    meta = ckpt.read_config(run / "best")
+    assert meta["refiner"]["head"]["guide"] == "rgb" and (run / "best" / ckpt.HEAD_FILE).is_file()
+    assert res.history[-1]["loss_head"] < res.history[0]["loss_head"]
+    r = Refiner.from_pretrained(run)
+    assert r.head is not None and r.needs_rgb
+    gt, rough, rgb = _scene(2, (64, 96), 1)
+    refined = r.refine(rough[:, 0], rgb=rgb)
+    assert refined.shape == (2, 64, 96)
+    # sharper: the error next to the depth edges (where the blur is) drops
+    edges = np.zeros_like(gt, dtype=bool)
+    edges[:, :, 1:] |= np.abs(np.diff(gt, axis=2)) > 0.5
+    edges[:, 1:, :] |= np.abs(np.diff(gt, axis=1)) > 0.5
+    near = torch.nn.functional.max_pool2d(torch.from_numpy(edges)[:, None].float(), 9, 1, 4)[:, 0].numpy() > 0
+    assert np.abs(refined - gt)[near].mean() < 0.8 * np.abs(rough[:, 0] - gt)[near].mean()
+    other = r.refine(F.interpolate(torch.from_numpy(rough), size=(100, 150), mode="bilinear").numpy()[:, 0],
+                     rgb=np.stack([np.asarray(Image.fromarray(x).resize((150, 100))) for x in rgb]))
+    assert other.shape == (2, 100, 150) and np.isfinite(other).all()
+    with pytest.raises(Exception, match="needs rgb"):
+        r.refine(rough[:, 0])
+
+
+def test_guided_resume_is_exact(caches, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_refiner(_cfg(caches, straight, epochs=2, augment=("hflip", "brightness")))
+    train_refiner(_cfg(caches, split, epochs=2, max_steps=5, augment=("hflip", "brightness")))
+    train_refiner(_cfg(caches, split, epochs=2, resume=True, augment=("hflip", "brightness")))
+    for name in (ckpt.GENERATOR_FILE, ckpt.HEAD_FILE):
+        a = ckpt.load_tensors(straight / "last", name)
+        b = ckpt.load_tensors(split / "last", name)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_head_options_and_errors(caches, tmp_path):
+    with pytest.raises(ConfigError, match="'scale' \\(zoom\\) is not supported with a full-resolution head"):
+        _cfg(caches, tmp_path / "x", augment=("scale",))
+    # the head as an option on another preset, guided by nothing
+    run = tmp_path / "small-head"
+    res = CliRunner().invoke(cli, ["train-refiner", "--train", str(caches["train"]), "--out", str(run), "--preset", "small",
+                                   "--size", "64x64", "--head", "guided", "--guide", "none", "--augment", "hflip",
+                                   "--crop", "32x32", "--max-steps", "2", "--device", "cpu", "-q"])
+    assert res.exit_code == 0, res.output
+    r = Refiner.from_pretrained(run)
+    assert r.head is not None and not r.needs_rgb and r.preset == "small"
