@@ -82,8 +82,7 @@ class Refiner:
         :class:`~refinedepth.errors.CheckpointError` naming it. ``optimize`` is applied to the
         loaded generator: ``"auto"`` (default) uses the exact fast CPU inference path of
         :func:`refinedepth.refiner.fast.optimize_for_inference` (BatchNorm folded, prepacked
-        oneDNN convolutions; equal to the plain module to ~1e-6; transposed-convolution decoders
-        only) and the plain module elsewhere;
+        oneDNN convolutions; equal to the plain module to ~1e-6) and the plain module elsewhere;
         ``None`` keeps the plain module; a callable is applied as is. The fast path checks itself
         on one batch at load and falls back to the plain module with one warning if its private
         oneDNN operators are missing or its output differs. ``precision="bf16"`` runs inference
@@ -113,9 +112,6 @@ class Refiner:
         refiner = cls(generator.to(dev), meta, device=dev, path=str(directory), head=head)
         if precision not in ("fp32", "bf16"):
             raise ConfigError(f"unknown precision {precision!r}: expected fp32 or bf16")
-        if optimize == "auto" and dev.type == "cpu" and gcfg.upsample != "transposed":
-            # the fast path fuses transposed decoders only: resize-convolution ones run plain
-            optimize = _Autocast if precision == "bf16" else None
         if optimize == "auto" and dev.type == "cpu":
             in_channels = int(gcfg.in_channels)
 
