@@ -324,6 +324,14 @@ Two-stage depth estimation (Sun et al.) on procedurally rendered `{config.datase
 
 Refined vs rough on the test split: **{verdict}**. Total time {total:.0f} s
 ({", ".join(f"{k[2:]} {v:.0f} s" for k, v in seconds.items())}).
+
+The rows `rough x scale` and `rough x (scale, shift)` are the baselines the refiner must beat: the
+rough maps times one global scale, and times a scale plus a shift, both fitted on the refiner's
+training pairs (stored in its checkpoint). The last three columns are boundary metrics (iBims-1
+depth-boundary accuracy and completeness in pixels, lower is better; Depth Pro style boundary F1,
+higher is better).
+
+{chr(10).join(f"- {line}" for line in evaluation.summary_lines())}
 """
     settings = {
         "demo config": config.to_dict(),

@@ -172,7 +172,9 @@ def test_perfect_disparity_cache_scores_zero_in_evaluate_and_in_refiner_validati
         refiner.generator, CacheDataset(cache), norm=refiner.normalization, inputs=refiner.inputs,
         residual=refiner.residual, size=refiner.size, protocol="none", device=torch.device("cpu"), batch_size=2,
     )
-    assert validated["rough_align"] == "median" and evaluated.alignments == {"rough": "median", "+ ref": "none"}
+    assert validated["rough_align"] == "median" and evaluated.alignments == {
+        "rough": "median", "rough x scale": "none", "rough x (scale, shift)": "none", "+ ref": "none"
+    }
     assert validated["rough"]["abs_rel"] < 1e-6
     for key, value in validated["rough"].items():
         assert evaluated.metrics("rough")[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key

@@ -119,7 +119,8 @@ class OnnxRefiner(nn.Module):
         guide = None
         if self.guide != "none":
             guide = guide_from_rgb(torch.clamp(resize_bilinear(rgb.float(), out_size), 0.0, 1.0), self.guide)
-        delta = self.head(torch.log(torch.clamp(depth, min=1e-6) / self.max_depth), resize_bilinear(y, out_size), guide)
+        signal = torch.clamp((rough_unit_full + 1) * 0.5 * self.max_depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+        delta = self.head(torch.log(signal / self.max_depth), resize_bilinear(y, out_size), guide)
         delta = torch.clamp(delta, -LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
         return torch.clamp(depth * torch.exp(delta), MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 

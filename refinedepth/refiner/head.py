@@ -5,16 +5,19 @@ but its correction, upsampled to the image, is as smooth as the model grid: it c
 edge the first stage blurred. The head runs at the output's own resolution after it. Its inputs,
 per pixel:
 
-* ``log(base / max_depth)``: the log of the U-Net's refined depth (the rough map plus the
-  upsampled correction, decoded to metres), the map to sharpen;
-* the upsampled U-Net output itself (generator units), which tells the head where the U-Net
-  corrected and by how much;
+* ``log(rough / max_depth)``: the log of the rough map at the output's resolution (normalised
+  as the refiner normalises it and decoded to metres: metric rough maps as they are), the map
+  whose edges are to be sharpened — the rough map, not the U-Net's result, so that the head's
+  input does not change while the U-Net learns;
+* the upsampled U-Net output (generator units), which tells the head where the U-Net corrected
+  the rough map and by how much;
 * the guide: the RGB image (``guide="rgb"``, in ``[-1, 1]``), its luma (``"gray"``) or nothing
   (``"none"``), at the same resolution. RGB-D sensors' colour and depth are only roughly
   registered, so whether the guide helps is a measured choice, not an assumption.
 
-It predicts a log-depth correction ``delta`` and the refined depth is ``base * exp(delta)``
-(clamped to ``[1e-3, 1] x max_depth`` like every refined map). The head is a stack of 3x3
+It predicts a log-depth correction ``delta`` of the U-Net's result ``base`` (the rough map plus
+the upsampled correction, in metres): the refined depth is ``base * exp(delta)`` (clamped to
+``[1e-3, 1] x max_depth`` like every refined map). The head is a stack of 3x3
 convolutions with growing dilation (context of ``1 + 2 * sum(dilations) + 2`` pixels: 67 for the
 default 1, 2, 4, 8, 16, 1, wide enough to undo an 8x8 block blur) with LeakyReLU(0.2), no
 normalisation (it runs on crops in training and on whole images at inference), replicated
@@ -131,9 +134,9 @@ def guide_from_rgb(rgb: torch.Tensor | None, guide: str) -> torch.Tensor | None:
     return (unit * w).sum(1, keepdim=True)
 
 
-def head_inputs(base: torch.Tensor, max_depth: float) -> torch.Tensor:
-    """``log(base / max_depth)`` (base in metres, already clamped positive)."""
-    return torch.log(base.clamp_min(1e-6) / float(max_depth))
+def head_inputs(depth: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """``log(depth / max_depth)`` (depth in metres)."""
+    return torch.log(depth.clamp_min(1e-6) / float(max_depth))
 
 
 def apply_head(
@@ -143,14 +146,16 @@ def apply_head(
     guide: torch.Tensor | None,
     *,
     max_depth: float,
+    signal: torch.Tensor | None = None,
     tile: int | None = 512,
 ) -> torch.Tensor:
-    """Refined depth ``base * exp(head(...))`` at ``base``'s resolution; images larger than
-    ``tile`` pixels are processed in tiles with a margin of the head's receptive radius (plus
-    one pixel), cropped back, so the result equals the untiled one."""
+    """Refined depth ``base * exp(head(log(signal / max_depth), correction, guide))`` at
+    ``base``'s resolution (``signal``: the rough map in metres; default ``base``). Images larger
+    than ``tile`` pixels are processed in tiles with a margin of the head's receptive radius
+    (plus one pixel), cropped back, so the result equals the untiled one."""
     from .normalize import MIN_DEPTH_FRACTION
 
-    x = head_inputs(base, max_depth)
+    x = head_inputs(base if signal is None else signal, max_depth)
     h, w = base.shape[-2:]
     if tile is None or (h <= tile and w <= tile):
         delta = head(x, correction, guide)

@@ -173,7 +173,8 @@ def refine_full(
     x = generator_input(rough_unit, rgb_unit, inputs)
     out = generator(x).float()
     up = resize(out, out_size)
-    refined_unit = resize(rough_unit_full, out_size) + up if residual else up
+    rough_unit_out = resize(rough_unit_full, out_size) if rough_unit_full is not None else None
+    refined_unit = rough_unit_out + up if residual else up
     base = norm.unit_to_depth(refined_unit)
     if head is None:
         return base
@@ -181,4 +182,5 @@ def refine_full(
 
     guide_rgb = resize(rgb.float(), out_size) if (rgb is not None and head.config.guide != "none") else None
     guide = guide_from_rgb(guide_rgb, head.config.guide)
-    return apply_head(head, base, up, guide, max_depth=norm.max_depth)
+    signal = norm.unit_to_depth(rough_unit_out) if rough_unit_out is not None else None
+    return apply_head(head, base, up, guide, max_depth=norm.max_depth, signal=signal)

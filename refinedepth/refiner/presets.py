@@ -143,7 +143,9 @@ PRESETS: dict[str, Preset] = {
             description="small's U-Net with resize-convolution upsampling at 128x128 + a full-resolution "
             "RGB-guided head (detail at the image's own resolution)",
             encoder=("C32", "C64", "C96", "C128", "C128", "C128"),
-            decoder=("CD128", "C128", "C96", "C64", "C32"),
+            # no dropout (C, not CD): the U-Net's correction is what the head refines, and a noisy
+            # one (train mode) would differ from the one it sees at inference (eval mode)
+            decoder=("C128", "C128", "C96", "C64", "C32"),
             disc_layers=("C32", "C64", "C96"),
             size=(128, 128),
             residual=True,

@@ -601,13 +601,12 @@ def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, ki
         boxes = flip_boxes(boxes, params.flip, crop_rough.shape[-1])
     crop = tuple(crop_rough.shape[-2:])
     up = upsample_crop(out, boxes, crop)
-    if residual:
-        base_unit = norm.rough_to_unit(crop_rough, reference=rough_model) + up
-    else:
-        base_unit = up
-    base = norm.unit_to_depth(base_unit)
+    rough_unit = norm.rough_to_unit(crop_rough, reference=rough_model)
+    base = norm.unit_to_depth(rough_unit + up if residual else up)
     guide = guide_from_rgb(crop_rgb, head.config.guide) if head.config.guide != "none" else None
-    refined = apply_head(head, base, up, guide, max_depth=norm.max_depth, tile=None)
+    refined = apply_head(
+        head, base, up, guide, max_depth=norm.max_depth, signal=norm.unit_to_depth(rough_unit), tile=None
+    )
     valid = crop_valid & torch.isfinite(crop_gt) & (crop_gt > 0)
     err = (torch.log(refined) - torch.log(crop_gt.clamp_min(1e-6))).abs()
     v = valid.to(err.dtype)
