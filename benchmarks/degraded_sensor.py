@@ -80,7 +80,7 @@ def stride_energy_share(run: Path, cache: Path, device: str = "cpu", limit: int 
     stride = int(refiner.meta["refiner"]["generator"].get("downsampling", 0)) or 2 ** len(
         refiner.meta["refiner"]["generator"]["encoder"]
     )
-    ds = CacheDataset(cache, with_rgb=refiner.inputs != "rough")
+    ds = CacheDataset(cache, with_rgb=refiner.needs_rgb)
     n = len(ds) if limit is None else min(limit, len(ds))
     shares = []
     mask = None
@@ -207,7 +207,7 @@ def main() -> int:
     seconds["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    stride = stride_energy_share(out / "refiner", caches["test"], device=args.device)
+    stride = stride_energy_share(out / "refiner", caches["test"], device=args.device, limit=40)
     seconds["stride energy"] = time.perf_counter() - t
 
     rows = dict(result.rows)

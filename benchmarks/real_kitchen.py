@@ -38,6 +38,8 @@ def main() -> int:
     parser.add_argument("--gan-mode", default="vanilla", choices=["none", "vanilla", "lsgan"])
     parser.add_argument("--inputs", default="rough+rgb", choices=["rough", "rough+rgb"])
     parser.add_argument("--preset", default="small", help="refiner preset (small, guided, ...)")
+    parser.add_argument("--cache-size", default="64x64", help="rough maps in the caches: native, gt or HxW")
+    parser.add_argument("--rgb-size", default="rough", help="RGB in the caches: gt, rough or HxW")
     parser.add_argument("--refiner-size", default="64x64", help="the refiner's model size (HxW)")
     parser.add_argument("--refiner-extra", default="{}", help="more TrainConfig fields as JSON")
     parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
@@ -67,7 +69,7 @@ def main() -> int:
         "encoder_args": {"channels": [16, 32, 64, 128], "stem_width": 16},
         "input_size": [64, 96],
     }
-    cache_size = (64, 64)
+    cache_size = args.cache_size if args.cache_size in ("native", "gt") else tuple(int(v) for v in args.cache_size.split("x"))
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -95,6 +97,7 @@ def main() -> int:
 
     t = time.perf_counter()
     common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
+                  rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
                   batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
     # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
     build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},

@@ -122,7 +122,7 @@ class OnnxRefiner(nn.Module):
         signal = torch.clamp((rough_unit_full + 1) * 0.5 * self.max_depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
         delta = self.head(torch.log(signal / self.max_depth), resize_bilinear(y, out_size), guide)
         delta = torch.clamp(delta, -LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
-        return torch.clamp(depth * torch.exp(delta), MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+        return torch.clamp(signal * torch.exp(delta), MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 
 
 def export_onnx(refiner, out: str | os.PathLike, *, example_size: tuple[int, int] | None = None) -> Path:

@@ -15,14 +15,16 @@ per pixel:
   (``"none"``), at the same resolution. RGB-D sensors' colour and depth are only roughly
   registered, so whether the guide helps is a measured choice, not an assumption.
 
-It predicts a log-depth correction ``delta`` of the U-Net's result ``base`` (the rough map plus
-the upsampled correction, in metres): the refined depth is ``base * exp(delta)`` (clamped to
-``[1e-3, 1] x max_depth`` like every refined map). The head is a stack of 3x3
+It predicts a log-depth correction ``delta`` of the rough map itself: the refined depth is
+``rough * exp(delta)`` (clamped to ``[1e-3, 1] x max_depth`` like every refined map). The U-Net's
+correction enters as a feature, not as the starting point: in measurements on the degraded-sensor
+benchmark, a head that refined the U-Net's result (rough plus correction) inherited the
+correction's noise and learned only a constant. The head is a stack of 3x3
 convolutions with growing dilation (context of ``1 + 2 * sum(dilations) + 2`` pixels: 67 for the
 default 1, 2, 4, 8, 16, 1, wide enough to undo an 8x8 block blur) with LeakyReLU(0.2), no
 normalisation (it runs on crops in training and on whole images at inference), replicated
-borders (no border pattern), and a zero-initialised output convolution: an untrained head is the
-identity, so adding it never makes a refiner worse before training.
+borders (no border pattern), and a zero-initialised output convolution: an untrained head returns
+the rough map.
 
 Fully convolutional, it runs at any size; training uses random crops at the ground truth's
 resolution (:mod:`refinedepth.refiner.crops`), so its memory depends on the crop, not on the

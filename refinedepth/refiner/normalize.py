@@ -182,5 +182,6 @@ def refine_full(
 
     guide_rgb = resize(rgb.float(), out_size) if (rgb is not None and head.config.guide != "none") else None
     guide = guide_from_rgb(guide_rgb, head.config.guide)
-    signal = norm.unit_to_depth(rough_unit_out) if rough_unit_out is not None else None
-    return apply_head(head, base, up, guide, max_depth=norm.max_depth, signal=signal)
+    # the head refines the rough map itself (in log depth), conditioned on the U-Net's correction
+    start = norm.unit_to_depth(rough_unit_out) if rough_unit_out is not None else base
+    return apply_head(head, start, up, guide, max_depth=norm.max_depth)

@@ -49,6 +49,8 @@ from .models import build_discriminator, build_generator, count_parameters
 from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
 from .presets import get_preset
 
+HEAD_CLIP_NORM = 1.0  # gradient-norm clip of G + head steps of refiners with a full-resolution head
+
 # Options that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every", "val_limit")
 
@@ -571,11 +573,15 @@ def _train_step(
     trained = [p for group in opt_g.param_groups for p in group["params"] if p.requires_grad]
     loss_head = None
     if head is not None:
-        loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, residual=residual, device=device)
+        loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, device=device)
         loss_g = loss_g + config.head_weight * loss_head
         opt_h.zero_grad(set_to_none=True)
         trained += [p for group in opt_h.param_groups for p in group["params"] if p.requires_grad]
     loss_g.backward(inputs=trained)
+    if head is not None:
+        # the head's log-depth loss has rare large gradients (near-zero depths, new edges): clip
+        # the joint step so one batch cannot undo the run
+        torch.nn.utils.clip_grad_norm_(trained, HEAD_CLIP_NORM)
     opt_g.step()
     losses = {"loss_d": loss_d.item(), "loss_g_gan": loss_gan.item(), "loss_g_l1": loss_l1.detach().item()}
     if head is not None:
@@ -584,7 +590,7 @@ def _train_step(
     return losses
 
 
-def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, kind: str, residual: bool, device):
+def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, kind: str, device):
     """Masked L1 of log depth of the head's refinement of the batch's crops."""
     from ..augment import apply_params
     from .crops import flip_boxes, upsample_crop
@@ -602,11 +608,9 @@ def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, ki
     crop = tuple(crop_rough.shape[-2:])
     up = upsample_crop(out, boxes, crop)
     rough_unit = norm.rough_to_unit(crop_rough, reference=rough_model)
-    base = norm.unit_to_depth(rough_unit + up if residual else up)
+    start = norm.unit_to_depth(rough_unit)  # the head refines the rough map, given the U-Net's correction
     guide = guide_from_rgb(crop_rgb, head.config.guide) if head.config.guide != "none" else None
-    refined = apply_head(
-        head, base, up, guide, max_depth=norm.max_depth, signal=norm.unit_to_depth(rough_unit), tile=None
-    )
+    refined = apply_head(head, start, up, guide, max_depth=norm.max_depth, tile=None)
     valid = crop_valid & torch.isfinite(crop_gt) & (crop_gt > 0)
     err = (torch.log(refined) - torch.log(crop_gt.clamp_min(1e-6))).abs()
     v = valid.to(err.dtype)
