@@ -484,8 +484,9 @@ class TrainConfig(ConfigBase):
     crop: tuple[int, int] = size_option(
         (256, 256), help="Full-resolution training crop of a head refiner (clipped to the gt size)."
     )
-    head_weight: float = float_option(
-        100.0, minimum=0, help="Weight of the head's L1 loss on log depth over the crop."
+    head_lr: float = float_option(
+        1e-3, minimum=0, exclusive=True,
+        help="Adam learning rate of the head (betas 0.9, 0.999; its own loss: squared error of log depth on the crops).",
     )
 
     def check(self) -> None:

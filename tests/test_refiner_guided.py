@@ -53,11 +53,25 @@ def _cfg(caches, out, **kw):
     return TrainConfig(**base)
 
 
-def test_an_untrained_head_is_the_identity():
+def test_an_untrained_head_is_the_identity_or_the_scale_it_starts_at():
     head = build_head(HeadConfig(), seed=0)
     base = 1.0 + 4.0 * torch.rand(2, 1, 40, 50)
-    out = apply_head(head, base, torch.randn(2, 1, 40, 50), torch.rand(2, 3, 40, 50), max_depth=10.0)
-    assert torch.equal(out, base)
+    args = (torch.randn(2, 1, 40, 50), torch.rand(2, 3, 40, 50))
+    assert torch.equal(apply_head(head, base, *args, max_depth=10.0), base)
+    head.start_at_scale(0.87)
+    torch.testing.assert_close(apply_head(head, base, *args, max_depth=10.0), base * 0.87, rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match="positive number"):
+        head.start_at_scale(float("nan"))
+
+
+def test_the_hidden_layers_keep_the_signal_size():
+    # He initialisation: a unit-variance input keeps about unit-variance features after six layers
+    # (PyTorch's default initialisation shrinks them ~60x, and the head then barely trains)
+    head = build_head(HeadConfig(guide="none"), seed=0)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        std = float(head.body(x).std())
+    assert 0.3 < std < 3.0
 
 
 def test_tiles_give_the_untiled_result():
@@ -69,7 +83,7 @@ def test_tiles_give_the_untiled_result():
     whole = apply_head(head, base, corr, guide, max_depth=10.0, tile=None)
     tiled = apply_head(head, base, corr, guide, max_depth=10.0, tile=16)
     assert not torch.equal(whole, base)
-    torch.testing.assert_close(tiled, whole, rtol=1e-6, atol=1e-6)  # float rounding only
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)  # float rounding only
 
 
 @pytest.mark.parametrize("full", [(96, 128), (30, 40)])
@@ -104,10 +118,10 @@ def test_crops_are_reproducible_and_their_size_does_not_depend_on_the_image(tmp_
 
 def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(caches, tmp_path):
     run = tmp_path / "run"
-    res = train_refiner(_cfg(caches, run, val=str(caches["val"]), epochs=12))
+    res = train_refiner(_cfg(caches, run, val=str(caches["val"]), epochs=40, augment=()))
     meta = ckpt.read_config(run / "best")
     assert meta["refiner"]["head"]["guide"] == "rgb" and (run / "best" / ckpt.HEAD_FILE).is_file()
-    assert res.history[-1]["loss_head"] < res.history[0]["loss_head"]
+    assert res.history[-1]["loss_head"] < 0.7 * res.history[0]["loss_head"]
     r = Refiner.from_pretrained(run)
     assert r.head is not None and r.needs_rgb
     gt, rough, rgb = _scene(2, (64, 96), 1)
@@ -118,7 +132,10 @@ def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(cache
     edges[:, :, 1:] |= np.abs(np.diff(gt, axis=2)) > 0.5
     edges[:, 1:, :] |= np.abs(np.diff(gt, axis=1)) > 0.5
     near = torch.nn.functional.max_pool2d(torch.from_numpy(edges)[:, None].float(), 9, 1, 4)[:, 0].numpy() > 0
-    assert np.abs(refined - gt)[near].mean() < 0.8 * np.abs(rough[:, 0] - gt)[near].mean()
+    # ... against the rough map and against the global scale (x 1 / 1.15) the head starts from
+    scaled = rough[:, 0] * meta["baselines"]["scale"]
+    assert abs(meta["baselines"]["scale"] - 1 / 1.15) < 0.02
+    assert np.abs(refined - gt)[near].mean() < 0.7 * np.abs(scaled - gt)[near].mean()
     other = r.refine(F.interpolate(torch.from_numpy(rough), size=(100, 150), mode="bilinear").numpy()[:, 0],
                      rgb=np.stack([np.asarray(Image.fromarray(x).resize((150, 100))) for x in rgb]))
     assert other.shape == (2, 100, 150) and np.isfinite(other).all()

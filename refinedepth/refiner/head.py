@@ -9,6 +9,8 @@ per pixel:
   as the refiner normalises it and decoded to metres: metric rough maps as they are), the map
   whose edges are to be sharpened — the rough map, not the U-Net's result, so that the head's
   input does not change while the U-Net learns;
+* its detail: ``10 x (log rough - its 17x17 box mean)`` (:func:`detail`), the local structure
+  that holds the edges, amplified and without the absolute level;
 * the upsampled U-Net output (generator units), which tells the head where the U-Net corrected
   the rough map and by how much;
 * the guide: the RGB image (``guide="rgb"``, in ``[-1, 1]``), its luma (``"gray"``) or nothing
@@ -21,10 +23,12 @@ correction enters as a feature, not as the starting point: in measurements on th
 benchmark, a head that refined the U-Net's result (rough plus correction) inherited the
 correction's noise and learned only a constant. The head is a stack of 3x3
 convolutions with growing dilation (context of ``1 + 2 * sum(dilations) + 2`` pixels: 67 for the
-default 1, 2, 4, 8, 16, 1, wide enough to undo an 8x8 block blur) with LeakyReLU(0.2), no
+default 1, 2, 4, 8, 16, 1, wide enough to undo an 8x8 block blur; 83 with the detail input's box) with LeakyReLU(0.2), no
 normalisation (it runs on crops in training and on whole images at inference), replicated
 borders (no border pattern), and a zero-initialised output convolution: an untrained head returns
-the rough map.
+the rough map (training starts it at ``rough x scale``: :meth:`GuidedHead.start_at_scale`).
+Training gives the head its own Adam and loss (the squared error of log depth on full-resolution crops); the
+U-Net's correction is a feature it reads, not a path its gradient takes.
 
 Fully convolutional, it runs at any size; training uses random crops at the ground truth's
 resolution (:mod:`refinedepth.refiner.crops`), so its memory depends on the crop, not on the
@@ -35,6 +39,7 @@ covers the receptive field, which gives the untiled result exactly.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +51,8 @@ from ..errors import ConfigError
 GUIDES = ("rgb", "gray", "none")
 HEAD_KINDS = ("none", "guided")
 LOG_DELTA_LIMIT = 2.0  # |delta| <= 2: the head changes depth by at most e^2 either way
+DETAIL_WINDOW = 17  # side of the box whose mean the detail input subtracts
+DETAIL_GAIN = 10.0  # the detail input's gain: log-depth steps of ~0.05 become ~0.5
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,13 @@ class HeadConfig:
 
     @property
     def in_channels(self) -> int:
-        return 2 + self.guide_channels
+        return 3 + self.guide_channels
 
     @property
     def receptive_field(self) -> int:
-        """Side of the square of input pixels one output pixel depends on."""
-        return 1 + 2 * (sum(self.dilations) + 1)
+        """Side of the square of input pixels one output pixel depends on (the detail input's
+        box mean reaches DETAIL_WINDOW // 2 pixels further)."""
+        return 1 + 2 * (sum(self.dilations) + 1 + DETAIL_WINDOW // 2)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -108,12 +116,26 @@ class GuidedHead(nn.Module):
             ]
             cin = config.width
         self.body = nn.Sequential(*layers)
+        for m in self.body:  # He initialisation for LeakyReLU(0.2): with PyTorch's default the
+            if isinstance(m, nn.Conv2d):  # features shrink ~60x over six layers and the head stalls
+                nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
         self.out = nn.Conv2d(cin, 1, 3, padding=1, padding_mode="replicate")
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    @torch.no_grad()
+    def start_at_scale(self, scale: float) -> None:
+        """Set the output bias to ``log(scale)``: the head then returns ``rough x scale``, the
+        global-scale baseline fitted on the training pairs, and learns only what that misses
+        (Adam moves a bias by about one learning rate per step, so from zero the constant alone
+        would take the first hundreds of steps)."""
+        if not (math.isfinite(scale) and scale > 0):
+            raise ConfigError(f"head: the starting scale must be a positive number, got {scale!r}")
+        self.out.bias.fill_(max(-LOG_DELTA_LIMIT, min(LOG_DELTA_LIMIT, math.log(scale))))
+
     def forward(self, log_base: torch.Tensor, correction: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-        parts = [log_base, correction]
+        parts = [detail(log_base), log_base, correction]
         if self.config.guide_channels:
             if guide is None or guide.shape[1] != self.config.guide_channels:
                 got = None if guide is None else tuple(guide.shape)
@@ -121,6 +143,19 @@ class GuidedHead(nn.Module):
             parts.append(guide)
         delta = self.out(self.body(torch.cat(parts, dim=1)))
         return delta.clamp(-LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
+
+
+def detail(log_base: torch.Tensor) -> torch.Tensor:
+    """``DETAIL_GAIN x (log_base - its DETAIL_WINDOW x DETAIL_WINDOW box mean)``, borders
+    replicated: the map's local structure, amplified and free of its absolute level. Without it
+    the edges to be restored are small variations on a large offset (log depth around -1 with
+    steps of 0.05), and the head, from a standard initialisation, took hundreds of steps to
+    start using them (degraded-sensor benchmark, docs/refiner.md)."""
+    r = DETAIL_WINDOW // 2
+    local = torch.nn.functional.avg_pool2d(
+        torch.nn.functional.pad(log_base, (r, r, r, r), mode="replicate"), DETAIL_WINDOW, stride=1
+    )
+    return DETAIL_GAIN * (log_base - local)
 
 
 def guide_from_rgb(rgb: torch.Tensor | None, guide: str) -> torch.Tensor | None:
@@ -187,4 +222,6 @@ def build_head(config: HeadConfig, seed: int | None = None) -> GuidedHead:
         return GuidedHead(config)
 
 
-__all__ = ["GUIDES", "HEAD_KINDS", "HeadConfig", "GuidedHead", "apply_head", "build_head", "guide_from_rgb", "head_inputs"]
+__all__ = [
+    "GUIDES", "HEAD_KINDS", "HeadConfig", "GuidedHead", "apply_head", "build_head", "detail", "guide_from_rgb", "head_inputs",
+]
