@@ -5,7 +5,7 @@ For each image size (480x640 and 1080x1920 by default) the script writes a small
 cache at that size (rough = the ground truth blurred and scaled, RGB, gt, all at full size),
 then, in a fresh child process each, trains the ``guided`` preset for a few steps on random
 full-resolution crops (``--crop``, default 256x256) with the sample loading in a DataLoader
-worker, and reports the training process's peak resident memory (``ru_maxrss``) and its growth
+worker, and reports the training process's peak resident memory (``VmHWM``) and its growth
 over the run's first step. Because the head only ever sees crops and the U-Net its fixed model
 size, both figures should be the same for both sizes. Then it times ``Refiner.refine`` of one
 1080x1920 map (and one 480x640 map) with the trained refiner, and the peak memory of that.
@@ -29,6 +29,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process in MB: ``VmHWM``, the high-water mark of its own
+    address space. (``ru_maxrss`` would not do: Linux carries it over ``exec``, so a child started
+    by a parent that had grown to 1.7 GB writing the 1080x1920 cache reports at least that.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def make_cache(path: Path, size: tuple[int, int], n: int, seed: int = 0) -> Path:
@@ -59,12 +73,12 @@ def child_train(cache: str, out: str, steps: int, crop: str, workers: int) -> di
     from refinedepth.refiner.train import train_refiner
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    before = _peak_mb()
     marks = {}
 
     def progress(done, total, desc="", **fields):
         if desc == "train" and done == 1 and "first" not in marks:
-            marks["first"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            marks["first"] = _peak_mb()
 
     crop_hw = tuple(int(v) for v in crop.split("x"))
     t = time.perf_counter()
@@ -74,7 +88,7 @@ def child_train(cache: str, out: str, steps: int, crop: str, workers: int) -> di
         progress=progress,
     )
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _peak_mb()
     return {"rss_before_mb": before, "rss_after_first_step_mb": marks.get("first"), "peak_rss_mb": peak,
             "s_per_step": seconds / steps}
 
@@ -90,16 +104,16 @@ def child_refine(run: str, size: str, repeats: int) -> dict:
     gen = np.random.default_rng(0)
     rough = (2.0 + gen.random((h, w))).astype(np.float32)
     rgb = gen.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    kwargs = {"rgb": rgb} if refiner.inputs != "rough" else {}
+    kwargs = {"rgb": rgb} if refiner.needs_rgb else {}
     refiner.refine(rough, **kwargs)  # warm-up
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    before = _peak_mb()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         out = refiner.refine(rough, **kwargs)
         times.append(time.perf_counter() - t)
     assert out.shape == (h, w) and np.isfinite(out).all()
-    return {"s_per_map": min(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    return {"s_per_map": min(times), "peak_rss_mb": _peak_mb(),
             "rss_after_warmup_mb": before}
 
 
@@ -149,7 +163,7 @@ def main() -> int:
 
     load = os.getloadavg()[0]
     print(f"guided preset on CPU ({os.cpu_count()} cores, load average {load:.2f} at the end); peak RSS = the "
-          "process's ru_maxrss (sample loading in a DataLoader worker for training)")
+          "process's VmHWM (sample loading in a DataLoader worker for training)")
     print()
     print("| what | image | crop | s/step or s/map | peak RSS MB | RSS after first step / warm-up MB |")
     print("|---|---|---|---:|---:|---:|")
