@@ -12,7 +12,7 @@ Split by time, as the data's README asks (neighbouring frames are nearly identic
 ``benchmarks/real_kitchen.py`` does: frames 300-449 train the refiner, 450-479 validate it, the
 held-out frames 480-599 are the test split.
 
-    .venv/bin/python benchmarks/degraded_sensor.py                # ~10 CPU minutes on 2 cores
+    .venv/bin/python benchmarks/degraded_sensor.py                # ~15 minutes on 2 idle cores
     .venv/bin/python benchmarks/degraded_sensor.py --quick        # a smoke run (~1 minute)
 
 Prints a Markdown table: rough, ``rough x scale``, ``rough x (scale, shift)`` (both fitted on the
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script runs")
     parser.add_argument("--preset", default="guided")
     parser.add_argument("--inputs", default=None, help="rough or rough+rgb (default: the preset's)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--gan-mode", default="none", choices=["none", "vanilla", "lsgan"])

@@ -41,6 +41,9 @@ def main() -> int:
     parser.add_argument("--cache-size", default="64x64", help="rough maps in the caches: native, gt or HxW")
     parser.add_argument("--rgb-size", default="rough", help="RGB in the caches: gt, rough or HxW")
     parser.add_argument("--refiner-size", default="64x64", help="the refiner's model size (HxW)")
+    parser.add_argument("--train-gt-size", default="240x320",
+                        help="ground truth in the refiner's train/val caches: HxW or native (480x640; "
+                        "what a full-resolution head should train at, the test cache's resolution)")
     parser.add_argument("--refiner-extra", default="{}", help="more TrainConfig fields as JSON")
     parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
     parser.add_argument("--device", default="cpu")
@@ -99,11 +102,12 @@ def main() -> int:
     common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
                   rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
                   batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
+    train_gt = None if args.train_gt_size == "native" else tuple(int(v) for v in args.train_gt_size.split("x"))
     # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
     build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
-                limit=refiner_frames, gt_size=(240, 320), **common)
+                limit=refiner_frames, gt_size=train_gt, **common)
     build_cache(out / "cache-val.h5", split="test", dataset_args={"split_index": fcrn_frames + refiner_frames},
-                limit=val_frames, gt_size=(240, 320), **common)
+                limit=val_frames, gt_size=train_gt, **common)
     # the last test_frames frames at the native 480x640
     build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": 600 - test_frames}, **common)
     seconds["cache"] = time.perf_counter() - t
