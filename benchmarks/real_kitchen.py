@@ -102,7 +102,7 @@ def main() -> int:
     common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
                   rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
                   batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
-    train_gt = None if args.train_gt_size == "native" else tuple(int(v) for v in args.train_gt_size.split("x"))
+    train_gt = None if args.train_gt_size == "native" else args.train_gt_size  # build_cache parses "HxW"
     # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
     build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
                 limit=refiner_frames, gt_size=train_gt, **common)
