@@ -168,7 +168,16 @@ def interleaved(
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MB)."""
+    """Peak resident set size of this process so far (MB): ``VmHWM``, the high-water mark of its
+    own address space, where Linux has it. (``ru_maxrss`` is carried over ``exec``, so a child
+    started by a parent grown to 1.7 GB would report at least that.)"""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 1024.0 if platform.system() != "Darwin" else r / 1024.0 / 1024.0
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,19 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _peak_mb() -> float:
-    """Peak resident memory of this process in MB: ``VmHWM``, the high-water mark of its own
-    address space. (``ru_maxrss`` would not do: Linux carries it over ``exec``, so a child started
-    by a parent that had grown to 1.7 GB writing the 1080x1920 cache reports at least that.)"""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import peak_rss_mb  # noqa: E402
 
 
 def make_cache(path: Path, size: tuple[int, int], n: int, seed: int = 0) -> Path:
@@ -73,12 +61,12 @@ def child_train(cache: str, out: str, steps: int, crop: str, workers: int) -> di
     from refinedepth.refiner.train import train_refiner
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    before = _peak_mb()
+    before = peak_rss_mb()
     marks = {}
 
     def progress(done, total, desc="", **fields):
         if desc == "train" and done == 1 and "first" not in marks:
-            marks["first"] = _peak_mb()
+            marks["first"] = peak_rss_mb()
 
     crop_hw = tuple(int(v) for v in crop.split("x"))
     t = time.perf_counter()
@@ -88,7 +76,7 @@ def child_train(cache: str, out: str, steps: int, crop: str, workers: int) -> di
         progress=progress,
     )
     seconds = time.perf_counter() - t
-    peak = _peak_mb()
+    peak = peak_rss_mb()
     return {"rss_before_mb": before, "rss_after_first_step_mb": marks.get("first"), "peak_rss_mb": peak,
             "s_per_step": seconds / steps}
 
@@ -106,14 +94,14 @@ def child_refine(run: str, size: str, repeats: int) -> dict:
     rgb = gen.integers(0, 255, (h, w, 3), dtype=np.uint8)
     kwargs = {"rgb": rgb} if refiner.needs_rgb else {}
     refiner.refine(rough, **kwargs)  # warm-up
-    before = _peak_mb()
+    before = peak_rss_mb()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         out = refiner.refine(rough, **kwargs)
         times.append(time.perf_counter() - t)
     assert out.shape == (h, w) and np.isfinite(out).all()
-    return {"s_per_map": min(times), "peak_rss_mb": _peak_mb(),
+    return {"s_per_map": min(times), "peak_rss_mb": peak_rss_mb(),
             "rss_after_warmup_mb": before}
 
 
