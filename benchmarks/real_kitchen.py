@@ -8,6 +8,10 @@ Split by time, as the data's README asks (neighbouring frames are nearly identic
   (the checkpoint with the best abs_rel is kept);
 * frames 480-599: the held-out test split: evaluate rough vs refined at the native 480x640.
 
+``--out-of-fold`` also trains the refiner on frames 0-299 (stacking, Wolpert 1992): two more FCRNs,
+one on frames 0-149 and one on 150-299, give each other's half rough maps of frames they have not
+seen, and the refiner (and the baselines fitted on its training pairs) learns from all 450 frames.
+
 Depth is Kinect v1 (0 and 65535 invalid), RGB and depth only roughly registered.
 
     .venv/bin/python benchmarks/real_kitchen.py                  # ~10 CPU minutes on 2 cores
@@ -20,9 +24,11 @@ Prints the table (Markdown) and writes ``report.md`` (table + picture grid) unde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
@@ -45,6 +51,8 @@ def main() -> int:
                         help="ground truth in the refiner's train/val caches: HxW or native (480x640; "
                         "what a full-resolution head should train at, the test cache's resolution)")
     parser.add_argument("--refiner-extra", default="{}", help="more TrainConfig fields as JSON")
+    parser.add_argument("--out-of-fold", action="store_true",
+                        help="also train the refiner on out-of-fold rough maps of frames 0-299 (stacking)")
     parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -76,26 +84,24 @@ def main() -> int:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    stage1 = train_backbone(
-        TrainBackboneConfig(
-            dataset=spec,
-            out=str(out / "fcrn"),
-            backbone="fcrn",
-            backbone_args=backbone_args,
-            dataset_args={"split_index": fcrn_frames},
-            split="train",
-            val_split=None,
-            epochs=1 if q else args.fcrn_epochs,
-            batch_size=16,
-            optimizer="adam",
-            lr=3e-3,
-            lr_step=max(1, (2 * args.fcrn_epochs) // 3),
-            lr_gamma=0.3,
-            seed=args.seed,
-            device=args.device,
-        ),
-        progress=_printer(),
+    stage1_config = TrainBackboneConfig(
+        dataset=spec,
+        out=str(out / "fcrn"),
+        backbone="fcrn",
+        backbone_args=backbone_args,
+        dataset_args={"split_index": fcrn_frames},
+        split="train",
+        val_split=None,
+        epochs=1 if q else args.fcrn_epochs,
+        batch_size=16,
+        optimizer="adam",
+        lr=3e-3,
+        lr_step=max(1, (2 * args.fcrn_epochs) // 3),
+        lr_gamma=0.3,
+        seed=args.seed,
+        device=args.device,
     )
+    stage1 = train_backbone(stage1_config, progress=_printer())
     seconds["train FCRN"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -110,29 +116,41 @@ def main() -> int:
                 limit=val_frames, gt_size=train_gt, **common)
     # the last test_frames frames at the native 480x640
     build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": 600 - test_frames}, **common)
+    train_caches = [out / "cache-train.h5"]
+    if args.out_of_fold:  # fold k's FCRN caches the other fold's frames (fcrn_frames split in two halves)
+        half = fcrn_frames // 2
+        folds = [({"split_index": half}, "test", {"split_index": half, "stop": fcrn_frames - half}),
+                 ({"split_index": fcrn_frames, "offset": half}, "train", {"split_index": half})]
+        for k, (fit_args, split, cache_args) in enumerate(folds):
+            weights = train_backbone(replace(stage1_config, out=str(out / f"fcrn-fold{k}"), dataset_args=fit_args),
+                                     progress=_printer()).weights
+            train_caches.append(out / f"cache-train-fold{k}.h5")
+            build_cache(train_caches[-1], split=split, dataset_args=cache_args, gt_size=train_gt,
+                        **{**common, "weights": str(weights)})
     seconds["cache"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    train_refiner(
-        TrainConfig(
-            train=str(out / "cache-train.h5"),
-            val=str(out / "cache-val.h5"),
-            out=str(out / "refiner"),
-            preset=args.preset,
-            inputs=args.inputs,
-            size=tuple(int(v) for v in args.refiner_size.split("x")),
-            epochs=1 if q else args.refiner_epochs,
-            batch_size=4,
-            lr=1e-3,
-            lr_schedule="linear",
-            gan_mode=args.gan_mode,
-            seed=args.seed,
-            device=args.device,
-            overwrite=True,
-            **json.loads(args.refiner_extra),
-        ),
-        progress=_printer(),
-    )
+    with _joined_training_caches(train_caches):
+        train_refiner(
+            TrainConfig(
+                train=str(train_caches[0]),
+                val=str(out / "cache-val.h5"),
+                out=str(out / "refiner"),
+                preset=args.preset,
+                inputs=args.inputs,
+                size=tuple(int(v) for v in args.refiner_size.split("x")),
+                epochs=1 if q else args.refiner_epochs,
+                batch_size=4,
+                lr=1e-3,
+                lr_schedule="linear",
+                gan_mode=args.gan_mode,
+                seed=args.seed,
+                device=args.device,
+                overwrite=True,
+                **json.loads(args.refiner_extra),
+            ),
+            progress=_printer(),
+        )
     seconds["train refiner"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -156,8 +174,10 @@ def main() -> int:
             f"FCRN trained on frames 0-{fcrn_frames - 1}, refiner on frames {fcrn_frames}-"
             f"{fcrn_frames + refiner_frames - 1} (validated on the next {val_frames}), evaluated on "
             f"frames {600 - test_frames}-599 at 480x640."
+            + (f" The refiner also trained on out-of-fold rough maps of frames 0-{fcrn_frames - 1}." if args.out_of_fold else "")
         ),
         settings={"backbone": backbone_args, "inputs": args.inputs, "gan_mode": args.gan_mode,
+                  "out_of_fold": args.out_of_fold,
                   "seconds": {k: round(v) for k, v in seconds.items()}},
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],
     )
@@ -171,6 +191,58 @@ def main() -> int:
         print(f"bf16 inference: abs_rel {b['abs_rel_bf16']:.5f} vs fp32 {b['abs_rel_fp32']:.5f} ({b['change']:+.2e})")
     print(json.dumps({"improved": improved, "seconds": {k: round(v, 1) for k, v in seconds.items()}}))
     return 0
+
+
+@contextlib.contextmanager
+def _joined_training_caches(paths):
+    """While training, let the refiner's training cache ``paths[0]`` stand for all of ``paths``.
+
+    The library trains on one cache, and caches made by different FCRN weights cannot be merged
+    (their configurations differ). This experiment only needs their samples side by side, so it
+    swaps the trainer's cache opener for one that joins the caches (attributes from the first).
+    """
+    import refinedepth.refiner.train as trainer
+
+    if len(paths) == 1:
+        yield
+        return
+    opener = trainer._open_cache_dataset
+
+    def joined(path, role, **kw):
+        return _Joined([opener(str(p), role, **kw) for p in paths]) if str(path) == str(paths[0]) else opener(path, role, **kw)
+
+    trainer._open_cache_dataset = joined
+    try:
+        yield
+    finally:
+        trainer._open_cache_dataset = opener
+
+
+class _Joined:
+    """Datasets end to end; anything else (``attrs``, ``output_kind``, ...) from the first."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
+
+    def __getattr__(self, name):
+        if name == "parts":
+            raise AttributeError(name)
+        return getattr(self.parts[0], name)
+
+    def __getitem__(self, i):
+        i = int(i)
+        for part in self.parts:
+            if i < len(part):
+                return part[i]
+            i -= len(part)
+        raise IndexError(i)
+
+    def set_epoch(self, epoch):
+        for part in self.parts:
+            part.set_epoch(epoch)
 
 
 def _printer():
