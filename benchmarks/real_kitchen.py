@@ -24,7 +24,6 @@ Prints the table (Markdown) and writes ``report.md`` (table + picture grid) unde
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -101,7 +100,7 @@ def main() -> int:
         seed=args.seed,
         device=args.device,
     )
-    stage1 = train_backbone(stage1_config, progress=_printer())
+    stage1 = train_backbone(stage1_config, progress=_printer(), overwrite=True)  # as the caches and refiner below
     seconds["train FCRN"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -123,34 +122,33 @@ def main() -> int:
                  ({"split_index": fcrn_frames, "offset": half}, "train", {"split_index": half})]
         for k, (fit_args, split, cache_args) in enumerate(folds):
             weights = train_backbone(replace(stage1_config, out=str(out / f"fcrn-fold{k}"), dataset_args=fit_args),
-                                     progress=_printer()).weights
+                                     progress=_printer(), overwrite=True).weights
             train_caches.append(out / f"cache-train-fold{k}.h5")
             build_cache(train_caches[-1], split=split, dataset_args=cache_args, gt_size=train_gt,
                         **{**common, "weights": str(weights)})
     seconds["cache"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    with _joined_training_caches(train_caches):
-        train_refiner(
-            TrainConfig(
-                train=str(train_caches[0]),
-                val=str(out / "cache-val.h5"),
-                out=str(out / "refiner"),
-                preset=args.preset,
-                inputs=args.inputs,
-                size=tuple(int(v) for v in args.refiner_size.split("x")),
-                epochs=1 if q else args.refiner_epochs,
-                batch_size=4,
-                lr=1e-3,
-                lr_schedule="linear",
-                gan_mode=args.gan_mode,
-                seed=args.seed,
-                device=args.device,
-                overwrite=True,
-                **json.loads(args.refiner_extra),
-            ),
-            progress=_printer(),
-        )
+    train_refiner(
+        TrainConfig(
+            train=tuple(str(p) for p in train_caches),
+            val=str(out / "cache-val.h5"),
+            out=str(out / "refiner"),
+            preset=args.preset,
+            inputs=args.inputs,
+            size=tuple(int(v) for v in args.refiner_size.split("x")),
+            epochs=1 if q else args.refiner_epochs,
+            batch_size=4,
+            lr=1e-3,
+            lr_schedule="linear",
+            gan_mode=args.gan_mode,
+            seed=args.seed,
+            device=args.device,
+            overwrite=True,
+            **json.loads(args.refiner_extra),
+        ),
+        progress=_printer(),
+    )
     seconds["train refiner"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -191,58 +189,6 @@ def main() -> int:
         print(f"bf16 inference: abs_rel {b['abs_rel_bf16']:.5f} vs fp32 {b['abs_rel_fp32']:.5f} ({b['change']:+.2e})")
     print(json.dumps({"improved": improved, "seconds": {k: round(v, 1) for k, v in seconds.items()}}))
     return 0
-
-
-@contextlib.contextmanager
-def _joined_training_caches(paths):
-    """While training, let the refiner's training cache ``paths[0]`` stand for all of ``paths``.
-
-    The library trains on one cache, and caches made by different FCRN weights cannot be merged
-    (their configurations differ). This experiment only needs their samples side by side, so it
-    swaps the trainer's cache opener for one that joins the caches (attributes from the first).
-    """
-    import refinedepth.refiner.train as trainer
-
-    if len(paths) == 1:
-        yield
-        return
-    opener = trainer._open_cache_dataset
-
-    def joined(path, role, **kw):
-        return _Joined([opener(str(p), role, **kw) for p in paths]) if str(path) == str(paths[0]) else opener(path, role, **kw)
-
-    trainer._open_cache_dataset = joined
-    try:
-        yield
-    finally:
-        trainer._open_cache_dataset = opener
-
-
-class _Joined:
-    """Datasets end to end; anything else (``attrs``, ``output_kind``, ...) from the first."""
-
-    def __init__(self, parts):
-        self.parts = parts
-
-    def __len__(self):
-        return sum(len(p) for p in self.parts)
-
-    def __getattr__(self, name):
-        if name == "parts":
-            raise AttributeError(name)
-        return getattr(self.parts[0], name)
-
-    def __getitem__(self, i):
-        i = int(i)
-        for part in self.parts:
-            if i < len(part):
-                return part[i]
-            i -= len(part)
-        raise IndexError(i)
-
-    def set_epoch(self, epoch):
-        for part in self.parts:
-            part.set_epoch(epoch)
 
 
 def _printer():

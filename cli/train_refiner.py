@@ -17,7 +17,7 @@ from ._options import config_from_params, config_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @quiet_option
 def train_refiner(as_json: bool, quiet: bool, **params) -> None:
-    """Train the cGAN refiner (stage 2) on a cache of rough/ground-truth pairs.
+    """Train the cGAN refiner (stage 2) on a cache of rough/ground-truth pairs (or several).
 
     Defaults follow the paper: Adam 2e-4 (0.5, 0.999), batch 1, 20 epochs, vanilla cGAN loss +
     100 x L1 over valid pixels, D step then G step. Every epoch scores rough vs refined on --val
@@ -27,6 +27,7 @@ def train_refiner(as_json: bool, quiet: bool, **params) -> None:
     Example:
       refinedepth train-refiner --train train.h5 --val test.h5 --preset small --out runs/refiner
       refinedepth train-refiner --train train.h5 --preset paper-nyu --out runs/nyu --resume
+      refinedepth train-refiner --train scene1.h5 --train scene2.h5 --val test.h5 --out runs/two
       torchrun --nproc-per-node 2 -m refinedepth train-refiner --train train.h5 --out runs/ddp
     """
     from refinedepth.distributed import dist_info

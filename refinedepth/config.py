@@ -404,7 +404,8 @@ class TrainConfig(ConfigBase):
     """Everything that defines a refiner training run (stored in every checkpoint).
 
     Attributes:
-        train: training cache (HDF5, SPEC §5). ``val``: optional validation cache.
+        train: training cache(s) (HDF5, SPEC §5): a path or a sequence of paths, stored as a tuple;
+            several caches are joined end to end. ``val``: optional validation cache.
         out: run directory (``last/``, ``best/``, ``log.jsonl``).
         preset: architecture (``paper-nyu``, ``paper-make3d``, ``pix2pix``, ``small``).
         inputs: ``rough`` (the paper), ``rough+rgb``, or ``rgb`` (the "single cGAN" baseline).
@@ -427,7 +428,10 @@ class TrainConfig(ConfigBase):
         log_every: write a training line to ``log.jsonl`` every N steps.
     """
 
-    train: str = path_option(filetype="file", help="Training cache (HDF5).", required=True)
+    train: tuple[str, ...] = paths_option(
+        MISSING, filetype="file", required=True,
+        help="Training cache (HDF5); repeat to train on several (one backbone kind and max depth).",
+    )
     out: str = path_option(filetype="dir", help="Run directory (last/, best/, log.jsonl).", required=True)
     val: str | None = path_option(None, filetype="file", help="Validation cache, scored every epoch.")
     preset: str = choice_option("small", choices=PRESET_NAMES, help="Refiner architecture.")
@@ -490,6 +494,8 @@ class TrainConfig(ConfigBase):
     )
 
     def check(self) -> None:
+        if not self.train:
+            raise ConfigError("train: expected at least one training cache")
         if self.inputs == "rgb" and self.residual:
             raise ConfigError("residual=True needs the rough map as input; use inputs 'rough' or 'rough+rgb'")
         if self.size is not None:

@@ -224,7 +224,7 @@ def test_values_are_normalised():
     from pathlib import Path
 
     cfg = C.TrainConfig(Path("a.h5"), Path("run"), size="128x192", augment="hflip, none,scale")
-    assert (cfg.train, cfg.out, cfg.size, cfg.augment) == ("a.h5", "run", (128, 192), ("hflip", "scale"))
+    assert (cfg.train, cfg.out, cfg.size, cfg.augment) == (("a.h5",), "run", (128, 192), ("hflip", "scale"))
     assert C.TrainConfig("a", "b", augment=()).augment == ()
     assert C.EvaluateConfig("c.h5", averaging="pooled").averaging == "pixel"  # the metrics' name
     assert C.CacheBuildConfig(backbone="fcrn", dataset="synthetic", out="a.h5", size=64).size == (64, 64)

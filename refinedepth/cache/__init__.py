@@ -24,7 +24,7 @@ The package, imports pointing down:
 * :mod:`.shards` — :func:`shard_range`, :func:`shard_path`, :func:`merge_shards`;
 * :mod:`.writer` — :class:`CacheWriter`, :func:`write_cache`, the file locks;
 * :mod:`.reader` — :class:`CacheReader`, :func:`open_cache`;
-* :mod:`.dataset` — :class:`CacheDataset` (torch on first item);
+* :mod:`.dataset` — :class:`CacheDataset` (torch on first item), :class:`JoinedCacheDataset`;
 * :mod:`.verify` — :func:`describe_cache`, :func:`verify_cache`;
 * :mod:`.build` — :func:`build_cache`, what ``refinedepth cache`` runs (imports torch);
 * :mod:`.export` — :func:`export_ab`, the pix2pix "AB" export (imports torch).
@@ -47,7 +47,7 @@ from .config import (
     CacheConfig,
     sha256_path,
 )
-from .dataset import CacheDataset
+from .dataset import CacheDataset, JoinedCacheDataset
 from .reader import CacheReader, open_cache
 from .repair import recover_interrupted
 from .shards import merge_shards, shard_path, shard_range
@@ -78,6 +78,7 @@ __all__ = [
     "CacheWriter",
     "CacheReader",
     "CacheDataset",
+    "JoinedCacheDataset",
     "open_cache",
     "write_cache",
     "merge_shards",

@@ -131,3 +131,76 @@ class CacheDataset:
 
 
 __all__ = ["CacheDataset"]
+
+
+class JoinedCacheDataset:
+    """Several :class:`CacheDataset` objects end to end, for training on more than one cache
+    (several scenes, datasets, or caches made by different first-stage weights).
+
+    The caches must hold rough maps of one kind (metric, relative, disparity) and one
+    ``max_depth``, since the refiner normalises them all alike, and arrays of one size (rough,
+    ground truth, RGB), since they are batched together; ``attrs`` and ``config`` are the first
+    cache's. Items keep their own cache's ``index``.
+    """
+
+    def __init__(self, parts: list[CacheDataset]) -> None:
+        if not parts:
+            raise ConfigError("expected at least one cache to join")
+        first = parts[0]
+        for part in parts[1:]:
+            if part.output_kind != first.output_kind:
+                raise ConfigError(
+                    f"{part.path} holds {part.output_kind!r} rough maps but {first.path} holds "
+                    f"{first.output_kind!r} ones; train on caches of one backbone kind"
+                )
+            if part.max_depth != first.max_depth:
+                raise ConfigError(
+                    f"{part.path} has max_depth {part.max_depth:g} m but {first.path} has "
+                    f"{first.max_depth:g} m; re-create one with the other's --max-depth"
+                )
+            for name, option in (("rough_size", "--size"), ("gt_size", "--gt-size"), ("rgb_size", "--rgb-size")):
+                a, b = _sizes(first)[name], _sizes(part)[name]
+                if a != b:
+                    raise ConfigError(
+                        f"{part.path} stores {name} {b[0]}x{b[1]} but {first.path} {a[0]}x{a[1]}; "
+                        f"re-create one with the other's {option} (caches are batched together)"
+                    )
+        self.parts = list(parts)
+        self._ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def __getattr__(self, name: str) -> Any:  # attrs, config, path, rough_size, gt_size, ...
+        if name in ("parts", "_ends"):
+            raise AttributeError(name)
+        return getattr(self.parts[0], name)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {len(self)} samples")
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        return self.parts[k][i - (int(self._ends[k - 1]) if k else 0)]
+
+    @property
+    def max_depth(self) -> float:
+        return self.parts[0].max_depth
+
+    @property
+    def output_kind(self) -> str:
+        return self.parts[0].output_kind
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            part.set_epoch(epoch)
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+def _sizes(dataset: CacheDataset) -> dict[str, tuple[int, int]]:
+    config = dataset.config
+    rgb = config.rgb_size if config.with_rgb and config.rgb_size is not None else config.rough_size
+    return {"rough_size": tuple(config.rough_size), "gt_size": tuple(config.gt_size), "rgb_size": tuple(rgb)}

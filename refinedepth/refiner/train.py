@@ -110,6 +110,21 @@ def _open_cache_dataset(path: str, role: str, **kw):
     return CacheDataset(path, **kw)
 
 
+def _open_training_caches(paths: tuple[str, ...], **kw):
+    """The training cache, or several joined end to end (:class:`~refinedepth.cache.JoinedCacheDataset`)."""
+    from ..cache import JoinedCacheDataset
+
+    parts = [_open_cache_dataset(p, "training", **kw) for p in paths]
+    return parts[0] if len(parts) == 1 else JoinedCacheDataset(parts)
+
+
+def _training_caches_hold(paths: tuple[str, ...]) -> str:
+    """``training cache 'a.h5' holds`` / ``training caches 'a.h5', 'b.h5' hold``, for messages."""
+    if len(paths) == 1:
+        return f"training cache {paths[0]!r} holds"
+    return "training caches " + ", ".join(repr(p) for p in paths) + " hold"
+
+
 def ground_truth_range(dataset, max_depth: float, samples: int = 64) -> tuple[float, float]:
     """Mean 2nd and 98th percentiles (metres) of the valid ground truth of up to ``samples``
     evenly spaced training samples: where relative rough maps are placed before refinement."""
@@ -271,12 +286,12 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         from .crops import CropDataset
 
         train_ds = CropDataset(
-            _open_cache_dataset(config.train, "training", with_rgb=with_rgb), size, config.crop, seed=config.seed
+            _open_training_caches(config.train, with_rgb=with_rgb), size, config.crop, seed=config.seed
         )
     else:
-        train_ds = _open_cache_dataset(config.train, "training", target_size=size, with_rgb=with_rgb)
+        train_ds = _open_training_caches(config.train, target_size=size, with_rgb=with_rgb)
     if len(train_ds) == 0:
-        raise ConfigError(f"training cache {config.train!r} holds no samples: expected at least one")
+        raise ConfigError(f"{_training_caches_hold(config.train)} no samples: expected at least one")
     kind = train_ds.output_kind
     max_depth = float(config.max_depth or train_ds.max_depth)
     if kind == "metric":
@@ -290,8 +305,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         val_ds = _open_cache_dataset(config.val, "validation", with_rgb=with_rgb)
         if val_ds.output_kind != kind:
             raise ConfigError(
-                f"validation cache {config.val!r} holds {val_ds.output_kind!r} rough maps but the training "
-                f"cache {config.train!r} holds {kind!r} ones; use caches of the same backbone"
+                f"validation cache {config.val!r} holds {val_ds.output_kind!r} rough maps but the "
+                f"{_training_caches_hold(config.train)} {kind!r} ones; use caches of the same backbone"
             )
         protocol = str(val_ds.attrs.get("protocol", protocol))
     refiner_meta = refiner_description(config, norm)
@@ -300,8 +315,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     from ..baselines import fit_baselines
 
     baselines = fit_baselines(
-        _open_cache_dataset(config.train, "training"), protocol=str(train_ds.attrs.get("protocol", "none")),
-        fitted_on=config.train,
+        _open_training_caches(config.train), protocol=str(train_ds.attrs.get("protocol", "none")),
+        fitted_on=", ".join(config.train),
     )
 
     # Models (same initialisation on every rank; DDP also broadcasts rank 0's).
@@ -366,7 +381,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         "refiner": refiner_meta,
         "training": config.to_dict(),
         "source": {
-            "train": config.train,
+            "train": list(config.train),
             "val": config.val,
             "output_kind": kind,
             "max_depth": max_depth,

@@ -25,9 +25,13 @@ def normalize_path(value: Any) -> Any:
 
 
 def same_path(a: Any, b: Any) -> bool:
-    """Whether two spellings name the same file or directory (existing or not)."""
+    """Whether two spellings name the same file or directory (existing or not); two lists of
+    paths are the same when they name the same files in the same order."""
     if a is None or b is None:
         return a is b
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        a, b = ([v] if isinstance(v, str) else list(v) for v in (a, b))
+        return len(a) == len(b) and all(same_path(x, y) for x, y in zip(a, b))
     na, nb = normalize_path(a), normalize_path(b)
     if na == nb:
         return True
