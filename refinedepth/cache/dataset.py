@@ -130,9 +130,6 @@ class CacheDataset:
             self._reader = None
 
 
-__all__ = ["CacheDataset"]
-
-
 class JoinedCacheDataset:
     """Several :class:`CacheDataset` objects end to end, for training on more than one cache
     (several scenes, datasets, or caches made by different first-stage weights).
@@ -147,6 +144,7 @@ class JoinedCacheDataset:
         if not parts:
             raise ConfigError("expected at least one cache to join")
         first = parts[0]
+        sizes = _sizes(first)
         for part in parts[1:]:
             if part.output_kind != first.output_kind:
                 raise ConfigError(
@@ -158,8 +156,9 @@ class JoinedCacheDataset:
                     f"{part.path} has max_depth {part.max_depth:g} m but {first.path} has "
                     f"{first.max_depth:g} m; re-create one with the other's --max-depth"
                 )
+            theirs = _sizes(part)
             for name, option in (("rough_size", "--size"), ("gt_size", "--gt-size"), ("rgb_size", "--rgb-size")):
-                a, b = _sizes(first)[name], _sizes(part)[name]
+                a, b = sizes[name], theirs[name]
                 if a != b:
                     raise ConfigError(
                         f"{part.path} stores {name} {b[0]}x{b[1]} but {first.path} {a[0]}x{a[1]}; "
@@ -171,7 +170,7 @@ class JoinedCacheDataset:
     def __len__(self) -> int:
         return int(self._ends[-1])
 
-    def __getattr__(self, name: str) -> Any:  # attrs, config, path, rough_size, gt_size, ...
+    def __getattr__(self, name: str) -> Any:  # output_kind, max_depth, attrs, config, path, ...
         if name in ("parts", "_ends"):
             raise AttributeError(name)
         return getattr(self.parts[0], name)
@@ -182,14 +181,6 @@ class JoinedCacheDataset:
             raise IndexError(f"sample {i} out of range for {len(self)} samples")
         k = int(np.searchsorted(self._ends, i, side="right"))
         return self.parts[k][i - (int(self._ends[k - 1]) if k else 0)]
-
-    @property
-    def max_depth(self) -> float:
-        return self.parts[0].max_depth
-
-    @property
-    def output_kind(self) -> str:
-        return self.parts[0].output_kind
 
     def set_epoch(self, epoch: int) -> None:
         for part in self.parts:
@@ -204,3 +195,6 @@ def _sizes(dataset: CacheDataset) -> dict[str, tuple[int, int]]:
     config = dataset.config
     rgb = config.rgb_size if config.with_rgb and config.rgb_size is not None else config.rough_size
     return {"rough_size": tuple(config.rough_size), "gt_size": tuple(config.gt_size), "rgb_size": tuple(rgb)}
+
+
+__all__ = ["CacheDataset", "JoinedCacheDataset"]
