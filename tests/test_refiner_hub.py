@@ -76,6 +76,10 @@ def test_model_card_lists_metrics(saved):
     assert 'Refiner.from_pretrained("org/my-refiner")' in card
     # without validation rows the best value is stated
     assert "0.1234" in model_card({"state": {"best_value": 0.1234}, "training": {"select_metric": "abs_rel"}})
+    # several training caches (a list) and the one string of older runs
+    several = model_card({"source": {"train": ["/data/a.h5", "/data/b.h5"], "train_samples": 9}})
+    assert "| training cache | `a.h5`, `b.h5` (9 pairs" in several
+    assert "| training cache | `old.h5` (" in model_card({"training": {"train": "/data/old.h5"}})
 
 
 def test_push_to_hub_uploads_checkpoint_and_card(monkeypatch, saved):

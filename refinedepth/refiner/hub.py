@@ -99,7 +99,7 @@ def model_card(meta: dict[str, Any], repo_id: str | None = None, license: str = 
         f"| rough maps | {source.get('output_kind', refiner.get('normalization', {}).get('output_kind'))} "
         f"(max depth {refiner.get('normalization', {}).get('max_depth')} m) |",
         f"| first stage | `{source.get('backbone')}` |",
-        f"| training cache | `{Path(str(source.get('train') or training.get('train') or '')).name}` "
+        f"| training cache | {_cache_names(source.get('train') or training.get('train'))} "
         f"({source.get('train_samples', '?')} pairs, dataset `{source.get('dataset')}`) |",
         f"| epochs / steps | {state.get('epoch')} / {state.get('step')} |",
         f"| generator parameters | {params.get('generator', '?')} |",
@@ -142,6 +142,12 @@ def model_card(meta: dict[str, Any], repo_id: str | None = None, license: str = 
         "",
     ]
     return "\n".join(lines)
+
+
+def _cache_names(train: Any) -> str:
+    """The training cache's file name, or the names of several (older runs store one string)."""
+    paths = [train] if isinstance(train, (str, os.PathLike)) or train is None else list(train)
+    return ", ".join(f"`{Path(str(p or '')).name}`" for p in paths)
 
 
 def _fmt(value: Any) -> str:
