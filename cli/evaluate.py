@@ -26,6 +26,7 @@ def evaluate(quiet: bool, **params) -> None:
       refinedepth evaluate --cache test.h5 --refiner runs/refiner --json eval.json --visuals eval/
       refinedepth evaluate --cache test.h5 --refiner runs/r1 --refiner runs/r2 --csv per_sample.csv
       refinedepth evaluate --cache midas.h5 --align lstsq --protocol nyu
+      refinedepth evaluate --cache test.h5 --refiner runs/refiner --detail-sigma 32
     """
     from refinedepth.evaluate import evaluate_cache
     from refinedepth.report import write_json

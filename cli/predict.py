@@ -46,6 +46,7 @@ def predict(quiet: bool, **params) -> None:
             png_scale=config.png_scale,
             overwrite=config.overwrite,
             precision=config.precision,
+            detail_sigma=config.detail_sigma,
             progress=progress,
         )
     for message in result.warnings:

@@ -625,6 +625,16 @@ class TrainBackboneConfig(ConfigBase):
     )
 
 
+def _detail_sigma() -> Any:
+    return float_option(
+        None, minimum=0, exclusive=True, metavar="PIXELS",
+        help="Detail-only refinement: keep only the refiners' correction finer than a Gaussian of "
+        "this many pixels of the refined map, the larger scales from rough x scale (the global scale "
+        "stored in each checkpoint). For refiners whose large-scale correction does not carry to "
+        "new views.",
+    )
+
+
 # -- caching -----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CacheBuildConfig(ConfigBase):
@@ -675,6 +685,7 @@ class CacheBuildConfig(ConfigBase):
         filetype="dir",
         cli="--refiner", help="Trained refiner applied after the backbone, repeatable (chained in order)."
     )
+    detail_sigma: float | None = _detail_sigma()
     batch_size: int = int_option(8, minimum=1, help="Backbone batch size.")
     workers: int = _workers()
     seed: int = _seed("Seed set before building the backbone.")
@@ -732,6 +743,7 @@ class EvaluateConfig(ConfigBase):
     limit: int | None = int_option(None, minimum=1, help="Score only the first N samples.")
     workers: int = int_option(0, minimum=0, cli=False, help="DataLoader worker processes.")
     precision: str = _precision()
+    detail_sigma: float | None = _detail_sigma()
     boundary: bool = bool_option(
         True, help="Also score depth-boundary accuracy/completeness (iBims-1) and boundary F1 (Depth Pro)."
     )
@@ -776,6 +788,7 @@ class PredictConfig(ConfigBase):
         "is written).",
     )
     precision: str = _precision()
+    detail_sigma: float | None = _detail_sigma()
     device: str = _device()
 
 

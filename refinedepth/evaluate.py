@@ -54,6 +54,7 @@ class EvaluationResult:
     #: ``{other stage: {metric: share of images on which the last stage is better}}``
     win_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
     baselines: dict[str, Any] | None = None
+    detail_sigma: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,6 +124,7 @@ class EvaluationResult:
             "csv": self.csv_path,
             "win_rates": {k: dict(v) for k, v in self.win_rates.items()},
             "baselines": self.baselines,
+            "detail_sigma": self.detail_sigma,
             "notes": list(self.notes),
         }
 
@@ -153,6 +155,7 @@ def evaluate_cache(
     workers: int = 0,
     precision: str = "fp32",
     boundary: bool = True,
+    detail_sigma: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Evaluate the rough maps of ``cache`` and, for each refiner in ``refiners``, the chain so far.
@@ -171,6 +174,9 @@ def evaluate_cache(
             ``num_visuals`` samples spread evenly over the cache; maps are shown as scored
             (metric depth, aligned).
         precision: the refiners' inference precision, ``fp32`` or ``bf16`` (autocast).
+        detail_sigma: use the refiners detail-only: keep their correction finer than this many
+            pixels, the larger scales from ``rough x scale``
+            (:meth:`~refinedepth.refiner.api.Refiner.set_detail`); the rows say so.
         boundary: also score the boundary metrics (``dbe_acc``, ``dbe_comp``, ``boundary_f1``,
             :mod:`refinedepth.boundary`); without scikit-image/scipy they are left out with a note.
 
@@ -207,7 +213,7 @@ def evaluate_cache(
         ) from None
 
     dev = resolve_device(device)
-    chain = RefinerChain.load(refiners, dev, precision=precision)
+    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma)
     has_rgb = bool(attrs.get("has_rgb", False))
     dataset = CacheDataset(cache, with_rgb=has_rgb)
     total = len(dataset) if limit is None else min(len(dataset), int(limit))
@@ -320,6 +326,7 @@ def evaluate_cache(
         alignments={k: v for k, v in scorer.alignments.items() if v is not None},
         win_rates=win_rates,
         baselines=baselines.to_dict() if baselines else None,
+        detail_sigma=detail_sigma,
         notes=notes,
     )
 

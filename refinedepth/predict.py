@@ -181,6 +181,7 @@ def predict_images(
     png_scale: float = 1000.0,
     overwrite: bool = False,
     precision: str = "fp32",
+    detail_sigma: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """Predict depth for every image in ``inputs`` and write PNG/NPY/colour files to ``out_dir``.
@@ -188,7 +189,8 @@ def predict_images(
     Every output path is checked before anything is written (:func:`plan_outputs`): an existing
     file is replaced only with ``overwrite=True``. A backbone without weights (random
     initialisation, different on every run) gets one warning, also listed in the result.
-    ``precision`` (``fp32`` or ``bf16``) is the refiners' inference precision.
+    ``precision`` (``fp32`` or ``bf16``) is the refiners' inference precision; ``detail_sigma``
+    makes them detail-only (:meth:`~refinedepth.refiner.api.Refiner.set_detail`).
     Returns a :class:`PredictResult` listing, per image, its outputs and depth range.
     """
     import numpy as np
@@ -206,7 +208,7 @@ def predict_images(
     out_dir = Path(out_dir)
     plans = plan_outputs(images, out_dir, overwrite=overwrite)
     dev = resolve_device(device)
-    chain = RefinerChain.load(refiners, dev, precision=precision)
+    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma)
     model = load_backbone(backbone, weights, backbone_options).to(dev)
     info = model.info
     kind = chain.output_kind(info.output_kind)

@@ -279,11 +279,8 @@ def test_inspect_describes_incomplete_cache_and_verify_fails(tmp_path):
     )
 
 
-def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
-    """An identity refiner (residual, zero-initialised output layer) leaves the rough maps as they
-    were; the cache records the refiner's path and sha256 and becomes metric."""
-
-    from refinedepth.cache import sha256_path
+def _identity_refiner(path, **meta_extra):
+    """A residual refiner checkpoint whose output layer starts at zero: it returns its input."""
     from refinedepth.refiner import checkpoint as ckpt
     from refinedepth.refiner.models import GeneratorConfig, build_generator
 
@@ -295,8 +292,18 @@ def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
             "normalization": {"output_kind": "metric", "max_depth": 10.0},
         },
         "state": {"epoch": 1, "step": 1},
+        **meta_extra,
     }
-    refiner_dir = ckpt.save_checkpoint(tmp_path / "refiner", config=meta, generator=g)
+    return ckpt.save_checkpoint(path, config=meta, generator=g)
+
+
+def test_refiner_option_chains_a_refiner_and_records_it(tmp_path):
+    """An identity refiner (residual, zero-initialised output layer) leaves the rough maps as they
+    were; the cache records the refiner's path and sha256 and becomes metric."""
+
+    from refinedepth.cache import sha256_path
+
+    refiner_dir = _identity_refiner(tmp_path / "refiner")
     args = ["cache", *COMMON, "--limit", "2", "--batch-size", "2", "--workers", "0"]
     with torch_threads(1):
         plain = _invoke([*args, "--out", str(tmp_path / "plain.h5")])
@@ -374,3 +381,27 @@ def test_real_kinect_frames_cache_with_exact_ground_truth(tmp_path):
             assert 0.5 < s["valid"].mean() < 1.0  # real holes
     result = _invoke(["inspect", str(tmp_path / "k.h5"), "--verify", "-q"])
     assert result.exit_code == 0 and "OK: every chunk and sample read" in result.output
+
+
+def test_refiner_detail_only_in_cache_is_rough_times_scale_and_recorded(tmp_path):
+    """An identity refiner used detail-only: its correction relative to ``rough x scale`` is the
+    constant ``1 / scale``, which the low-pass removes, so the cache holds ``rough x scale``; the
+    records say so, and another sigma is another command."""
+    from refinedepth.cache import sha256_path
+
+    baselines = {"scale": 1.25, "scale_shift": [1.0, 0.0], "pixels": 1, "fitted_on": "x.h5"}
+    refiner_dir = _identity_refiner(tmp_path / "refiner", baselines=baselines)
+    args = ["cache", *COMMON, "--limit", "2", "--batch-size", "2", "--workers", "0"]
+    detail = [*args, "--refiner", str(refiner_dir), "--detail-sigma", "4", "--out", str(tmp_path / "detail.h5")]
+    with torch_threads(1):
+        plain = _invoke([*args, "--out", str(tmp_path / "plain.h5")])
+        made = _invoke(detail)
+    assert plain.exit_code == 0 and made.exit_code == 0, made.output
+    with open_cache(tmp_path / "plain.h5") as a, open_cache(tmp_path / "detail.h5") as b:
+        assert b.config.refiners == (
+            {"path": str(refiner_dir), "sha256": sha256_path(refiner_dir), "detail_sigma": 4.0},
+        )
+        for i in range(2):
+            np.testing.assert_allclose(b.read(i)["rough"], 1.25 * a.read(i)["rough"], rtol=1e-4, atol=1e-5)
+    refused = _invoke([*detail[:-4], "--detail-sigma", "8", "--out", str(tmp_path / "detail.h5")])
+    assert "refiners:" in _error_line(refused)

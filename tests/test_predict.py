@@ -92,6 +92,14 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
     twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
     expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    # detail-only: the same chain with each refiner's large scales from its rough x scale
+    predict_images([folder / "b.jpg"], toy, tmp_path / "d", refiners=[ref, ref], device="cpu", detail_sigma=3.0)
+    r.set_detail(3.0)
+    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
+    expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
+    detail = np.load(tmp_path / "d" / "b_depth.npy")
+    np.testing.assert_allclose(detail, expected, atol=1e-5)
+    assert not np.allclose(detail, got, atol=1e-3)
 
 
 def test_find_images_errors(tmp_path, images):

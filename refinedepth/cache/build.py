@@ -132,6 +132,7 @@ def build_cache(
     rgb_size: Any = "gt",
     dtype: str = "float32",
     refiners: Sequence[str | os.PathLike] = (),
+    detail_sigma: float | None = None,
     batch_size: int = 8,
     workers: int = 0,
     device: str = "auto",
@@ -201,6 +202,8 @@ def build_cache(
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
     refiner_records = chain_records(refiners)  # checks the paths before the model is built
+    if detail_sigma is not None:  # the refiners are used detail-only: part of what the cache holds
+        refiner_records = [{**r, "detail_sigma": float(detail_sigma)} for r in refiner_records]
     request = {
         "num_samples": n,
         "rough_size": size,
@@ -249,7 +252,7 @@ def build_cache(
         request["rgb_size"] = rgb_size = _resolve_rgb_size(rgb_request, size, gt_size) if with_rgb else size
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
-    chain = RefinerChain.load(refiners, torch_device)
+    chain = RefinerChain.load(refiners, torch_device, detail_sigma=detail_sigma)
     config = CacheConfig(
         **request,
         backbone_config=dict(info.config),

@@ -36,6 +36,11 @@ class Refiner:
         normalization: how inputs were normalised in training (kind, ``max_depth``).
         inputs: ``rough``, ``rough+rgb`` or ``rgb``. residual: whether it predicts a correction.
         size: the model's input ``(height, width)``. meta: the checkpoint's ``config.json``.
+        detail_sigma: ``None`` (the whole refined map), or keep only the refiner's correction
+            finer than a Gaussian of this many pixels of the refined map and take the larger
+            scales from ``rough x scale`` (the checkpoint's global scale):
+            :mod:`refinedepth.refiner.detail`. Set it with :meth:`set_detail` or
+            ``from_pretrained(..., detail_sigma=...)``.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class Refiner:
         self.size: tuple[int, int] = (int(refiner["size"][0]), int(refiner["size"][1]))
         self.preset: str = refiner.get("preset", "")
         self.device = torch.device(device)
+        self.detail_sigma: float | None = None
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -66,6 +72,7 @@ class Refiner:
         optimize: Callable[[torch.nn.Module], torch.nn.Module] | str | None = "auto",
         *,
         precision: str = "fp32",
+        detail_sigma: float | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
@@ -87,7 +94,8 @@ class Refiner:
         on one batch at load and falls back to the plain module with one warning if its private
         oneDNN operators are missing or its output differs. ``precision="bf16"`` runs inference
         in bfloat16 autocast (about 1e-2 relative difference; fast on CPUs with AVX-512 BF16 or
-        AMX and on GPUs, slower than fp32 on CPUs without them).
+        AMX and on GPUs, slower than fp32 on CPUs without them). ``detail_sigma``: see
+        :meth:`set_detail`.
         """
         from ..device import resolve_device
         from ..training.seeding import preserve_global_rng
@@ -121,7 +129,37 @@ class Refiner:
             optimize = _Autocast if precision == "bf16" else None
         if optimize is not None:
             refiner.optimize(optimize)
+        if detail_sigma is not None:
+            refiner.set_detail(detail_sigma)
         return refiner
+
+    def set_detail(self, sigma: float | None) -> Refiner:
+        """Keep only the refined detail finer than ``sigma`` pixels (``None``: the whole map).
+
+        The output becomes ``rough x scale`` (the global scale fitted on the refiner's training
+        pairs, stored in its checkpoint) times the part of ``refined / (rough x scale)`` finer
+        than a Gaussian of ``sigma`` pixels of the refined map (:mod:`refinedepth.refiner.detail`).
+        Use it when the refiner's large-scale correction does not carry to your images (it
+        learned the first stage's errors on its training views) but its detail does.
+        """
+        if sigma is None:
+            self.detail_sigma = None
+            return self
+        from .detail import gaussian_kernel
+
+        gaussian_kernel(sigma)  # checks sigma
+        if self.inputs == "rgb":
+            raise ConfigError(
+                f"refiner {self.path!r} reads RGB only, so there is no rough map to keep the large scale "
+                "of: detail-only refinement needs a refiner with rough inputs"
+            )
+        if not self.meta.get("baselines"):
+            raise ConfigError(
+                f"refiner {self.path!r} stores no global scale (trained before baselines existed): "
+                "retrain it with 'refinedepth train-refiner' to use detail-only refinement"
+            )
+        self.detail_sigma = float(sigma)
+        return self
 
     def save_pretrained(self, directory: str | os.PathLike, *, repo_id: str | None = None) -> Path:
         """Write this refiner as a checkpoint directory (``config.json``, ``generator.safetensors``,
@@ -175,7 +213,8 @@ class Refiner:
     def __repr__(self) -> str:
         return (
             f"Refiner(preset={self.preset!r}, inputs={self.inputs!r}, residual={self.residual}, "
-            f"size={self.size}, output_kind={self.output_kind!r}, max_depth={self.max_depth:g}, path={self.path!r})"
+            f"size={self.size}, output_kind={self.output_kind!r}, max_depth={self.max_depth:g}, path={self.path!r}"
+            + (f", detail_sigma={self.detail_sigma:g})" if self.detail_sigma is not None else ")")
         )
 
     # -- inference ------------------------------------------------------------------------------
@@ -222,7 +261,19 @@ class Refiner:
             out_size=tuple(out_size) if out_size is not None else tuple((rough if rough is not None else rgb).shape[-2:]),
             head=self.head,
         )
+        if self.detail_sigma is not None:
+            refined = self._keep_detail(refined, use_rough.to(self.device), output_kind or self.output_kind)
         return refined.to(out_device)
+
+    def _keep_detail(self, refined: torch.Tensor, rough: torch.Tensor, kind: str) -> torch.Tensor:
+        """``refined`` with its large scales replaced by ``rough x scale`` (:meth:`set_detail`)."""
+        from ..baselines import Baselines, rough_depth
+        from ..geometry import resize_smooth
+        from .detail import keep_detail
+
+        scale = Baselines.from_dict(self.meta["baselines"]).scale
+        base = scale * rough_depth(resize_smooth(rough.float(), tuple(refined.shape[-2:])), kind)
+        return keep_detail(refined, base, self.detail_sigma)
 
     def refine(
         self,

@@ -18,18 +18,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # importing this module does not import torch
     import torch
 
 
-def stage_names(refiners: Sequence[str | os.PathLike]) -> list[str]:
-    """Row names: ``rough``, ``+ NAME``, ``+ NAME + NAME2`` (NAME = the refiner folder's name)."""
+def stage_names(refiners: Sequence[str | os.PathLike], detail_sigmas: Sequence[float | None] = ()) -> list[str]:
+    """Row names: ``rough``, ``+ NAME``, ``+ NAME + NAME2`` (NAME = the refiner folder's name,
+    followed by ``(detail < S px)`` for a refiner used detail-only with ``detail_sigmas[i] = S``)."""
     names = ["rough"]
     label = ""
-    for ref in refiners:
+    for i, ref in enumerate(refiners):
         label += f" + {_label(ref)}"
+        sigma = detail_sigmas[i] if i < len(detail_sigmas) else None
+        if sigma is not None:
+            label += f" (detail < {sigma:g} px)"
         names.append(label.strip())
     return names
 
@@ -95,12 +99,16 @@ class RefinerChain:
 
     @classmethod
     def load(
-        cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu", precision: str = "fp32"
+        cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu", precision: str = "fp32",
+        detail_sigma: float | None = None,
     ) -> RefinerChain:
         """Load each refiner checkpoint or run directory (or Hugging Face Hub id) with
         ``Refiner.from_pretrained`` (``precision`` ``fp32`` or ``bf16``); every path is checked
-        before any is loaded."""
+        before any is loaded. ``detail_sigma`` (pixels) makes every refiner of the chain
+        detail-only (:meth:`~refinedepth.refiner.api.Refiner.set_detail`)."""
         paths = list(paths)
+        if detail_sigma is not None and not paths:
+            raise ConfigError("detail-only refinement (--detail-sigma) applies to refiners: pass --refiner as well")
         if not paths:
             return cls([])
         from . import checkpoint as ckpt
@@ -109,7 +117,11 @@ class RefinerChain:
         local = [_local(p) for p in paths]
         for d in local:
             ckpt.resolve_checkpoint(d)
-        chain = cls([Refiner.from_pretrained(d, device=str(device), precision=precision) for d in local], paths)
+        chain = cls(
+            [Refiner.from_pretrained(d, device=str(device), precision=precision, detail_sigma=detail_sigma)
+             for d in local],
+            paths,
+        )
         chain._local = local
         return chain
 
@@ -119,7 +131,7 @@ class RefinerChain:
     @property
     def stage_names(self) -> list[str]:
         """``["rough", "+ a", "+ a + b"]``: one name per stage, rough first."""
-        return stage_names(self.paths)
+        return stage_names(self.paths, [getattr(r, "detail_sigma", None) for r in self.refiners])
 
     @property
     def records(self) -> list[dict[str, str]]:
