@@ -9,9 +9,18 @@ by least squares over the valid pixels of each cache of the run (train, val, tes
 frames in windows), then applies the training fit to the test frames and scores it beside
 ``rough x scale`` (the scale fitted on the same training pairs), frame by frame.
 
-    .venv/bin/python benchmarks/kitchen_drift.py runs/real-kitchen-guided
+With ``--headroom`` it also asks how far a refiner could get that changes only *detail*: the
+test frames' ``rough x scale`` corrected by the part of the true log error finer than a Gaussian
+of ``sigma`` pixels (``log gt - log(rough x scale)`` minus its low-pass, computed from the ground
+truth itself), at a fraction ``alpha`` of its size. That is an upper bound for a refiner that
+gets the direction of every detail right and leaves the large scale to the global scale; the
+table shows on how many test frames it would beat all three baseline rows (rough, ``rough x
+scale`` and ``rough x (scale, shift)``, both fitted on the training pairs) on each metric.
 
-Reads the run's ``cache-train.h5``, ``cache-val.h5`` and ``cache-test.h5``; prints two tables.
+    .venv/bin/python benchmarks/kitchen_drift.py runs/real-kitchen-guided [--headroom]
+
+Reads the run's ``cache-train.h5``, ``cache-val.h5`` and ``cache-test.h5``; prints two tables
+(three with ``--headroom``).
 """
 
 from __future__ import annotations
@@ -63,10 +72,70 @@ def fit_scale(pairs) -> float:
     return float(np.exp(total / count))
 
 
+def fit_scale_shift(pairs) -> tuple[float, float]:
+    """The ``rough x (scale, shift)`` row's fit: ordinary least squares of ``gt ~ s rough + t``."""
+    n = sx = sy = sxx = sxy = 0.0
+    for _, rough, gt in pairs:
+        v = gt > 0
+        x, y = rough[v], gt[v]
+        n += x.size
+        sx, sy = sx + float(x.sum()), sy + float(y.sum())
+        sxx, sxy = sxx + float(np.dot(x, x)), sxy + float(np.dot(x, y))
+    s = (n * sxy - sx * sy) / (n * sxx - sx * sx)
+    return float(s), float((sy - s * sx) / n)
+
+
+def detail_only(base: np.ndarray, gt: np.ndarray, sigma: float, alpha: float) -> np.ndarray:
+    """``base`` corrected by ``alpha`` times the part of ``log gt - log base`` finer than a
+    Gaussian of ``sigma`` pixels (a low-pass over the valid pixels only: normalised convolution).
+    Where ``gt`` is invalid, ``base`` is kept."""
+    from scipy.ndimage import gaussian_filter
+
+    v = gt > 0
+    error = np.where(v, np.log(np.where(v, gt, 1.0)) - np.log(base), 0.0)
+    weight = gaussian_filter(v.astype(np.float64), sigma, mode="nearest")
+    low = gaussian_filter(error, sigma, mode="nearest") / np.maximum(weight, 1e-12)
+    return base * np.exp(alpha * np.where(v, error - low, 0.0))
+
+
+HEADROOM_METRICS = ("abs_rel", "rmse", "silog", "dbe_acc")
+
+
+def headroom(train, test, sigmas=(16.0, 64.0), alphas=(0.25, 0.5, 1.0)) -> list[dict]:
+    """Rows of the detail-only table: per ``(sigma, alpha)`` the mean metrics and the share of
+    test frames on which it is better than every baseline row, per metric."""
+    from refinedepth.boundary import boundary_metrics
+    from refinedepth.metrics import compute_metrics
+
+    def score(pred, gt):
+        m = compute_metrics(pred, gt)
+        m.update(boundary_metrics(pred, gt))
+        return m
+
+    scale = fit_scale(train)
+    s, t = fit_scale_shift(train)
+    best = []  # per frame: the best baseline value of each metric
+    for _, rough, gt in test:
+        rows = [score(rough, gt), score(scale * rough, gt), score(s * rough + t, gt)]
+        best.append({k: min(r[k] for r in rows) for k in HEADROOM_METRICS})
+    out = []
+    for sigma in sigmas:
+        for alpha in alphas:
+            ms = [score(detail_only(scale * rough, gt, sigma, alpha), gt) for _, rough, gt in test]
+            out.append({
+                "sigma": sigma, "alpha": alpha,
+                "mean": {k: float(np.mean([m[k] for m in ms])) for k in HEADROOM_METRICS},
+                "wins": {k: float(np.mean([m[k] < b[k] for m, b in zip(ms, best)])) for k in HEADROOM_METRICS},
+            })
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a benchmarks/real_kitchen.py --out folder")
     parser.add_argument("--window", type=int, default=30, help="test frames per window in the first table")
+    parser.add_argument("--headroom", action="store_true",
+                        help="also print the detail-only upper bound (needs scipy and scikit-image)")
     args = parser.parse_args()
     run = Path(args.run)
     for name in ("cache-train.h5", "cache-val.h5", "cache-test.h5"):
@@ -110,6 +179,19 @@ def main() -> int:
         wins = [float(np.mean([m[k] < r[k] for m, r in zip(ms, base)])) for k in ("abs_rel", "silog")]
         shown = "-" if stage == "rough x scale" else f"{100 * wins[0]:.0f}% / {100 * wins[1]:.0f}%"
         print(f"| {stage} | {mean['abs_rel']:.4f} | {mean['rmse']:.4f} | {mean['silog']:.3f} | {shown} |")
+    if args.headroom:
+        print()
+        print("Detail-only upper bound on the test frames: rough x scale corrected by alpha x the true log")
+        print("error finer than sigma pixels; 'better than all' = than rough, rough x scale and")
+        print("rough x (scale, shift) at once, share of frames per metric:")
+        print()
+        print("| sigma | alpha | rel | rms | silog | dbe_acc | better than all (rel / rms / silog / dbe_acc) |")
+        print("|---:|---:|---:|---:|---:|---:|---|")
+        for row in headroom(train, test):
+            m, w = row["mean"], row["wins"]
+            shares = " / ".join(f"{100 * w[k]:.0f}%" for k in HEADROOM_METRICS)
+            print(f"| {row['sigma']:g} | {row['alpha']:g} | {m['abs_rel']:.4f} | {m['rmse']:.4f} | "
+                  f"{m['silog']:.3f} | {m['dbe_acc']:.3f} | {shares} |")
     return 0
 
 

@@ -39,3 +39,44 @@ def test_missing_run_is_one_line(tmp_path, monkeypatch, capsys):
     assert main() == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cache-train.h5 does not exist" in err
+
+
+def test_scale_shift_is_ordinary_least_squares():
+    from kitchen_drift import fit_scale_shift
+
+    rough = np.array([[1.0, 2.0, 3.0, 4.0, 9.0]])
+    gt = np.array([[2.5, 4.5, 6.5, 8.5, 0.0]])  # 2 rough + 0.5 where valid
+    s, t = fit_scale_shift([("f", rough, gt)])
+    assert s == pytest.approx(2.0) and t == pytest.approx(0.5)
+
+
+def test_detail_only_upper_bound():
+    pytest.importorskip("scipy")
+    from kitchen_drift import detail_only
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(1.0, 3.0, (40, 50))
+    # an error that is one constant is all large-scale: nothing is corrected
+    np.testing.assert_allclose(detail_only(base, 1.3 * base, sigma=4.0, alpha=1.0), base, rtol=1e-12)
+    # alpha = 1 with an error of a 2-pixel period (a column checkerboard): restored away from the border
+    ripple = np.where(np.arange(50) % 2 == 0, 0.05, -0.05)[None, :] * np.ones((40, 1))
+    gt = base * np.exp(ripple)
+    gt[0, 0] = 0.0  # an invalid pixel keeps the base
+    out = detail_only(base, gt, sigma=3.0, alpha=1.0)
+    assert out[0, 0] == base[0, 0]
+    np.testing.assert_allclose(out[15:25, 15:35], gt[15:25, 15:35], rtol=1e-6)
+
+
+def test_headroom_rows_beat_every_baseline_when_the_detail_is_all_there_is():
+    pytest.importorskip("skimage")
+    from kitchen_drift import headroom
+
+    rng = np.random.default_rng(2)
+    frames = []
+    for k in range(2):
+        rough = rng.uniform(1.0, 3.0, (48, 64))
+        ripple = np.where(np.arange(64) % 2 == 0, 0.05, -0.05)[None, :] * np.ones((48, 1))
+        frames.append((f"f{k}", rough, 1.2 * rough * np.exp(ripple)))
+    (row,) = headroom(frames, frames, sigmas=(2.0,), alphas=(1.0,))
+    assert row["sigma"] == 2.0 and row["alpha"] == 1.0
+    assert row["mean"]["abs_rel"] < 0.01 and row["wins"]["abs_rel"] == 1.0 and row["wins"]["silog"] == 1.0

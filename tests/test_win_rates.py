@@ -1,0 +1,35 @@
+"""benchmarks/win_rates.py: the share of frames on which the last stage beats each stage and all."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from win_rates import main, win_rates  # noqa: E402
+
+
+def _rows():
+    # per frame (abs_rel): rough, scale, refined
+    table = {"a": (0.3, 0.2, 0.1), "b": (0.3, 0.2, 0.25), "c": (0.3, 0.2, 0.35), "d": (0.3, 0.2, "nan")}
+    for fid, values in table.items():
+        for stage, v in zip(("rough", "rough x scale", "+ r"), values):
+            yield {"id": fid, "stage": stage, "abs_rel": str(v)}
+
+
+def test_against_each_and_all():
+    last, rates = win_rates(list(_rows()), ("abs_rel",))
+    assert last == "+ r"
+    # frames a, b, c count (d is NaN): better than rough on a and b, than the scale on a only
+    assert rates["abs_rel"] == pytest.approx({"rough": 2 / 3, "rough x scale": 1 / 3, "all": 1 / 3})
+
+
+def test_one_stage_is_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "one.csv"
+    path.write_text("index,id,stage,abs_rel,rmse,silog,dbe_acc\n0,a,rough,0.1,0.2,3,4\n")
+    monkeypatch.setattr(sys, "argv", ["win_rates.py", str(path)])
+    assert main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"{path}: the CSV holds one stage only: nothing to compare"
