@@ -8,7 +8,8 @@ full-resolution crops (``--crop``, default 256x256) with the sample loading in a
 worker, and reports the training process's peak resident memory (``VmHWM``) and its growth
 over the run's first step. Because the head only ever sees crops and the U-Net its fixed model
 size, both figures should be the same for both sizes. Then it times ``Refiner.refine`` of one
-1080x1920 map (and one 480x640 map) with the trained refiner, and the peak memory of that.
+1080x1920 map (and one 480x640 map) with the trained refiner, and the peak memory of that,
+whole and detail-only (``--detail-sigma``, default 32 px; 0 leaves those rows out).
 
     .venv/bin/python benchmarks/bench_fullres.py            # ~2-4 minutes on 2 cores
     .venv/bin/python benchmarks/bench_fullres.py --quick    # smaller, to check it runs
@@ -81,14 +82,14 @@ def child_train(cache: str, out: str, steps: int, crop: str, workers: int) -> di
             "s_per_step": seconds / steps}
 
 
-def child_refine(run: str, size: str, repeats: int) -> dict:
+def child_refine(run: str, size: str, repeats: int, detail_sigma: float = 0.0) -> dict:
     import torch
 
     from refinedepth.refiner import Refiner
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     h, w = (int(v) for v in size.split("x"))
-    refiner = Refiner.from_pretrained(run)
+    refiner = Refiner.from_pretrained(run, detail_sigma=detail_sigma or None)
     gen = np.random.default_rng(0)
     rough = (2.0 + gen.random((h, w))).astype(np.float32)
     rgb = gen.integers(0, 255, (h, w, 3), dtype=np.uint8)
@@ -121,6 +122,7 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--detail-sigma", type=float, default=32.0, help="also time detail-only refinement (0: not)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
@@ -130,7 +132,7 @@ def main() -> int:
         if kind == "train":
             print(json.dumps(child_train(rest[0], rest[1], int(rest[2]), rest[3], int(rest[4]))))
         else:
-            print(json.dumps(child_refine(rest[0], rest[1], int(rest[2]))))
+            print(json.dumps(child_refine(rest[0], rest[1], int(rest[2]), float(rest[3]))))
         return 0
 
     if args.quick:
@@ -146,8 +148,10 @@ def main() -> int:
             r = _run_child("train", str(cache), str(run), str(args.steps), args.crop, str(args.workers))
             rows.append({"what": "train step", "image": f"{size[0]}x{size[1]}", "crop": args.crop, **r})
         for size in sizes:
-            r = _run_child("refine", str(run), f"{size[0]}x{size[1]}", str(args.repeats))
-            rows.append({"what": "refine", "image": f"{size[0]}x{size[1]}", "crop": "-", **r})
+            for sigma in (0.0, args.detail_sigma) if args.detail_sigma else (0.0,):
+                r = _run_child("refine", str(run), f"{size[0]}x{size[1]}", str(args.repeats), str(sigma))
+                what = f"refine, detail < {sigma:g} px" if sigma else "refine"
+                rows.append({"what": what, "image": f"{size[0]}x{size[1]}", "crop": "-", **r})
 
     load = os.getloadavg()[0]
     print(f"guided preset on CPU ({os.cpu_count()} cores, load average {load:.2f} at the end); peak RSS = the "
