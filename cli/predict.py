@@ -47,6 +47,7 @@ def predict(quiet: bool, **params) -> None:
             overwrite=config.overwrite,
             precision=config.precision,
             detail_sigma=config.detail_sigma,
+            detail_scale=config.detail_scale,
             progress=progress,
         )
     for message in result.warnings:

@@ -635,6 +635,14 @@ def _detail_sigma() -> Any:
     )
 
 
+def _detail_scale() -> Any:
+    return choice_option(
+        "global", choices=("global", "image"),
+        help="With --detail-sigma, where each image's overall scale comes from: global (rough x scale) "
+        "or image (the refiner's: the geometric mean of refined / (rough x scale) over the image).",
+    )
+
+
 # -- caching -----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CacheBuildConfig(ConfigBase):
@@ -686,6 +694,7 @@ class CacheBuildConfig(ConfigBase):
         cli="--refiner", help="Trained refiner applied after the backbone, repeatable (chained in order)."
     )
     detail_sigma: float | None = _detail_sigma()
+    detail_scale: str = _detail_scale()
     batch_size: int = int_option(8, minimum=1, help="Backbone batch size.")
     workers: int = _workers()
     seed: int = _seed("Seed set before building the backbone.")
@@ -744,6 +753,7 @@ class EvaluateConfig(ConfigBase):
     workers: int = int_option(0, minimum=0, cli=False, help="DataLoader worker processes.")
     precision: str = _precision()
     detail_sigma: float | None = _detail_sigma()
+    detail_scale: str = _detail_scale()
     boundary: bool = bool_option(
         True, help="Also score depth-boundary accuracy/completeness (iBims-1) and boundary F1 (Depth Pro)."
     )
@@ -789,6 +799,7 @@ class PredictConfig(ConfigBase):
     )
     precision: str = _precision()
     detail_sigma: float | None = _detail_sigma()
+    detail_scale: str = _detail_scale()
     device: str = _device()
 
 

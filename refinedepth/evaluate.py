@@ -55,6 +55,7 @@ class EvaluationResult:
     win_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
     baselines: dict[str, Any] | None = None
     detail_sigma: float | None = None
+    detail_scale: str = "global"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -125,6 +126,7 @@ class EvaluationResult:
             "win_rates": {k: dict(v) for k, v in self.win_rates.items()},
             "baselines": self.baselines,
             "detail_sigma": self.detail_sigma,
+            "detail_scale": self.detail_scale,
             "notes": list(self.notes),
         }
 
@@ -156,6 +158,7 @@ def evaluate_cache(
     precision: str = "fp32",
     boundary: bool = True,
     detail_sigma: float | None = None,
+    detail_scale: str = "global",
     progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Evaluate the rough maps of ``cache`` and, for each refiner in ``refiners``, the chain so far.
@@ -177,6 +180,9 @@ def evaluate_cache(
         detail_sigma: use the refiners detail-only: keep their correction finer than this many
             pixels, the larger scales from ``rough x scale``
             (:meth:`~refinedepth.refiner.api.Refiner.set_detail`); the rows say so.
+        detail_scale: with ``detail_sigma``, ``"image"`` keeps each refiner's per-image scale
+            (the geometric mean of refined / ``rough x scale`` over the image); ``"global"``
+            takes it from ``rough x scale``.
         boundary: also score the boundary metrics (``dbe_acc``, ``dbe_comp``, ``boundary_f1``,
             :mod:`refinedepth.boundary`); without scikit-image/scipy they are left out with a note.
 
@@ -213,7 +219,8 @@ def evaluate_cache(
         ) from None
 
     dev = resolve_device(device)
-    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma)
+    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma,
+                             detail_scale=detail_scale)
     has_rgb = bool(attrs.get("has_rgb", False))
     dataset = CacheDataset(cache, with_rgb=has_rgb)
     total = len(dataset) if limit is None else min(len(dataset), int(limit))
@@ -327,6 +334,7 @@ def evaluate_cache(
         win_rates=win_rates,
         baselines=baselines.to_dict() if baselines else None,
         detail_sigma=detail_sigma,
+        detail_scale=detail_scale if detail_sigma is not None else "global",
         notes=notes,
     )
 

@@ -182,6 +182,7 @@ def predict_images(
     overwrite: bool = False,
     precision: str = "fp32",
     detail_sigma: float | None = None,
+    detail_scale: str = "global",
     progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """Predict depth for every image in ``inputs`` and write PNG/NPY/colour files to ``out_dir``.
@@ -190,7 +191,8 @@ def predict_images(
     file is replaced only with ``overwrite=True``. A backbone without weights (random
     initialisation, different on every run) gets one warning, also listed in the result.
     ``precision`` (``fp32`` or ``bf16``) is the refiners' inference precision; ``detail_sigma``
-    makes them detail-only (:meth:`~refinedepth.refiner.api.Refiner.set_detail`).
+    makes them detail-only, ``detail_scale="image"`` keeping their per-image scale
+    (:meth:`~refinedepth.refiner.api.Refiner.set_detail`).
     Returns a :class:`PredictResult` listing, per image, its outputs and depth range.
     """
     import numpy as np
@@ -208,7 +210,8 @@ def predict_images(
     out_dir = Path(out_dir)
     plans = plan_outputs(images, out_dir, overwrite=overwrite)
     dev = resolve_device(device)
-    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma)
+    chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma,
+                              detail_scale=detail_scale)
     model = load_backbone(backbone, weights, backbone_options).to(dev)
     info = model.info
     kind = chain.output_kind(info.output_kind)

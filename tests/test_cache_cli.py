@@ -405,3 +405,20 @@ def test_refiner_detail_only_in_cache_is_rough_times_scale_and_recorded(tmp_path
             np.testing.assert_allclose(b.read(i)["rough"], 1.25 * a.read(i)["rough"], rtol=1e-4, atol=1e-5)
     refused = _invoke([*detail[:-4], "--detail-sigma", "8", "--out", str(tmp_path / "detail.h5")])
     assert "refiners:" in _error_line(refused)
+
+    # keeping the refiner's per-image scale: the identity's constant correction 1 / scale is its
+    # per-image scale, so the cache holds the rough map itself; recorded, and refused on its own
+    image = [*detail[:-2], "--detail-scale", "image", "--out", str(tmp_path / "image.h5")]
+    with torch_threads(1):
+        made = _invoke(image)
+    assert made.exit_code == 0, made.output
+    with open_cache(tmp_path / "plain.h5") as a, open_cache(tmp_path / "image.h5") as b:
+        assert b.config.refiners[0]["detail_scale"] == "image" and b.config.refiners[0]["detail_sigma"] == 4.0
+        for i in range(2):
+            np.testing.assert_allclose(b.read(i)["rough"], a.read(i)["rough"], rtol=1e-4, atol=1e-5)
+    alone = _invoke([*args, "--refiner", str(refiner_dir), "--detail-scale", "image", "--out", str(tmp_path / "x.h5")])
+    assert alone.exit_code == 1 and not (tmp_path / "x.h5").exists()
+    assert _error_line(alone) == (
+        "Error: the refiner's per-image scale (--detail-scale image) applies to detail-only refinement: "
+        "pass --detail-sigma as well"
+    )

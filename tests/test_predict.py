@@ -100,6 +100,15 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
     detail = np.load(tmp_path / "d" / "b_depth.npy")
     np.testing.assert_allclose(detail, expected, atol=1e-5)
     assert not np.allclose(detail, got, atol=1e-3)
+    # and keeping each refiner's per-image scale
+    predict_images([folder / "b.jpg"], toy, tmp_path / "i", refiners=[ref, ref], device="cpu", detail_sigma=3.0,
+                   detail_scale="image")
+    r.set_detail(3.0, scale="image")
+    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
+    expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
+    image = np.load(tmp_path / "i" / "b_depth.npy")
+    np.testing.assert_allclose(image, expected, atol=1e-5)
+    assert not np.allclose(image, detail, atol=1e-3)
 
 
 def test_find_images_errors(tmp_path, images):

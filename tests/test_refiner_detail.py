@@ -46,6 +46,18 @@ def test_a_global_correction_is_dropped_and_fine_detail_kept():
     inner = slice(32, 96)
     np.testing.assert_allclose(out[..., inner].numpy(), (base * torch.exp(ripple))[..., inner].numpy(), rtol=1e-5)
 
+    # with the per-image scale: the global rescale is the image's mean log correction, kept whole
+    np.testing.assert_allclose(keep_detail(base * 1.7, base, 5.0, image_scale=True).numpy(), (base * 1.7).numpy(),
+                               rtol=1e-12)
+    # 32 whole periods of the ripple average to 0, so its mean log correction is log 1.3
+    out = keep_detail(base * torch.exp(ripple) * 1.3, base, 8.0, image_scale=True)
+    np.testing.assert_allclose(out[..., inner].numpy(), (1.3 * base * torch.exp(ripple))[..., inner].numpy(),
+                               rtol=1e-5)
+    # one number per image: a batch of two with different scales keeps each its own
+    two = torch.cat([base * 1.7, base * 0.8])
+    np.testing.assert_allclose(keep_detail(two, torch.cat([base, base]), 5.0, image_scale=True).numpy(),
+                               two.numpy(), rtol=1e-12)
+
 
 def test_refiner_detail_output_against_scipy(tmp_path):
     from refinedepth.refiner.api import Refiner
@@ -62,6 +74,12 @@ def test_refiner_detail_output_against_scipy(tmp_path):
         np.testing.assert_allclose(detail[b], base * np.exp(e - _scipy_lowpass(e, 6.0)), rtol=2e-5)
     assert not np.allclose(detail, full, rtol=1e-3)
 
+    # the refiner's per-image scale kept: times the geometric mean of refined / (rough x scale)
+    image = Refiner.from_pretrained(ref, detail_sigma=6.0, detail_scale="image").refine(rough)
+    for b in range(2):
+        e = np.log(full[b].astype(np.float64)) - np.log(scale * rough[b].astype(np.float64))
+        np.testing.assert_allclose(image[b], detail[b] * np.exp(e.mean()), rtol=2e-5)
+
 
 def test_bad_sigma_and_refiners_without_a_scale_or_rough_input(tmp_path):
     from refinedepth.refiner.api import Refiner
@@ -71,7 +89,13 @@ def test_bad_sigma_and_refiners_without_a_scale_or_rough_input(tmp_path):
         with pytest.raises(ConfigError, match="detail sigma must be a positive number of pixels"):
             refiner.set_detail(bad)
     assert refiner.set_detail(None).detail_sigma is None
-    assert "detail_sigma=3" in repr(refiner.set_detail(3))
+    assert "detail_sigma=3, detail_scale='global'" in repr(refiner.set_detail(3))
+    assert refiner.set_detail(3, scale="image").detail_scale == "image"
+    assert refiner.set_detail(None).detail_scale == "global"
+    with pytest.raises(ConfigError, match="detail scale must be one of global, image, got 'local'"):
+        refiner.set_detail(3, scale="local")
+    with pytest.raises(ConfigError, match=r"per-image scale \(--detail-scale image\) applies to detail-only"):
+        refiner.set_detail(None, scale="image")
     refiner.meta = {k: v for k, v in refiner.meta.items() if k != "baselines"}
     with pytest.raises(ConfigError, match="stores no global scale .* retrain it"):
         refiner.set_detail(3)
@@ -116,8 +140,37 @@ def test_evaluate_detail_row_is_the_scipy_reference(tmp_path):
         rels.append(np.mean(np.abs(d[v] - gt[v]) / gt[v]))
     assert rows[name]["abs_rel"] == pytest.approx(np.mean(rels), rel=1e-4)
 
+    # --detail-scale image: the row and JSON say so, and each map is the scipy one times the
+    # geometric mean of the refiner's correction over the image (at the resolution refined)
+    image = CliRunner().invoke(cli, [*args, "--detail-sigma", "6", "--detail-scale", "image", "--json", str(out)])
+    assert image.exit_code == 0, image.output
+    saved = json.loads(out.read_text())
+    assert saved["detail_sigma"] == 6.0 and saved["detail_scale"] == "image"
+    name_image = f"+ {Path(ref).name} (detail < 6 px, per-image scale)"
+    assert name_image in {s["name"] for s in saved["stages"]} and name_image in image.output
+    rels = []
+    for item in CacheDataset(cache):
+        rough = item["rough"][0].double().numpy()
+        refined = full.refine(item["rough"][0].numpy()).astype(np.float64)
+        e = np.log(refined) - np.log(scale * rough)
+        detail = scale * rough * np.exp(e - _scipy_lowpass(e, 6.0) + e.mean())
+        gt = item["gt"][0].double().numpy()
+        d = F.interpolate(torch.from_numpy(detail)[None, None].float(), size=gt.shape, mode="bilinear",
+                          align_corners=False, antialias=True)[0, 0].double().numpy()
+        v = gt > 0
+        rels.append(np.mean(np.abs(d[v] - gt[v]) / gt[v]))
+    got = {s["name"]: s["metrics"] for s in saved["stages"]}[name_image]["abs_rel"]
+    assert got == pytest.approx(np.mean(rels), rel=1e-4)
+    assert got != pytest.approx(rows[name]["abs_rel"], rel=1e-3)
+
     refused = CliRunner().invoke(cli, ["evaluate", "--cache", str(cache), "--detail-sigma", "6", "-q"])
     assert refused.exit_code == 1
     assert refused.output.strip().splitlines()[-1] == (
         "Error: detail-only refinement (--detail-sigma) applies to refiners: pass --refiner as well"
+    )
+    alone = CliRunner().invoke(cli, [*args, "--detail-scale", "image"])
+    assert alone.exit_code == 1
+    assert alone.output.strip().splitlines()[-1] == (
+        "Error: the refiner's per-image scale (--detail-scale image) applies to detail-only refinement: "
+        "pass --detail-sigma as well"
     )

@@ -133,6 +133,7 @@ def build_cache(
     dtype: str = "float32",
     refiners: Sequence[str | os.PathLike] = (),
     detail_sigma: float | None = None,
+    detail_scale: str = "global",
     batch_size: int = 8,
     workers: int = 0,
     device: str = "auto",
@@ -161,7 +162,7 @@ def build_cache(
         init_distributed,
         launched_by_torchrun,
     )
-    from ..refiner.chain import RefinerChain
+    from ..refiner.chain import RefinerChain, check_detail
     from ..refiner.chain import refiner_records as chain_records
     from ..registry import create_backbone, get_factory
     from ..training.seeding import preserve_global_rng
@@ -202,8 +203,12 @@ def build_cache(
     if weights is not None and not Path(weights).exists():
         raise CacheError(f"weights {weights} do not exist; pass a .safetensors file or leave --weights out")
     refiner_records = chain_records(refiners)  # checks the paths before the model is built
+    check_detail(refiners, detail_sigma, detail_scale)
     if detail_sigma is not None:  # the refiners are used detail-only: part of what the cache holds
-        refiner_records = [{**r, "detail_sigma": float(detail_sigma)} for r in refiner_records]
+        extra = {"detail_sigma": float(detail_sigma)}
+        if detail_scale != "global":  # caches made before --detail-scale existed hold "global" ones
+            extra["detail_scale"] = detail_scale
+        refiner_records = [{**r, **extra} for r in refiner_records]
     request = {
         "num_samples": n,
         "rough_size": size,
@@ -252,7 +257,7 @@ def build_cache(
         request["rgb_size"] = rgb_size = _resolve_rgb_size(rgb_request, size, gt_size) if with_rgb else size
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
-    chain = RefinerChain.load(refiners, torch_device, detail_sigma=detail_sigma)
+    chain = RefinerChain.load(refiners, torch_device, detail_sigma=detail_sigma, detail_scale=detail_scale)
     config = CacheConfig(
         **request,
         backbone_config=dict(info.config),

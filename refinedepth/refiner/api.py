@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError, DataError, ShapeError
 from . import checkpoint as ckpt
+from .detail import DETAIL_SCALES
 from .models import GeneratorConfig, build_generator
 from .normalize import Normalization, refine_full
 
@@ -41,6 +42,8 @@ class Refiner:
             scales from ``rough x scale`` (the checkpoint's global scale):
             :mod:`refinedepth.refiner.detail`. Set it with :meth:`set_detail` or
             ``from_pretrained(..., detail_sigma=...)``.
+        detail_scale: with ``detail_sigma``, ``"global"`` (the large scales, the per-image scale
+            included, from ``rough x scale``) or ``"image"`` (the refiner's per-image scale kept).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Refiner:
         self.preset: str = refiner.get("preset", "")
         self.device = torch.device(device)
         self.detail_sigma: float | None = None
+        self.detail_scale: str = "global"
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -73,6 +77,7 @@ class Refiner:
         *,
         precision: str = "fp32",
         detail_sigma: float | None = None,
+        detail_scale: str = "global",
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
@@ -94,8 +99,8 @@ class Refiner:
         on one batch at load and falls back to the plain module with one warning if its private
         oneDNN operators are missing or its output differs. ``precision="bf16"`` runs inference
         in bfloat16 autocast (about 1e-2 relative difference; fast on CPUs with AVX-512 BF16 or
-        AMX and on GPUs, slower than fp32 on CPUs without them). ``detail_sigma``: see
-        :meth:`set_detail`.
+        AMX and on GPUs, slower than fp32 on CPUs without them). ``detail_sigma`` and
+        ``detail_scale``: see :meth:`set_detail`.
         """
         from ..device import resolve_device
         from ..training.seeding import preserve_global_rng
@@ -129,11 +134,11 @@ class Refiner:
             optimize = _Autocast if precision == "bf16" else None
         if optimize is not None:
             refiner.optimize(optimize)
-        if detail_sigma is not None:
-            refiner.set_detail(detail_sigma)
+        if detail_sigma is not None or detail_scale != "global":
+            refiner.set_detail(detail_sigma, scale=detail_scale)
         return refiner
 
-    def set_detail(self, sigma: float | None) -> Refiner:
+    def set_detail(self, sigma: float | None, *, scale: str = "global") -> Refiner:
         """Keep only the refined detail finer than ``sigma`` pixels (``None``: the whole map).
 
         The output becomes ``rough x scale`` (the global scale fitted on the refiner's training
@@ -141,9 +146,21 @@ class Refiner:
         than a Gaussian of ``sigma`` pixels of the refined map (:mod:`refinedepth.refiner.detail`).
         Use it when the refiner's large-scale correction does not carry to your images (it
         learned the first stage's errors on its training views) but its detail does.
+
+        ``scale="image"`` keeps the refiner's per-image scale as well: the output is multiplied
+        by the geometric mean of ``refined / (rough x scale)`` over the whole image, so only the
+        layout between the detail and the whole image comes from ``rough x scale``.
         """
+        if scale not in DETAIL_SCALES:
+            raise ConfigError(f"detail scale must be one of {', '.join(DETAIL_SCALES)}, got {scale!r}")
         if sigma is None:
+            if scale != "global":
+                raise ConfigError(
+                    "the refiner's per-image scale (--detail-scale image) applies to detail-only "
+                    "refinement: pass --detail-sigma as well"
+                )
             self.detail_sigma = None
+            self.detail_scale = "global"
             return self
         from .detail import gaussian_kernel
 
@@ -159,6 +176,7 @@ class Refiner:
                 "retrain it with 'refinedepth train-refiner' to use detail-only refinement"
             )
         self.detail_sigma = float(sigma)
+        self.detail_scale = scale
         return self
 
     def save_pretrained(self, directory: str | os.PathLike, *, repo_id: str | None = None) -> Path:
@@ -214,7 +232,8 @@ class Refiner:
         return (
             f"Refiner(preset={self.preset!r}, inputs={self.inputs!r}, residual={self.residual}, "
             f"size={self.size}, output_kind={self.output_kind!r}, max_depth={self.max_depth:g}, path={self.path!r}"
-            + (f", detail_sigma={self.detail_sigma:g})" if self.detail_sigma is not None else ")")
+            + (f", detail_sigma={self.detail_sigma:g}, detail_scale={self.detail_scale!r})"
+               if self.detail_sigma is not None else ")")
         )
 
     # -- inference ------------------------------------------------------------------------------
@@ -273,7 +292,7 @@ class Refiner:
 
         scale = Baselines.from_dict(self.meta["baselines"]).scale
         base = scale * rough_depth(resize_smooth(rough.float(), tuple(refined.shape[-2:])), kind)
-        return keep_detail(refined, base, self.detail_sigma)
+        return keep_detail(refined, base, self.detail_sigma, image_scale=self.detail_scale == "image")
 
     def refine(
         self,

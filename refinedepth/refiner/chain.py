@@ -24,16 +24,32 @@ if TYPE_CHECKING:  # importing this module does not import torch
     import torch
 
 
-def stage_names(refiners: Sequence[str | os.PathLike], detail_sigmas: Sequence[float | None] = ()) -> list[str]:
+def check_detail(refiners: Sequence[object], detail_sigma: float | None, detail_scale: str = "global") -> None:
+    """Refuse ``--detail-scale image`` without ``--detail-sigma``, and either without refiners."""
+    if detail_scale != "global" and detail_sigma is None:
+        raise ConfigError(
+            "the refiner's per-image scale (--detail-scale image) applies to detail-only "
+            "refinement: pass --detail-sigma as well"
+        )
+    if detail_sigma is not None and not refiners:
+        raise ConfigError("detail-only refinement (--detail-sigma) applies to refiners: pass --refiner as well")
+
+
+def stage_names(
+    refiners: Sequence[str | os.PathLike], detail_sigmas: Sequence[float | None] = (),
+    detail_scales: Sequence[str] = (),
+) -> list[str]:
     """Row names: ``rough``, ``+ NAME``, ``+ NAME + NAME2`` (NAME = the refiner folder's name,
-    followed by ``(detail < S px)`` for a refiner used detail-only with ``detail_sigmas[i] = S``)."""
+    followed by ``(detail < S px)`` for a refiner used detail-only with ``detail_sigmas[i] = S``,
+    ``(detail < S px, per-image scale)`` where ``detail_scales[i]`` is ``"image"``)."""
     names = ["rough"]
     label = ""
     for i, ref in enumerate(refiners):
         label += f" + {_label(ref)}"
         sigma = detail_sigmas[i] if i < len(detail_sigmas) else None
         if sigma is not None:
-            label += f" (detail < {sigma:g} px)"
+            image = i < len(detail_scales) and detail_scales[i] == "image"
+            label += f" (detail < {sigma:g} px{', per-image scale' if image else ''})"
         names.append(label.strip())
     return names
 
@@ -100,15 +116,15 @@ class RefinerChain:
     @classmethod
     def load(
         cls, paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu", precision: str = "fp32",
-        detail_sigma: float | None = None,
+        detail_sigma: float | None = None, detail_scale: str = "global",
     ) -> RefinerChain:
         """Load each refiner checkpoint or run directory (or Hugging Face Hub id) with
         ``Refiner.from_pretrained`` (``precision`` ``fp32`` or ``bf16``); every path is checked
         before any is loaded. ``detail_sigma`` (pixels) makes every refiner of the chain
-        detail-only (:meth:`~refinedepth.refiner.api.Refiner.set_detail`)."""
+        detail-only (:meth:`~refinedepth.refiner.api.Refiner.set_detail`), keeping each one's
+        per-image scale with ``detail_scale="image"``."""
         paths = list(paths)
-        if detail_sigma is not None and not paths:
-            raise ConfigError("detail-only refinement (--detail-sigma) applies to refiners: pass --refiner as well")
+        check_detail(paths, detail_sigma, detail_scale)
         if not paths:
             return cls([])
         from . import checkpoint as ckpt
@@ -118,7 +134,8 @@ class RefinerChain:
         for d in local:
             ckpt.resolve_checkpoint(d)
         chain = cls(
-            [Refiner.from_pretrained(d, device=str(device), precision=precision, detail_sigma=detail_sigma)
+            [Refiner.from_pretrained(d, device=str(device), precision=precision, detail_sigma=detail_sigma,
+                                    detail_scale=detail_scale)
              for d in local],
             paths,
         )
@@ -131,7 +148,11 @@ class RefinerChain:
     @property
     def stage_names(self) -> list[str]:
         """``["rough", "+ a", "+ a + b"]``: one name per stage, rough first."""
-        return stage_names(self.paths, [getattr(r, "detail_sigma", None) for r in self.refiners])
+        return stage_names(
+            self.paths,
+            [getattr(r, "detail_sigma", None) for r in self.refiners],
+            [getattr(r, "detail_scale", "global") for r in self.refiners],
+        )
 
     @property
     def records(self) -> list[dict[str, str]]:
@@ -168,4 +189,4 @@ class RefinerChain:
         return f"RefinerChain({self.paths!r})"
 
 
-__all__ = ["RefinerChain", "refiner_records", "stage_names"]
+__all__ = ["RefinerChain", "check_detail", "refiner_records", "stage_names"]

@@ -15,6 +15,13 @@ where ``G_sigma`` is a Gaussian low-pass of ``sigma`` pixels of the refined map 
 replicate padding, cut at 4 sigma, as ``scipy.ndimage.gaussian_filter(mode="nearest")``). The
 large scales of ``out`` are those of ``rough x scale``; everything finer than about ``sigma``
 pixels is the refiner's.
+
+With ``image_scale`` the refiner's *per-image scale* is kept as well: ``out`` is multiplied by
+``exp(mean e)``, the geometric mean of ``refined / base`` over the whole image (every pixel: no
+ground truth is needed). The layout between the detail and the whole image (a far wall, a
+gradient across the room) still comes from ``rough x scale``; one number per image comes from the
+refiner. That is the per-image scale modern first stages get wrong, and which a refiner may learn
+from the image, while its spatial layout is what drifts between views.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+
+#: where the per-image scale of a detail-only map comes from: ``rough x scale`` or the refiner
+DETAIL_SCALES = ("global", "image")
 
 #: the Gaussian is cut at this many standard deviations (scipy's default ``truncate``)
 TRUNCATE = 4.0
@@ -54,14 +64,20 @@ def gaussian_lowpass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y.reshape(b, c, h, w)
 
 
-def keep_detail(refined: torch.Tensor, base: torch.Tensor, sigma: float, floor: float = 1e-3) -> torch.Tensor:
+def keep_detail(
+    refined: torch.Tensor, base: torch.Tensor, sigma: float, floor: float = 1e-3, *, image_scale: bool = False
+) -> torch.Tensor:
     """``base * exp(e - G_sigma * e)`` with ``e = log refined - log base`` (both ``[B,1,H,W]``
-    metric depth, clamped below at ``floor`` metres before the logarithm)."""
+    metric depth, clamped below at ``floor`` metres before the logarithm); with ``image_scale``
+    times ``exp(mean e)`` per image (the mean over all of its pixels)."""
     if refined.shape != base.shape:
         raise ValueError(f"refined {tuple(refined.shape)} and base {tuple(base.shape)} differ in shape")
     b = base.to(refined.dtype).clamp_min(floor)
     e = torch.log(refined.clamp_min(floor)) - torch.log(b)
-    return b * torch.exp(e - gaussian_lowpass(e, sigma))
+    keep = e - gaussian_lowpass(e, sigma)
+    if image_scale:
+        keep = keep + e.mean(dim=(-2, -1), keepdim=True)
+    return b * torch.exp(keep)
 
 
-__all__ = ["TRUNCATE", "gaussian_kernel", "gaussian_lowpass", "keep_detail"]
+__all__ = ["DETAIL_SCALES", "TRUNCATE", "gaussian_kernel", "gaussian_lowpass", "keep_detail"]
