@@ -2,10 +2,14 @@
 stage and against all of them at once (the frames on which it is better than every one).
 
     .venv/bin/python benchmarks/win_rates.py runs/eval/per_sample.csv [--metric abs_rel ...]
+    .venv/bin/python benchmarks/win_rates.py per_sample.csv --target 0.9   # + PASS/FAIL line
 
 ``evaluate`` prints the win rate against each row separately; this adds the column "all": a
 frame counts only if the last stage beats rough, ``rough x scale`` and ``rough x (scale, shift)``
 (and any other earlier stage) on it. Lower is better for every metric it accepts.
+
+``--target F`` adds one line: PASS when the "all" share is at least F on every metric (issue 14's
+item 2 asks for 0.9 on abs_rel, rmse, silog and dbe_acc), else FAIL naming the metrics short of it.
 """
 
 from __future__ import annotations
@@ -48,10 +52,21 @@ def win_rates(rows: list[dict[str, str]], metrics=METRICS) -> tuple[str, dict[st
     return last, out
 
 
+def verdict(rates: dict[str, dict[str, float]], target: float) -> str:
+    """``PASS ...`` when the "all" share reaches ``target`` on every metric, else ``FAIL ...``
+    naming the metrics short of it (a metric with no frames counts as short)."""
+    short = [m for m, r in rates.items() if not r["all"] >= target]
+    if not short:
+        return f"PASS: better than every other stage on at least {100 * target:.0f}% of the frames on each metric"
+    shown = ", ".join(f"{m} {100 * rates[m]['all']:.0f}%" for m in short)
+    return f"FAIL: better than every other stage on fewer than {100 * target:.0f}% of the frames on {shown}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="a per-sample CSV from 'refinedepth evaluate --csv'")
     parser.add_argument("--metric", action="append", help=f"metrics (default: {', '.join(METRICS)})")
+    parser.add_argument("--target", type=float, help="print PASS/FAIL: the 'all' share at least this (0-1)")
     args = parser.parse_args()
     try:
         with open(args.csv, newline="") as f:
@@ -67,6 +82,9 @@ def main() -> int:
     print("|---|" + "---:|" * len(others))
     for m, r in rates.items():
         print(f"| {m} | " + " | ".join(f"{100 * r[o]:.0f}%" for o in others) + " |")
+    if args.target is not None:
+        print()
+        print(verdict(rates, args.target))
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from win_rates import main, win_rates  # noqa: E402
+from win_rates import main, verdict, win_rates  # noqa: E402
 
 
 def _rows():
@@ -33,3 +33,26 @@ def test_one_stage_is_one_line(tmp_path, monkeypatch, capsys):
     assert main() == 1
     err = capsys.readouterr().err.strip()
     assert err == f"{path}: the CSV holds one stage only: nothing to compare"
+
+
+def test_verdict_names_the_metrics_short_of_the_target():
+    rates = {"abs_rel": {"all": 0.95}, "rmse": {"all": 0.84}, "silog": {"all": 1.0}, "dbe_acc": {"all": float("nan")}}
+    assert verdict(rates, 0.9) == (
+        "FAIL: better than every other stage on fewer than 90% of the frames on rmse 84%, dbe_acc nan%"
+    )
+    assert verdict({"abs_rel": {"all": 0.9}, "rmse": {"all": 1.0}}, 0.9) == (
+        "PASS: better than every other stage on at least 90% of the frames on each metric"
+    )
+
+
+def test_target_line_from_the_csv(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "s.csv"
+    with path.open("w") as f:
+        f.write("index,id,stage,abs_rel\n")
+        for i, row in enumerate(_rows()):
+            f.write(f"{i},{row['id']},{row['stage']},{row['abs_rel']}\n")
+    monkeypatch.setattr(sys, "argv", ["win_rates.py", str(path), "--metric", "abs_rel", "--target", "0.3"])
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert "| abs_rel | 67% | 33% | 33% |" in out
+    assert out.strip().endswith("PASS: better than every other stage on at least 30% of the frames on each metric")
