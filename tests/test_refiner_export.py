@@ -39,7 +39,15 @@ def make_refiner(
     return Refiner(gen, meta)
 
 
+TOL = 5e-5  # see run_both
+
+
 def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
+    """The largest difference between ONNX Runtime and PyTorch, in metres below 1 m and relative
+    above (``|onnx - torch| / max(|torch|, 1)``). Their fp32 kernels round differently, and
+    differently on different CPUs: about 1e-5 relative at the far end of a 10 m range through the
+    guided preset's head (1.05e-4 m absolute at 8.75 m on an AMD EPYC). An export bug (a wrong
+    pad, a missing normalisation, a resize with other corners) is 1e-3 or more."""
     from refinedepth.refiner.export import export_onnx
 
     export_onnx(refiner, path)
@@ -57,7 +65,7 @@ def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
         (onnx_out,) = sess.run(None, feeds)
         ref = refiner.refine_tensor(rough, rgb=rgb).numpy()
         assert onnx_out.shape == ref.shape == (b, 1, h, w)
-        worst = max(worst, float(np.abs(onnx_out - ref).max()))
+        worst = max(worst, float((np.abs(onnx_out - ref) / np.maximum(np.abs(ref), 1.0)).max()))
     return worst
 
 
@@ -65,19 +73,19 @@ def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
 def test_small_matches_pytorch_on_two_sizes(tmp_path, kind):
     refiner = make_refiner("small", residual=True, kind=kind)
     worst = run_both(refiner, tmp_path / "small.onnx", [(1, 64, 64), (3, 120, 160)])
-    assert worst < 1e-4
+    assert worst < TOL
 
 
 def test_resize_decoder_exports(tmp_path):
     refiner = make_refiner("small", residual=True, upsample="resize")
     worst = run_both(refiner, tmp_path / "resize.onnx", [(1, 64, 64), (2, 96, 80)])
-    assert worst < 1e-4
+    assert worst < TOL
 
 
 def test_rough_rgb_refiner_with_rgb_of_another_size(tmp_path):
     refiner = make_refiner("small", inputs="rough+rgb")
     worst = run_both(refiner, tmp_path / "rgb.onnx", [(2, 48, 64), (1, 100, 90)], rgb_sizes=[(96, 128), (50, 45)])
-    assert worst < 1e-4
+    assert worst < TOL
 
 
 @pytest.mark.parametrize("guide", ["rgb", "gray"])
@@ -92,7 +100,7 @@ def test_guided_preset_with_its_head_matches_pytorch_on_two_sizes(tmp_path, guid
     meta["refiner"] = {**meta["refiner"], "head": head.config.to_dict()}
     refiner = Refiner(base.generator, meta, head=head)
     worst = run_both(refiner, tmp_path / "guided.onnx", [(1, 64, 64), (2, 150, 200)], rgb_sizes=[(64, 64), (75, 100)])
-    assert worst < 1e-4
+    assert worst < TOL
     plain = Refiner(base.generator, base.meta).refine_tensor(torch.full((1, 1, 64, 64), 3.0))
     rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(refiner.refine_tensor(torch.full((1, 1, 64, 64), 3.0), rgb=rgb), plain)
@@ -102,7 +110,7 @@ def test_guided_preset_with_its_head_matches_pytorch_on_two_sizes(tmp_path, guid
 def test_pix2pix_matches_pytorch(tmp_path):
     refiner = make_refiner("pix2pix")
     worst = run_both(refiner, tmp_path / "pix2pix.onnx", [(1, 256, 256), (2, 240, 320)])
-    assert worst < 1e-4
+    assert worst < TOL
 
 
 def test_cli_export_writes_a_model_that_runs(tmp_path):
