@@ -636,8 +636,10 @@ def _detail_sigma() -> Any:
 
 
 def _detail_scale() -> Any:
+    from .refiner.chain import DETAIL_SCALES  # torch-free
+
     return choice_option(
-        "global", choices=("global", "image"),
+        "global", choices=DETAIL_SCALES,
         help="With --detail-sigma, where each image's overall scale comes from: global (rough x scale) "
         "or image (the refiner's: the geometric mean of refined / (rough x scale) over the image).",
     )

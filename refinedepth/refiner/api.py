@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ConfigError, DataError, ShapeError
 from . import checkpoint as ckpt
-from .detail import DETAIL_SCALES
+from .chain import check_detail
 from .models import GeneratorConfig, build_generator
 from .normalize import Normalization, refine_full
 
@@ -151,14 +151,8 @@ class Refiner:
         by the geometric mean of ``refined / (rough x scale)`` over the whole image, so only the
         layout between the detail and the whole image comes from ``rough x scale``.
         """
-        if scale not in DETAIL_SCALES:
-            raise ConfigError(f"detail scale must be one of {', '.join(DETAIL_SCALES)}, got {scale!r}")
+        check_detail([self], sigma, scale)
         if sigma is None:
-            if scale != "global":
-                raise ConfigError(
-                    "the refiner's per-image scale (--detail-scale image) applies to detail-only "
-                    "refinement: pass --detail-sigma as well"
-                )
             self.detail_sigma = None
             self.detail_scale = "global"
             return self

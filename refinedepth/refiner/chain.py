@@ -24,8 +24,15 @@ if TYPE_CHECKING:  # importing this module does not import torch
     import torch
 
 
+#: where the per-image scale of a detail-only map comes from: ``rough x scale`` or the refiner
+DETAIL_SCALES = ("global", "image")
+
+
 def check_detail(refiners: Sequence[object], detail_sigma: float | None, detail_scale: str = "global") -> None:
-    """Refuse ``--detail-scale image`` without ``--detail-sigma``, and either without refiners."""
+    """Refuse an unknown detail scale, ``--detail-scale image`` without ``--detail-sigma``, and
+    either without refiners."""
+    if detail_scale not in DETAIL_SCALES:
+        raise ConfigError(f"detail scale must be one of {', '.join(DETAIL_SCALES)}, got {detail_scale!r}")
     if detail_scale != "global" and detail_sigma is None:
         raise ConfigError(
             "the refiner's per-image scale (--detail-scale image) applies to detail-only "
@@ -189,4 +196,4 @@ class RefinerChain:
         return f"RefinerChain({self.paths!r})"
 
 
-__all__ = ["RefinerChain", "check_detail", "refiner_records", "stage_names"]
+__all__ = ["DETAIL_SCALES", "RefinerChain", "check_detail", "refiner_records", "stage_names"]

@@ -33,9 +33,6 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-#: where the per-image scale of a detail-only map comes from: ``rough x scale`` or the refiner
-DETAIL_SCALES = ("global", "image")
-
 #: the Gaussian is cut at this many standard deviations (scipy's default ``truncate``)
 TRUNCATE = 4.0
 
@@ -80,4 +77,4 @@ def keep_detail(
     return b * torch.exp(keep)
 
 
-__all__ = ["DETAIL_SCALES", "TRUNCATE", "gaussian_kernel", "gaussian_lowpass", "keep_detail"]
+__all__ = ["TRUNCATE", "gaussian_kernel", "gaussian_lowpass", "keep_detail"]
