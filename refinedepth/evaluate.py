@@ -334,7 +334,7 @@ def evaluate_cache(
         win_rates=win_rates,
         baselines=baselines.to_dict() if baselines else None,
         detail_sigma=detail_sigma,
-        detail_scale=detail_scale if detail_sigma is not None else "global",
+        detail_scale=detail_scale,  # "image" without detail_sigma was refused by the chain
         notes=notes,
     )
 
