@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark scripts: the machine's matmul peak, interleaved timing,
-machine description, peak RSS, tables, and the marked table in ``docs/performance.md``.
+machine description, peak RSS, tables, the marked table in ``docs/performance.md``, and the time
+split of a folder of video frames.
 
 Timings on a shared machine are noisy, so a figure that is compared with the peak is measured in
 rounds, each round timing the peak and then the workload back to back; the share of the peak is the
@@ -271,3 +272,18 @@ def replace_marked(path: Path, name: str, body: str, heading: str | None = None)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the time split of the real-frame benchmarks
+
+def time_split(frames: int) -> dict[str, range]:
+    """The time-ordered split of ``frames`` video frames that ``real_kitchen.py`` and
+    ``degraded_sensor.py`` use: the first half trains the first stage (``fcrn``), the next quarter
+    the refiner (``refiner``), the next twentieth validates it (``val``), the last fifth is the test
+    split (``test``). For the 600 frames in ``../shared/data``: 0-299, 300-449, 450-479, 480-599."""
+    sizes = (frames // 2, frames // 4, frames // 20)
+    if min(sizes) < 1:
+        raise ValueError(f"{frames} frames are too few for the time split (first stage, refiner, validation, test): need at least 20")
+    a, b, c = sizes[0], sizes[0] + sizes[1], sum(sizes)
+    return {"fcrn": range(0, a), "refiner": range(a, b), "val": range(b, c), "test": range(frames - frames // 5, frames)}

@@ -10,7 +10,8 @@ works at full resolution can restore the edges.
 
 Split by time, as the data's README asks (neighbouring frames are nearly identical), as
 ``benchmarks/real_kitchen.py`` does: frames 300-449 train the refiner, 450-479 validate it, the
-held-out frames 480-599 are the test split.
+held-out frames 480-599 are the test split (for another folder of N frames, ``--data``: the same
+proportions, ``_common.time_split``).
 
     .venv/bin/python benchmarks/degraded_sensor.py                # ~15 minutes on 2 idle cores
     .venv/bin/python benchmarks/degraded_sensor.py --quick        # a smoke run (~1 minute)
@@ -31,6 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import time_split  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
 BLOCK = 8
@@ -164,11 +168,16 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     q = args.quick
-    splits = {
-        "train": range(300, 316 if q else 450),
-        "val": range(450, 454 if q else 480),
-        "test": range(480, 492 if q else 600),
-    }
+    from refinedepth.data import open_dataset
+
+    try:
+        split = time_split(len(open_dataset(f"folder:{data}", split="all")))
+    except ValueError as e:
+        print(f"{data}: {e}", file=sys.stderr)
+        return 1
+    splits = {"train": split["refiner"], "val": split["val"], "test": split["test"]}
+    if q:  # the first frames of each part
+        splits = {k: v[: {"train": 16, "val": 4, "test": 12}[k]] for k, v in splits.items()}
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     preds = out / "predictions"

@@ -1,12 +1,21 @@
 """The whole two-stage pipeline on real Kinect frames: 7-Scenes "redkitchen" (600 frames).
 
-Split by time, as the data's README asks (neighbouring frames are nearly identical):
+Split by time, as the data's README asks (neighbouring frames are nearly identical); the frame
+numbers are those of the 600-frame folder in ``../shared/data``, and any other folder of N frames
+(``--data``) is split in the same proportions (1/2, 1/4, 1/20, the last 1/5):
 
 * frames   0-299: train the small FCRN (stage 1);
 * frames 300-449: cache the FCRN's rough maps and train the refiner on them (stage 2), so the
   refiner learns the errors the FCRN makes on frames it has not seen; frames 450-479 validate it
   (the checkpoint with the best abs_rel is kept);
 * frames 480-599: the held-out test split: evaluate rough vs refined at the native 480x640.
+
+``--detail-sigma S`` (with ``--detail-scale global|image``) also evaluates the refiner
+detail-only, and ``--target F`` prints issue 14's item-2 verdict for each evaluation: PASS when
+the refiner is better than rough, ``rough x scale`` and ``rough x (scale, shift)`` at once on at
+least a share F of the test frames, on abs_rel, rmse, silog and dbe_acc (``win_rates.py``).
+``--stage1-from RUN`` reuses another run's FCRN caches and trains only a new refiner, so two
+refiner settings are compared on the same rough maps.
 
 ``--out-of-fold`` also trains the refiner on frames 0-299 (stacking, Wolpert 1992): two more FCRNs,
 one on frames 0-149 and one on 150-299, give each other's half rough maps of frames they have not
@@ -24,11 +33,16 @@ Prints the table (Markdown) and writes ``report.md`` (table + picture grid) unde
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import time_split  # noqa: E402
+from win_rates import verdict, win_rates  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
 
@@ -53,6 +67,16 @@ def main() -> int:
     parser.add_argument("--out-of-fold", action="store_true",
                         help="also train the refiner on out-of-fold rough maps of frames 0-299 (stacking)")
     parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
+    parser.add_argument("--stage1-from", metavar="RUN",
+                        help="reuse the FCRN caches of an earlier run folder (its --out) and train only the refiner")
+    parser.add_argument("--detail-sigma", type=float,
+                        help="also evaluate the refiner detail-only, keeping its correction finer than S pixels")
+    parser.add_argument("--detail-scale", default="global", choices=["global", "image"],
+                        help="with --detail-sigma: the large scale from rough x scale (global) or with the "
+                        "refiner's per-image scale (image)")
+    parser.add_argument("--target", type=float,
+                        help="print PASS/FAIL per evaluation: refined better than every baseline row on at "
+                        "least this share of the test frames on abs_rel, rmse, silog and dbe_acc (item 2: 0.9)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -63,6 +87,7 @@ def main() -> int:
         return 1
 
     from refinedepth.cache import build_cache
+    from refinedepth.data import open_dataset
     from refinedepth.evaluate import evaluate_cache
     from refinedepth.refiner.train import TrainConfig, train_refiner
     from refinedepth.report import improvement, markdown_table, write_json, write_markdown_report
@@ -72,8 +97,15 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = f"folder:{data}"
     q = args.quick
-    fcrn_frames, refiner_frames, val_frames = (40, 24, 8) if q else (300, 150, 30)
-    test_frames = 16 if q else 120
+    frames = len(open_dataset(spec, split="all"))
+    try:
+        split = time_split(frames)
+    except ValueError as e:
+        print(f"{data}: {e}", file=sys.stderr)
+        return 1
+    fcrn_frames, refiner_frames, val_frames, test_frames = (
+        (40, 24, 8, 16) if q else (len(split["fcrn"]), len(split["refiner"]), len(split["val"]), len(split["test"]))
+    )
     backbone_args = {
         "encoder": "resnet18",
         "encoder_args": {"channels": [16, 32, 64, 128], "stem_width": 16},
@@ -82,57 +114,68 @@ def main() -> int:
     cache_size = args.cache_size if args.cache_size in ("native", "gt") else tuple(int(v) for v in args.cache_size.split("x"))
     seconds: dict[str, float] = {}
 
-    t = time.perf_counter()
-    stage1_config = TrainBackboneConfig(
-        dataset=spec,
-        out=str(out / "fcrn"),
-        backbone="fcrn",
-        backbone_args=backbone_args,
-        dataset_args={"split_index": fcrn_frames},
-        split="train",
-        val_split=None,
-        epochs=1 if q else args.fcrn_epochs,
-        batch_size=16,
-        optimizer="adam",
-        lr=3e-3,
-        lr_step=max(1, (2 * args.fcrn_epochs) // 3),
-        lr_gamma=0.3,
-        seed=args.seed,
-        device=args.device,
-    )
-    stage1 = train_backbone(stage1_config, progress=_printer(), overwrite=True)  # as the caches and refiner below
-    seconds["train FCRN"] = time.perf_counter() - t
+    if args.stage1_from:  # another run's FCRN caches: only the refiner is trained here
+        caches = Path(args.stage1_from)
+        names = ["cache-train.h5", "cache-val.h5", "cache-test.h5"]
+        folds = sorted(caches.glob("cache-train-fold*.h5")) if args.out_of_fold else []
+        missing = [n for n in names if not (caches / n).is_file()] + (["cache-train-fold*.h5"] if args.out_of_fold and not folds else [])
+        if missing:
+            print(f"{caches}: no {', '.join(missing)}; pass the --out folder of a finished run", file=sys.stderr)
+            return 1
+        train_caches = [caches / "cache-train.h5", *folds]
+    else:
+        caches = out
+        t = time.perf_counter()
+        stage1_config = TrainBackboneConfig(
+            dataset=spec,
+            out=str(out / "fcrn"),
+            backbone="fcrn",
+            backbone_args=backbone_args,
+            dataset_args={"split_index": fcrn_frames},
+            split="train",
+            val_split=None,
+            epochs=1 if q else args.fcrn_epochs,
+            batch_size=16,
+            optimizer="adam",
+            lr=3e-3,
+            lr_step=max(1, (2 * args.fcrn_epochs) // 3),
+            lr_gamma=0.3,
+            seed=args.seed,
+            device=args.device,
+        )
+        stage1 = train_backbone(stage1_config, progress=_printer(), overwrite=True)  # as the caches and refiner below
+        seconds["train FCRN"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
-                  rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
-                  batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
-    train_gt = None if args.train_gt_size == "native" else args.train_gt_size  # build_cache parses "HxW"
-    # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
-    build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
-                limit=refiner_frames, gt_size=train_gt, **common)
-    build_cache(out / "cache-val.h5", split="test", dataset_args={"split_index": fcrn_frames + refiner_frames},
-                limit=val_frames, gt_size=train_gt, **common)
-    # the last test_frames frames at the native 480x640
-    build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": 600 - test_frames}, **common)
-    train_caches = [out / "cache-train.h5"]
-    if args.out_of_fold:  # fold k's FCRN caches the other fold's frames (fcrn_frames split in two halves)
-        half = fcrn_frames // 2
-        folds = [({"split_index": half}, "test", {"split_index": half, "stop": fcrn_frames - half}),
-                 ({"split_index": fcrn_frames, "offset": half}, "train", {"split_index": half})]
-        for k, (fit_args, split, cache_args) in enumerate(folds):
-            weights = train_backbone(replace(stage1_config, out=str(out / f"fcrn-fold{k}"), dataset_args=fit_args),
-                                     progress=_printer(), overwrite=True).weights
-            train_caches.append(out / f"cache-train-fold{k}.h5")
-            build_cache(train_caches[-1], split=split, dataset_args=cache_args, gt_size=train_gt,
-                        **{**common, "weights": str(weights)})
-    seconds["cache"] = time.perf_counter() - t
+        t = time.perf_counter()
+        common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
+                      rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
+                      batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
+        train_gt = None if args.train_gt_size == "native" else args.train_gt_size  # build_cache parses "HxW"
+        # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
+        build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
+                    limit=refiner_frames, gt_size=train_gt, **common)
+        build_cache(out / "cache-val.h5", split="test", dataset_args={"split_index": fcrn_frames + refiner_frames},
+                    limit=val_frames, gt_size=train_gt, **common)
+        # the last test_frames frames at the native 480x640
+        build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": frames - test_frames}, **common)
+        train_caches = [out / "cache-train.h5"]
+        if args.out_of_fold:  # fold k's FCRN caches the other fold's frames (fcrn_frames split in two halves)
+            half = fcrn_frames // 2
+            folds = [({"split_index": half}, "test", {"split_index": half, "stop": fcrn_frames - half}),
+                     ({"split_index": fcrn_frames, "offset": half}, "train", {"split_index": half})]
+            for k, (fit_args, split, cache_args) in enumerate(folds):
+                weights = train_backbone(replace(stage1_config, out=str(out / f"fcrn-fold{k}"), dataset_args=fit_args),
+                                         progress=_printer(), overwrite=True).weights
+                train_caches.append(out / f"cache-train-fold{k}.h5")
+                build_cache(train_caches[-1], split=split, dataset_args=cache_args, gt_size=train_gt,
+                            **{**common, "weights": str(weights)})
+        seconds["cache"] = time.perf_counter() - t
 
     t = time.perf_counter()
     train_refiner(
         TrainConfig(
             train=tuple(str(p) for p in train_caches),
-            val=str(out / "cache-val.h5"),
+            val=str(caches / "cache-val.h5"),
             out=str(out / "refiner"),
             preset=args.preset,
             inputs=args.inputs,
@@ -152,38 +195,60 @@ def main() -> int:
     seconds["train refiner"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = evaluate_cache(out / "cache-test.h5", [out / "refiner"], device=args.device,
+    test_cache = caches / "cache-test.h5"
+    result = evaluate_cache(test_cache, [out / "refiner"], device=args.device,
                             csv_path=out / "per_sample.csv", visuals_dir=out / "visuals", num_visuals=4)
     seconds["evaluate"] = time.perf_counter() - t
+    csvs = [out / "per_sample.csv"]
+    rows = list(result.rows)
+    if args.detail_sigma is not None:
+        t = time.perf_counter()
+        detail = evaluate_cache(test_cache, [out / "refiner"], device=args.device, csv_path=out / "per_sample_detail.csv",
+                                detail_sigma=args.detail_sigma, detail_scale=args.detail_scale)
+        seconds["evaluate detail-only"] = time.perf_counter() - t
+        csvs.append(out / "per_sample_detail.csv")
+        rows.append(detail.rows[-1])
     improved = improvement(result.metrics(0), result.metrics(-1))
     extra = {}
     if args.bf16:
         t = time.perf_counter()
-        half = evaluate_cache(out / "cache-test.h5", [out / "refiner"], device=args.device, precision="bf16")
+        half = evaluate_cache(test_cache, [out / "refiner"], device=args.device, precision="bf16")
         seconds["evaluate bf16"] = time.perf_counter() - t
         fp32, bf16 = result.metrics(-1)["abs_rel"], half.metrics(-1)["abs_rel"]
         extra["bf16"] = {"abs_rel_fp32": fp32, "abs_rel_bf16": bf16, "change": bf16 - fp32}
-    write_json(out / "evaluation.json", {**result.to_dict(), "seconds": seconds, "improved": improved, **extra})
+    shares = {}  # per evaluated refiner row: the share of frames better than every other row at once
+    for path in csvs:
+        with open(path, newline="") as f:
+            stage, rates = win_rates(list(csv.DictReader(f)))
+        shares[stage] = {m: r["all"] for m, r in rates.items()}
+        if args.target is not None:
+            extra.setdefault("verdicts", {})[stage] = verdict(rates, args.target)
+    write_json(out / "evaluation.json", {**result.to_dict(), "better_than_all": shares, "seconds": seconds,
+                                         "improved": improved, **extra})
     write_markdown_report(
         out / "report.md",
         title="refinedepth on real Kinect frames (7-Scenes redkitchen)",
-        rows=result.rows,
+        rows=rows,
         intro=(
             f"FCRN trained on frames 0-{fcrn_frames - 1}, refiner on frames {fcrn_frames}-"
             f"{fcrn_frames + refiner_frames - 1} (validated on the next {val_frames}), evaluated on "
-            f"frames {600 - test_frames}-599 at 480x640."
+            f"frames {frames - test_frames}-{frames - 1} at 480x640."
             + (f" The refiner also trained on out-of-fold rough maps of frames 0-{fcrn_frames - 1}." if args.out_of_fold else "")
         ),
         settings={"backbone": backbone_args, "inputs": args.inputs, "gan_mode": args.gan_mode,
-                  "out_of_fold": args.out_of_fold,
+                  "out_of_fold": args.out_of_fold, "stage1_from": args.stage1_from,
                   "seconds": {k: round(v) for k, v in seconds.items()}},
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],
     )
-    print(markdown_table(result.rows))
+    print(markdown_table(rows))
     wins = result.to_dict().get("win_rates") or {}
     for stage, rates in wins.items():
         shown = ", ".join(f"{k} {100 * v:.0f}%" for k, v in rates.items() if v is not None)
         print(f"refined better than {stage} on: {shown} of the {result.count} test frames")
+    for stage, share in shares.items():
+        shown = " / ".join(f"{100 * v:.0f}%" for v in share.values())
+        print(f"{stage} better than every other row on ({', '.join(share)}): {shown}"
+              + (f"; {extra['verdicts'][stage]}" if args.target is not None else ""))
     if "bf16" in extra:
         b = extra["bf16"]
         print(f"bf16 inference: abs_rel {b['abs_rel_bf16']:.5f} vs fp32 {b['abs_rel_fp32']:.5f} ({b['change']:+.2e})")
