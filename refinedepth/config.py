@@ -500,11 +500,6 @@ class TrainConfig(ConfigBase):
             raise ConfigError("residual=True needs the rough map as input; use inputs 'rough' or 'rough+rgb'")
         if self.size is not None:
             check_refiner_size(self.size, self.preset)
-        if self.effective_head != "none" and "scale" in self.effective_augment:
-            raise ConfigError(
-                "augmentation 'scale' (zoom) is not supported with a full-resolution head (it trains on crops); "
-                "use --augment hflip,brightness"
-            )
 
     @property
     def effective_head(self) -> str:

@@ -116,6 +116,34 @@ def test_crops_are_reproducible_and_their_size_does_not_depend_on_the_image(tmp_
     assert shapes[0] == shapes[1]
 
 
+def test_zoom_is_applied_to_the_whole_sample_before_the_views(tmp_path):
+    """The scale augmentation with a head: one zoom of every map (depths / s), then the crop is
+    a window of the zoomed full-resolution maps and the model view their resize."""
+    from refinedepth.augment import apply_params, draw_params, sample_generator
+    from refinedepth.geometry import resize_smooth
+
+    gt, rough, rgb = _scene(3, (64, 96), 2)
+    path = write_cache(tmp_path / "z.h5", rough=rough[:, :, ::2, ::2], gt=gt, rgb=rgb, max_depth=10.0)
+    plain = CropDataset(CacheDataset(path, with_rgb=True), (32, 32), (24, 40), seed=3)
+    zoomed = CropDataset(CacheDataset(path, with_rgb=True), (32, 32), (24, 40), seed=3, zoom=True)
+    for key in ((0, 0), (2, 5)):
+        item = plain.dataset[key[0]]
+        params = draw_params(1, ("scale",), sample_generator(3 + 8_888, key[1], key[0]))
+        s = float(params.scale[0])
+        assert 1.0 < s <= 1.5
+        full = apply_params({k: item[k][None] for k in ("rough", "gt", "valid", "rgb")}, params)
+        a = zoomed[key]
+        assert torch.equal(a["crop_box"], plain[key]["crop_box"])  # the same window, of the zoomed scene
+        t, left = int(a["crop_box"][0]), int(a["crop_box"][1])
+        assert torch.equal(a["crop_gt"], full["gt"][0][:, t : t + 24, left : left + 40])
+        assert torch.equal(a["crop_valid"], full["valid"][0][:, t : t + 24, left : left + 40])
+        assert torch.allclose(a["rough"], resize_smooth(full["rough"], (32, 32))[0])
+        # nearer by s: the zoomed ground truth is the original's pixels divided by s
+        values = set(np.round(gt[key[0]].ravel() / s, 4))
+        assert set(np.round(a["crop_gt"].numpy().ravel(), 4)) <= values
+        assert torch.equal(zoomed[key]["crop_gt"], a["crop_gt"])  # reproducible
+
+
 def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(caches, tmp_path):
     run = tmp_path / "run"
     res = train_refiner(_cfg(caches, run, val=str(caches["val"]), epochs=40, augment=()))
@@ -143,11 +171,12 @@ def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(cache
         r.refine(rough[:, 0])
 
 
-def test_guided_resume_is_exact(caches, tmp_path):
+@pytest.mark.parametrize("augment", [("hflip", "brightness"), ("hflip", "scale", "brightness")])
+def test_guided_resume_is_exact(caches, tmp_path, augment):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train_refiner(_cfg(caches, straight, epochs=2, augment=("hflip", "brightness")))
-    train_refiner(_cfg(caches, split, epochs=2, max_steps=5, augment=("hflip", "brightness")))
-    train_refiner(_cfg(caches, split, epochs=2, resume=True, augment=("hflip", "brightness")))
+    train_refiner(_cfg(caches, straight, epochs=2, augment=augment))
+    train_refiner(_cfg(caches, split, epochs=2, max_steps=5, augment=augment))
+    train_refiner(_cfg(caches, split, epochs=2, resume=True, augment=augment))
     for name in (ckpt.GENERATOR_FILE, ckpt.HEAD_FILE):
         a = ckpt.load_tensors(straight / "last", name)
         b = ckpt.load_tensors(split / "last", name)
@@ -156,8 +185,6 @@ def test_guided_resume_is_exact(caches, tmp_path):
 
 
 def test_head_options_and_errors(caches, tmp_path):
-    with pytest.raises(ConfigError, match="'scale' \\(zoom\\) is not supported with a full-resolution head"):
-        _cfg(caches, tmp_path / "x", augment=("scale",))
     # the head as an option on another preset, guided by nothing
     run = tmp_path / "small-head"
     res = CliRunner().invoke(cli, ["train-refiner", "--train", str(caches["train"]), "--out", str(run), "--preset", "small",

@@ -8,8 +8,12 @@ A training item then has two views of one sample:
   to the image) of the rough map resized bilinearly to the gt size, of the RGB resized to it, of
   ``gt`` and ``valid``, and ``crop_box = [top, left, H, W]``.
 
-The window is drawn from ``(seed, epoch, index)`` (:func:`refinedepth.augment.sample_generator`),
-so a resumed run draws the same crops, in any DataLoader worker. The full-resolution maps are made
+With ``zoom`` the paper's scale augmentation (:mod:`refinedepth.augment`: zoom in by ``s`` in
+[1, 1.5] on a random window, depths divided by ``s``) is applied to the whole sample first, at
+each map's own resolution, so the two views are cut from the same zoomed scene and stay
+registered; the training step then draws flips and brightness only. The window and the zoom are
+drawn from ``(seed, epoch, index)`` (:func:`refinedepth.augment.sample_generator`), so a resumed
+run draws the same crops, in any DataLoader worker. The full-resolution maps are made
 in the loader; the training step only sees crop- and model-sized tensors, so its memory does not
 depend on the image size. :func:`upsample_crop` gives the window of the bilinear upsampling of the
 U-Net's output without computing the rest of it.
@@ -29,11 +33,14 @@ class CropDataset:
     """Wraps a :class:`~refinedepth.cache.CacheDataset` opened at the gt resolution (no
     ``target_size``). Keys are sample positions or ``(position, epoch)`` pairs."""
 
-    def __init__(self, dataset, model_size: tuple[int, int], crop: tuple[int, int], seed: int = 0) -> None:
+    def __init__(
+        self, dataset, model_size: tuple[int, int], crop: tuple[int, int], seed: int = 0, zoom: bool = False
+    ) -> None:
         self.dataset = dataset
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.crop = (int(crop[0]), int(crop[1]))
         self.seed = int(seed)
+        self.zoom = bool(zoom)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,6 +55,8 @@ class CropDataset:
 
         position, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.dataset[int(position)]
+        if self.zoom:
+            item = self._zoomed(item, sample_generator(self.seed + 8_888, int(epoch), int(item["index"])))
         gt, valid = item["gt"], item["valid"]
         full = tuple(gt.shape[-2:])
         ch, cw = min(self.crop[0], full[0]), min(self.crop[1], full[1])
@@ -71,6 +80,15 @@ class CropDataset:
             out["gt"] = resize_depth(gt, self.model_size)
             out["valid"] = resize_mask(valid, self.model_size)
         return out
+
+    def _zoomed(self, item: dict[str, Any], generator) -> dict[str, Any]:
+        """``item`` zoomed in by one draw of the scale augmentation, every map at its own size."""
+        from ..augment import apply_params, draw_params
+
+        params = draw_params(1, ("scale",), generator)
+        maps = {k: item[k][None] for k in ("rough", "gt", "valid", "rgb") if k in item}
+        zoomed = apply_params(maps, params, kind=self.dataset.output_kind)
+        return {**item, **{k: v[0] for k, v in zoomed.items()}}
 
 
 def upsample_crop(x: torch.Tensor, boxes: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:

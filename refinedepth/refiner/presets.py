@@ -149,7 +149,7 @@ PRESETS: dict[str, Preset] = {
             disc_layers=("C32", "C64", "C96"),
             size=(128, 128),
             residual=True,
-            augment=("hflip", "brightness"),  # no zoom: the head trains on full-resolution crops
+            augment=("hflip", "brightness"),  # zoom works with the head but cost its edges (docs/refiner.md)
             upsample="resize",
             head="guided",
         ),

@@ -286,7 +286,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         from .crops import CropDataset
 
         train_ds = CropDataset(
-            _open_training_caches(config.train, with_rgb=with_rgb), size, config.crop, seed=config.seed
+            _open_training_caches(config.train, with_rgb=with_rgb), size, config.crop, seed=config.seed,
+            zoom="scale" in config.effective_augment,
         )
     else:
         train_ds = _open_training_caches(config.train, target_size=size, with_rgb=with_rgb)
@@ -376,6 +377,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     last_val: dict[str, Any] | None = None
     step = state["step"]
     aug_ops = config.effective_augment
+    if use_head:  # the crop dataset zooms whole samples (both views); the step flips and brightens
+        aug_ops = tuple(op for op in aug_ops if op != "scale")
     run_meta = {
         "refinedepth_version": __version__,
         "refiner": refiner_meta,
