@@ -45,6 +45,8 @@ from _common import time_split  # noqa: E402
 from win_rates import verdict, win_rates  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes-redkitchen"
+QUICK_SPLIT = (40, 24, 8, 16)  # --quick: frames for the FCRN, the refiner, validation, test
+QUICK_FRAMES = sum(QUICK_SPLIT)
 
 
 def main() -> int:
@@ -100,11 +102,13 @@ def main() -> int:
     frames = len(open_dataset(spec, split="all"))
     try:
         split = time_split(frames)
+        if q and frames < QUICK_FRAMES:
+            raise ValueError(f"{frames} frames are too few for --quick: need at least {QUICK_FRAMES}")
     except ValueError as e:
         print(f"{data}: {e}", file=sys.stderr)
         return 1
     fcrn_frames, refiner_frames, val_frames, test_frames = (
-        (40, 24, 8, 16) if q else (len(split["fcrn"]), len(split["refiner"]), len(split["val"]), len(split["test"]))
+        QUICK_SPLIT if q else (len(split["fcrn"]), len(split["refiner"]), len(split["val"]), len(split["test"]))
     )
     backbone_args = {
         "encoder": "resnet18",

@@ -61,6 +61,13 @@ def test_degraded_sensor_refuses_a_folder_too_small_to_split(tmp_path):
                                                             "(first stage, refiner, validation, test): need at least 20")
 
 
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="real RGB-D frames (shared/data/7scenes-redkitchen) absent")
+def test_real_kitchen_refuses_a_folder_too_small_for_quick(tmp_path):
+    result = _run("real_kitchen.py", "--data", str(_folder(tmp_path, 60)), "--out", str(tmp_path / "run"), "--quick")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("60 frames are too few for --quick: need at least 88")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="real RGB-D frames (shared/data/7scenes-redkitchen) absent")
 def test_real_kitchen_quick_prints_the_item2_verdict_and_reuses_its_caches(tmp_path):
