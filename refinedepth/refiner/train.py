@@ -282,13 +282,16 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         )
     use_head = config.effective_head == "guided"
     with_rgb = config.inputs != "rough" or (use_head and config.effective_guide != "none")
+    aug_ops = config.effective_augment
     if use_head:  # model view + full-resolution crops (refiner/crops.py)
         from .crops import CropDataset
 
+        # the crop dataset zooms whole samples (both views); the step only flips and brightens
         train_ds = CropDataset(
             _open_training_caches(config.train, with_rgb=with_rgb), size, config.crop, seed=config.seed,
-            zoom="scale" in config.effective_augment,
+            zoom="scale" in aug_ops,
         )
+        aug_ops = tuple(op for op in aug_ops if op != "scale")
     else:
         train_ds = _open_training_caches(config.train, target_size=size, with_rgb=with_rgb)
     if len(train_ds) == 0:
@@ -376,9 +379,6 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     history: list[dict[str, Any]] = []
     last_val: dict[str, Any] | None = None
     step = state["step"]
-    aug_ops = config.effective_augment
-    if use_head:  # the crop dataset zooms whole samples (both views); the step flips and brightens
-        aug_ops = tuple(op for op in aug_ops if op != "scale")
     run_meta = {
         "refinedepth_version": __version__,
         "refiner": refiner_meta,
