@@ -20,6 +20,9 @@ refiner settings are compared on the same rough maps.
 ``--out-of-fold`` also trains the refiner on frames 0-299 (stacking, Wolpert 1992): two more FCRNs,
 one on frames 0-149 and one on 150-299, give each other's half rough maps of frames they have not
 seen, and the refiner (and the baselines fitted on its training pairs) learns from all 450 frames.
+``--in-sample`` instead adds the test FCRN's own maps of its training frames 0-299, as the paper
+trains its cGAN on the FCRN's maps of the FCRN's training images (with ``--stage1-from``, made
+with that run's FCRN at its caches' sizes); the baselines are then fitted on those 450 pairs too.
 
 Depth is Kinect v1 (0 and 65535 invalid), RGB and depth only roughly registered.
 
@@ -68,6 +71,9 @@ def main() -> int:
     parser.add_argument("--refiner-extra", default="{}", help="more TrainConfig fields as JSON")
     parser.add_argument("--out-of-fold", action="store_true",
                         help="also train the refiner on out-of-fold rough maps of frames 0-299 (stacking)")
+    parser.add_argument("--in-sample", action="store_true",
+                        help="also train the refiner on the FCRN's rough maps of its own training frames 0-299 "
+                        "(the paper's protocol: stage 2 learns from stage 1's maps of stage 1's training images)")
     parser.add_argument("--bf16", action="store_true", help="also evaluate in bf16 and print the abs_rel change")
     parser.add_argument("--stage1-from", metavar="RUN",
                         help="reuse the FCRN caches of an earlier run folder (its --out) and train only the refiner")
@@ -88,7 +94,7 @@ def main() -> int:
         print(f"no 7-Scenes frames at {data}: pass --data PATH (see the folder's README)", file=sys.stderr)
         return 1
 
-    from refinedepth.cache import build_cache
+    from refinedepth.cache import build_cache, open_cache
     from refinedepth.data import open_dataset
     from refinedepth.evaluate import evaluate_cache
     from refinedepth.refiner.train import TrainConfig, train_refiner
@@ -117,6 +123,23 @@ def main() -> int:
     }
     cache_size = args.cache_size if args.cache_size in ("native", "gt") else tuple(int(v) for v in args.cache_size.split("x"))
     seconds: dict[str, float] = {}
+    cache_args = dict(backbone="fcrn", dataset=spec, size=cache_size, with_rgb=True,
+                      rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
+                      batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
+    train_gt = None if args.train_gt_size == "native" else args.train_gt_size  # build_cache parses "HxW"
+
+    def in_sample_cache(weights: Path, path: Path, like: Path | None = None) -> Path:
+        """The FCRN's rough maps of its own training frames (0 .. fcrn_frames - 1), at the sizes of
+        the cache ``like`` (another run's, which it joins) or of this command's options."""
+        sizes = dict(gt_size=train_gt)
+        if like is not None:
+            with open_cache(like) as other:
+                c = other.config
+            sizes = dict(size=tuple(c.rough_size), gt_size=tuple(c.gt_size), with_rgb=c.with_rgb,
+                         rgb_size=tuple(c.rgb_size or c.rough_size))
+        build_cache(path, split="train", dataset_args={"split_index": fcrn_frames}, limit=fcrn_frames,
+                    **{**cache_args, "weights": str(weights), **sizes})
+        return path
 
     if args.stage1_from:  # another run's FCRN caches: only the refiner is trained here
         caches = Path(args.stage1_from)
@@ -127,6 +150,18 @@ def main() -> int:
             print(f"{caches}: no {', '.join(missing)}; pass the --out folder of a finished run", file=sys.stderr)
             return 1
         train_caches = [caches / "cache-train.h5", *folds]
+        if args.in_sample:  # that run's in-sample cache, or one made here with its FCRN
+            made = caches / "cache-train-insample.h5"
+            if not made.is_file():
+                weights = caches / "fcrn" / "backbone.safetensors"
+                if not weights.is_file():
+                    print(f"{caches}: no cache-train-insample.h5 and no fcrn/backbone.safetensors to make it; "
+                          "pass the --out folder of a finished run", file=sys.stderr)
+                    return 1
+                t = time.perf_counter()
+                made = in_sample_cache(weights, out / "cache-train-insample.h5", like=caches / "cache-train.h5")
+                seconds["cache"] = time.perf_counter() - t
+            train_caches.append(made)
     else:
         caches = out
         t = time.perf_counter()
@@ -151,10 +186,7 @@ def main() -> int:
         seconds["train FCRN"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        common = dict(backbone="fcrn", weights=str(stage1.weights), dataset=spec, size=cache_size, with_rgb=True,
-                      rgb_size=args.rgb_size if args.rgb_size in ("gt", "rough") else tuple(int(v) for v in args.rgb_size.split("x")),
-                      batch_size=16, device=args.device, overwrite=True, seed=args.seed, progress=_printer())
-        train_gt = None if args.train_gt_size == "native" else args.train_gt_size  # build_cache parses "HxW"
+        common = dict(weights=str(stage1.weights), **cache_args)
         # frames fcrn_frames .. fcrn_frames + refiner_frames - 1: the "test" side of split_index=fcrn_frames
         build_cache(out / "cache-train.h5", split="test", dataset_args={"split_index": fcrn_frames},
                     limit=refiner_frames, gt_size=train_gt, **common)
@@ -167,12 +199,14 @@ def main() -> int:
             half = fcrn_frames // 2
             folds = [({"split_index": half}, "test", {"split_index": half, "stop": fcrn_frames - half}),
                      ({"split_index": fcrn_frames, "offset": half}, "train", {"split_index": half})]
-            for k, (fit_args, split, cache_args) in enumerate(folds):
+            for k, (fit_args, split, fold_args) in enumerate(folds):
                 weights = train_backbone(replace(stage1_config, out=str(out / f"fcrn-fold{k}"), dataset_args=fit_args),
                                          progress=_printer(), overwrite=True).weights
                 train_caches.append(out / f"cache-train-fold{k}.h5")
-                build_cache(train_caches[-1], split=split, dataset_args=cache_args, gt_size=train_gt,
+                build_cache(train_caches[-1], split=split, dataset_args=fold_args, gt_size=train_gt,
                             **{**common, "weights": str(weights)})
+        if args.in_sample:
+            train_caches.append(in_sample_cache(stage1.weights, out / "cache-train-insample.h5"))
         seconds["cache"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -238,9 +272,11 @@ def main() -> int:
             f"{fcrn_frames + refiner_frames - 1} (validated on the next {val_frames}), evaluated on "
             f"frames {frames - test_frames}-{frames - 1} at 480x640."
             + (f" The refiner also trained on out-of-fold rough maps of frames 0-{fcrn_frames - 1}." if args.out_of_fold else "")
+            + (f" The refiner also trained on the FCRN's own (in-sample) rough maps of frames 0-{fcrn_frames - 1}."
+               if args.in_sample else "")
         ),
         settings={"backbone": backbone_args, "inputs": args.inputs, "gan_mode": args.gan_mode,
-                  "out_of_fold": args.out_of_fold, "stage1_from": args.stage1_from,
+                  "out_of_fold": args.out_of_fold, "in_sample": args.in_sample, "stage1_from": args.stage1_from,
                   "seconds": {k: round(v) for k, v in seconds.items()}},
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],
     )

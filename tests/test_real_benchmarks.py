@@ -98,6 +98,19 @@ def test_real_kitchen_quick_prints_the_item2_verdict_and_reuses_its_caches(tmp_p
     assert not (second / "fcrn").exists() and not list(second.glob("*.h5"))
     assert json.loads((second / "evaluation.json").read_text())["count"] == 16
 
+    # the paper's protocol: the first run's FCRN also caches its own training frames (0-39 in --quick)
+    insample = tmp_path / "insample"
+    result = _run("real_kitchen.py", "--data", str(data), "--out", str(insample), "--quick", "--preset", "guided",
+                  "--refiner-size", "64x64", "--gan-mode", "none", "--stage1-from", str(first), "--in-sample")
+    assert result.returncode == 0, result.stderr[-2000:]
+    from refinedepth.cache import open_cache
+
+    with open_cache(insample / "cache-train-insample.h5") as made:
+        assert made.sample_ids() == [f"frame-{k:06d}" for k in range(40)]
+    trained_on = json.loads((insample / "refiner" / "train_config.json").read_text())["training"]["train"]
+    assert trained_on == [str(first / "cache-train.h5"), str(insample / "cache-train-insample.h5")]
+    assert "in-sample) rough maps of frames 0-39" in (insample / "report.md").read_text()
+
     result = _run("real_kitchen.py", "--data", str(data), "--out", str(tmp_path / "third"), "--quick",
                   "--stage1-from", str(tmp_path / "nothing-here"))
     assert result.returncode == 1
