@@ -10,6 +10,13 @@ The operations are those of Eigen et al. that FCRN and the paper use:
   so metric and relative depth are divided by ``s`` and disparity is multiplied by ``s``;
 * ``brightness`` — RGB times a global factor drawn from [0.8, 1.2], clamped to [0, 1].
 
+and one of refinedepth's own, for refiners:
+
+* ``gain`` — the first stage's map alone (``rough``) times a factor ``g`` whose logarithm is drawn
+  uniformly from [-log 1.25, log 1.25] (disparity divided by ``g``); the ground truth is unchanged.
+  The first stage's global scale then varies from sample to sample, so a refiner cannot learn one
+  average factor for it and must read each image's scale from the image and the map's structure.
+
 Maps of different resolutions in one sample (a 256x256 rough map, a 480x640 ground truth, RGB)
 get the same window in normalised image coordinates, so they stay registered. Depth and masks
 (``gt``, ``valid``, ``depth``) are resampled with nearest neighbours at pixel centres — output
@@ -19,7 +26,8 @@ invalid pixels stay invalid and no depth is invented; rough maps and RGB are res
 bilinearly (``align_corners=False``).
 
 Every draw comes from a ``torch.Generator``, five numbers per sample in a fixed order whatever
-the enabled operations, so a run is reproducible; :class:`PairedAugment` seeds its generator from
+the paper's operations enabled, and a sixth after them when ``gain`` is (so runs without it draw
+exactly what they drew before it existed), so a run is reproducible; :class:`PairedAugment` seeds its generator from
 ``(seed, epoch, index)`` so a sample's augmentation depends neither on the DataLoader worker nor
 on the order in which samples are read.
 """
@@ -32,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import AUGMENTATIONS, OUTPUT_KINDS
+from .config import AUGMENTATIONS, OUTPUT_KINDS, PAPER_AUGMENTATIONS
 from .errors import ConfigError, ShapeError
 
 # how each known key is resampled and whether it is depth-valued
@@ -44,6 +52,8 @@ IMAGE_KEYS = ("rgb",)  # bilinear; brightness applies
 FLIP_P = 0.5
 SCALE_RANGE = (1.0, 1.5)
 BRIGHTNESS_RANGE = (0.8, 1.2)
+GAIN_MAX = 1.25  # gain: log g uniform in [-log GAIN_MAX, log GAIN_MAX]
+GAIN_KEYS = ("rough",)  # the first stage's map only; not "refined" (a refiner's own output)
 
 
 def check_ops(ops: Iterable[str] | None) -> tuple[str, ...]:
@@ -61,7 +71,8 @@ class AugmentParams:
 
     ``flip`` bool; ``scale`` >= 1 (1: no zoom); ``top``/``left`` the window's position as a
     fraction of the free range ``1 - 1/s`` (0: top/left edge, 1: bottom/right edge);
-    ``brightness`` the RGB factor (1: unchanged).
+    ``brightness`` the RGB factor (1: unchanged); ``gain`` the rough map's factor (1: unchanged;
+    ``None`` in params made before it existed counts as 1).
     """
 
     flip: Any
@@ -69,6 +80,7 @@ class AugmentParams:
     top: Any
     left: Any
     brightness: Any
+    gain: Any = None
 
     def __len__(self) -> int:
         return int(self.scale.shape[0])
@@ -76,7 +88,10 @@ class AugmentParams:
 
 def draw_params(batch_size: int, ops: Iterable[str], generator=None) -> AugmentParams:
     """Draw :class:`AugmentParams` for ``batch_size`` samples: five uniforms per sample, in sample
-    order, whatever ``ops`` enables (disabled operations get their identity value)."""
+    order, whatever the paper's operations ``ops`` enables (disabled operations get their identity
+    value), then, only when ``gain`` is enabled, one more per sample."""
+    import math
+
     import torch
 
     ops = check_ops(ops)
@@ -84,12 +99,16 @@ def draw_params(batch_size: int, ops: Iterable[str], generator=None) -> AugmentP
     ones = torch.ones(batch_size, dtype=torch.float64)
     lo, hi = SCALE_RANGE
     blo, bhi = BRIGHTNESS_RANGE
+    gain = ones
+    if "gain" in ops:
+        gain = torch.exp(math.log(GAIN_MAX) * (2.0 * torch.rand(batch_size, generator=generator, dtype=torch.float64) - 1.0))
     return AugmentParams(
         flip=(u[:, 0] < FLIP_P) if "hflip" in ops else torch.zeros(batch_size, dtype=torch.bool),
         scale=(lo + (hi - lo) * u[:, 1]) if "scale" in ops else ones,
         top=u[:, 2],
         left=u[:, 3],
         brightness=(blo + (bhi - blo) * u[:, 4]) if "brightness" in ops else ones,
+        gain=gain,
     )
 
 
@@ -145,7 +164,8 @@ def apply_params(batch: Mapping[str, Any], params: AugmentParams, *, kind: str =
     """Apply one draw per sample to every known ``[B,C,H,W]`` tensor of ``batch``.
 
     ``kind`` is the output kind of ``rough``/``refined`` (``metric``/``relative``: divided by
-    ``s``; ``disparity``: multiplied by ``s``); ``gt``/``depth`` are metric. Keys that are not
+    ``s`` and, ``rough`` alone, multiplied by the gain; ``disparity``: the inverse of both);
+    ``gt``/``depth`` are metric. Keys that are not
     known, not tensors, or ``None`` pass through unchanged. Returns a new dict.
     """
     import torch
@@ -172,12 +192,15 @@ def apply_params(batch: Mapping[str, Any], params: AugmentParams, *, kind: str =
                 x = x * _per_sample(params.scale, x)
         if key in IMAGE_KEYS and bool((params.brightness != 1.0).any()):
             x = (x * _per_sample(params.brightness, x)).clamp(0.0, 1.0)
+        if key in GAIN_KEYS and params.gain is not None and bool((params.gain != 1.0).any()):
+            g = _per_sample(params.gain, x)
+            x = x / g if kind == "disparity" else x * g
         out[key] = x
     return out
 
 
 def augment_batch(batch: Mapping[str, Any], ops: Iterable[str], generator=None, *, kind: str = "metric") -> dict:
-    """The paper's augmentations ``ops`` (subset of :data:`AUGMENTATIONS`) on a batch of
+    """The augmentations ``ops`` (subset of :data:`AUGMENTATIONS`) on a batch of
     ``[B,C,H,W]`` tensors of any mix of sizes (``rough``, ``gt``, ``valid``, ``rgb`` ...), one draw
     per sample from ``generator`` (see the module docstring). Returns a new dict."""
     import torch
@@ -206,7 +229,7 @@ class PairedAugment:
     Items without an ``index`` draw from one private generator seeded once.
     """
 
-    def __init__(self, seed: int = 0, ops: Iterable[str] = AUGMENTATIONS, *, kind: str = "metric") -> None:
+    def __init__(self, seed: int = 0, ops: Iterable[str] = PAPER_AUGMENTATIONS, *, kind: str = "metric") -> None:
         self.seed = int(seed)
         self.ops = check_ops(ops)
         self.kind = kind
@@ -236,6 +259,7 @@ class PairedAugment:
 
 __all__ = [
     "AUGMENTATIONS",
+    "PAPER_AUGMENTATIONS",
     "AugmentParams",
     "PairedAugment",
     "apply_params",

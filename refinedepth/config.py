@@ -35,7 +35,9 @@ PRESET_NAMES = ("paper-nyu", "paper-make3d", "pix2pix", "small", "guided")
 # refinedepth.refiner.presets in the tests (presets import torch, this module must not)
 PRESET_MULTIPLES = {"paper-nyu": 256, "paper-make3d": 256, "pix2pix": 256, "small": 64, "guided": 64}
 INPUT_MODES = ("rough", "rough+rgb", "rgb")
-AUGMENTATIONS = ("hflip", "scale", "brightness")
+# the paper's (Eigen et al.'s) three, then refinedepth's first-stage gain (refiner training only)
+PAPER_AUGMENTATIONS = ("hflip", "scale", "brightness")
+AUGMENTATIONS = (*PAPER_AUGMENTATIONS, "gain")
 GAN_MODES = ("vanilla", "lsgan", "none")
 LR_SCHEDULES = ("constant", "linear")
 OPTIMIZERS = ("sgd", "adam")
@@ -460,7 +462,7 @@ class TrainConfig(ConfigBase):
     lambda_l1: float = float_option(100.0, minimum=0, help="Weight of the L1 term (paper Eq. 2).")
     augment: tuple[str, ...] | None = names_option(
         None, choices=AUGMENTATIONS, cli_default="preset", parse=_augment_text, noun="augmentation",
-        help="Comma list of hflip, scale, brightness; 'none'; or 'preset' for the preset's default.",
+        help="Comma list of hflip, scale, brightness, gain; 'none'; or 'preset' for the preset's default.",
     )
     max_depth: float | None = float_option(
         None, minimum=0, exclusive=True, help="Metres mapped to +1 [default: the cache's max_depth]."
@@ -803,6 +805,7 @@ class PredictConfig(ConfigBase):
 __all__ = [
     "ALIGNMENTS",
     "AUGMENTATIONS",
+    "PAPER_AUGMENTATIONS",
     "AVERAGING",
     "COMPRESSIONS",
     "EXPORT_AT",

@@ -316,7 +316,7 @@ def train_backbone(
 def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwrite: bool, device, dist) -> TrainBackboneResult:
     import torch
 
-    from .augment import AUGMENTATIONS, augment_batch
+    from .augment import PAPER_AUGMENTATIONS, augment_batch
     from .contract import init_output_bias
     from .losses import berhu_loss
     from .training import checkpoint as ckpt
@@ -419,7 +419,7 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
         if dist.is_main:
             run.log(history[-1])
 
-    ops = AUGMENTATIONS if config.augment else ()
+    ops = PAPER_AUGMENTATIONS if config.augment else ()  # gain acts on a rough map: refiners only
     for epoch in range(start_epoch, config.epochs):
         lr = _lr_at(config, epoch)
         for group in optimizer.param_groups:

@@ -1,4 +1,5 @@
-"""The one augmentation module (SPEC §4): flips, the paper's scale augmentation, brightness.
+"""The one augmentation module (SPEC §4): flips, the paper's scale augmentation, brightness, and
+the first-stage gain of refiner training.
 
 References are small hand-worked cases: a zoom by s of a window starting at fraction ``left``
 samples output pixel ``i`` at ``left + (i + 0.5) / (W s)`` (a fraction of the width).
@@ -11,6 +12,8 @@ import torch
 
 from refinedepth.augment import (
     AUGMENTATIONS,
+    GAIN_MAX,
+    PAPER_AUGMENTATIONS,
     AugmentParams,
     PairedAugment,
     apply_params,
@@ -114,7 +117,7 @@ def test_draws_are_per_sample_reproducible_and_respect_the_ops():
     p = draw_params(3, AUGMENTATIONS, torch.Generator().manual_seed(5))
     for i in range(3):  # sample i gets draw i
         one = apply_params({k: v[i : i + 1] for k, v in batch.items()},
-                           AugmentParams(*(t[i : i + 1] for t in (p.flip, p.scale, p.top, p.left, p.brightness))))
+                           AugmentParams(*(t[i : i + 1] for t in (p.flip, p.scale, p.top, p.left, p.brightness, p.gain))))
         assert all(torch.equal(one[k][0], a[k][i]) for k in batch)
     p = draw_params(64, ("hflip",), torch.Generator().manual_seed(0))
     assert 10 < int(p.flip.sum()) < 54 and bool((p.scale == 1).all()) and bool((p.brightness == 1).all())
@@ -122,6 +125,41 @@ def test_draws_are_per_sample_reproducible_and_respect_the_ops():
     assert not p.flip.any() and 1.0 <= float(p.scale.min()) and float(p.scale.max()) <= 1.5
     assert 0.8 <= float(p.brightness.min()) and float(p.brightness.max()) <= 1.2
     assert augment_batch(batch, (), None)["rough"] is batch["rough"]
+
+
+def test_gain_scales_the_rough_map_alone_by_kind():
+    batch = {"rough": torch.full((2, 1, 4, 4), 2.0), "refined": torch.full((2, 1, 4, 4), 2.0),
+             "gt": torch.full((2, 1, 8, 8), 2.0), "valid": torch.ones(2, 1, 8, 8, dtype=torch.bool),
+             "rgb": torch.full((2, 3, 4, 4), 0.5)}
+    p = AugmentParams(flip=torch.zeros(2, dtype=torch.bool), scale=torch.ones(2, dtype=torch.float64),
+                      top=torch.zeros(2), left=torch.zeros(2), brightness=torch.ones(2),
+                      gain=torch.tensor([1.2, 0.8], dtype=torch.float64))
+    out = apply_params(batch, p)
+    assert out["rough"][:, 0, 0, 0].tolist() == pytest.approx([2.4, 1.6])
+    for key in ("refined", "gt", "valid", "rgb"):  # the ground truth, a refiner's output and the image: untouched
+        assert torch.equal(out[key], batch[key])
+    disparity = apply_params(batch, p, kind="disparity")["rough"][:, 0, 0, 0]
+    assert disparity.tolist() == pytest.approx([2.0 / 1.2, 2.0 / 0.8])
+
+
+def test_gain_draws_are_log_uniform_and_leave_the_paper_draws_as_they_were():
+    p = draw_params(4000, ("gain",), torch.Generator().manual_seed(0))
+    log_g = torch.log(p.gain)
+    bound = torch.log(torch.tensor(GAIN_MAX, dtype=torch.float64))
+    assert float(log_g.abs().max()) <= float(bound) and float(log_g.abs().max()) > 0.99 * float(bound)
+    assert abs(float(log_g.mean())) < 0.01 and float(log_g.var()) == pytest.approx(float(bound) ** 2 / 3, rel=0.05)
+    assert bool((p.flip == 0).all()) and bool((p.scale == 1).all()) and bool((p.brightness == 1).all())
+    # without gain: five uniforms per sample and nothing more, as before gain existed (an
+    # independent reference: the raw draws of the same generator)
+    gen, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    p = draw_params(3, PAPER_AUGMENTATIONS, gen)
+    u = torch.rand(3, 5, generator=ref, dtype=torch.float64)
+    assert torch.equal(p.scale, 1.0 + 0.5 * u[:, 1]) and torch.equal(p.brightness, 0.8 + 0.4 * u[:, 4])
+    assert bool((p.gain == 1).all())
+    assert torch.equal(torch.rand(2, generator=gen), torch.rand(2, generator=ref))  # no hidden sixth draw
+    # with gain, the paper's five come first and are the same numbers
+    q = draw_params(3, AUGMENTATIONS, torch.Generator().manual_seed(7))
+    assert torch.equal(q.scale, p.scale) and torch.equal(q.brightness, p.brightness) and torch.equal(q.flip, p.flip)
 
 
 def test_paired_augment_depends_on_seed_epoch_and_index_not_on_call_order():
@@ -137,7 +175,7 @@ def test_paired_augment_depends_on_seed_epoch_and_index_not_on_call_order():
 
 
 def test_errors_name_the_problem():
-    with pytest.raises(ConfigError, match=r"unknown augmentation 'blur': expected any of hflip, scale, brightness"):
+    with pytest.raises(ConfigError, match=r"unknown augmentation 'blur': expected any of hflip, scale, brightness, gain or none"):
         augment_batch({"gt": torch.rand(1, 1, 4, 4)}, ("blur",))
     with pytest.raises(ConfigError, match=r"unknown output kind 'depth'"):
         apply_params({"gt": torch.rand(1, 1, 4, 4)}, params(), kind="depth")

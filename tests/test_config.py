@@ -208,7 +208,7 @@ def test_name_lists_match_the_modules_that_use_them():
         (dict(lr=float("nan")), "lr must be a finite number"),
         (dict(workers=-1), "workers must be >= 0, got -1"),
         (dict(beta1=1.0), "beta1 must be < 1, got 1.0"),
-        (dict(augment=("hflip", "blur")), "unknown augmentation 'blur' in augment: expected any of hflip, scale, brightness or none"),
+        (dict(augment=("hflip", "blur")), "unknown augmentation 'blur' in augment: expected any of hflip, scale, brightness, gain or none"),
         (dict(gan_mode="wgan"), "gan_mode must be 'vanilla', 'lsgan' or 'none', got 'wgan'"),
         (dict(inputs="rgb", residual=True), "residual=True needs the rough map as input"),
         (dict(bf16="yes"), "bf16 must be true or false, got 'yes'"),

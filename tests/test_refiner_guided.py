@@ -144,6 +144,34 @@ def test_zoom_is_applied_to_the_whole_sample_before_the_views(tmp_path):
         assert torch.equal(zoomed[key]["crop_gt"], a["crop_gt"])  # reproducible
 
 
+def test_the_head_trains_on_the_gain_of_the_model_view(caches):
+    """The gain augmentation multiplies the full-resolution crops' rough map by the factor the model
+    view got: with an untrained head (the identity), no U-Net correction and a crop whose ground truth
+    is its own rough map, the head's loss is the mean of (log g)^2 over the batch."""
+    from torch.utils.data import default_collate
+
+    from refinedepth.augment import AugmentParams
+    from refinedepth.refiner.normalize import Normalization
+    from refinedepth.refiner.train import _head_loss
+
+    crops = CropDataset(CacheDataset(caches["train"], with_rgb=True), (64, 64), (32, 48), seed=0)
+    batch = default_collate([crops[0], crops[1]])
+    batch["crop_gt"] = batch["crop_rough"].clone()
+    batch["crop_valid"] = torch.ones_like(batch["crop_valid"])
+    gain = torch.tensor([1.2, 0.9], dtype=torch.float64)
+    p = AugmentParams(flip=torch.zeros(2, dtype=torch.bool), scale=torch.ones(2, dtype=torch.float64),
+                      top=torch.zeros(2), left=torch.zeros(2), brightness=torch.ones(2), gain=gain)
+    model_rough = batch["rough"] * gain.float().view(2, 1, 1, 1)
+    head = build_head(HeadConfig(), seed=0)
+    loss = _head_loss(batch, torch.zeros(2, 1, 64, 64), model_rough, head, p,
+                      norm=Normalization(max_depth=10.0), kind="metric", device=torch.device("cpu"))
+    want = float((torch.log(gain) ** 2).mean())
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-4)
+    unchanged = AugmentParams(**{**p.__dict__, "gain": torch.ones(2, dtype=torch.float64)})
+    assert float(_head_loss(batch, torch.zeros(2, 1, 64, 64), batch["rough"], head, unchanged,
+                            norm=Normalization(max_depth=10.0), kind="metric", device=torch.device("cpu")).detach()) < 1e-10
+
+
 def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(caches, tmp_path):
     run = tmp_path / "run"
     res = train_refiner(_cfg(caches, run, val=str(caches["val"]), epochs=40, augment=()))
@@ -171,7 +199,8 @@ def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(cache
         r.refine(rough[:, 0])
 
 
-@pytest.mark.parametrize("augment", [("hflip", "brightness"), ("hflip", "scale", "brightness")])
+@pytest.mark.parametrize("augment", [("hflip", "brightness"), ("hflip", "scale", "brightness"),
+                                     ("hflip", "brightness", "gain")])
 def test_guided_resume_is_exact(caches, tmp_path, augment):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_refiner(_cfg(caches, straight, epochs=2, augment=augment))

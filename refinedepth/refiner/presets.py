@@ -36,7 +36,8 @@ class Preset:
         size: generator input ``(height, width)``; rough maps are resized to it.
         norm, dropout: see :class:`GeneratorConfig`.
         residual: predict a correction added to the (normalised) rough map instead of the map.
-        augment: default training augmentations (subset of ``hflip``, ``scale``, ``brightness``).
+        augment: default training augmentations (subset of ``hflip``, ``scale``, ``brightness``,
+            ``gain``).
         upsample: the decoder's upsampling, ``transposed`` (the papers') or ``resize``
             (bilinear x2 + 3x3 convolution, no checkerboard).
         head: ``none`` or ``guided`` (the full-resolution head, :mod:`refinedepth.refiner.head`).
