@@ -20,7 +20,7 @@ refiner settings are compared on the same rough maps.
 ``--out-of-fold`` also trains the refiner on frames 0-299 (stacking, Wolpert 1992): two more FCRNs,
 one on frames 0-149 and one on 150-299, give each other's half rough maps of frames they have not
 seen, and the refiner (and the baselines fitted on its training pairs) learns from all 450 frames.
-``--in-sample`` instead adds the test FCRN's own maps of its training frames 0-299, as the paper
+``--in-sample`` adds the test FCRN's own maps of its training frames 0-299, as the paper
 trains its cGAN on the FCRN's maps of the FCRN's training images (with ``--stage1-from``, made
 with that run's FCRN at its caches' sizes); the baselines are then fitted on those 450 pairs too.
 
