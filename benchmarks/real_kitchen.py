@@ -99,7 +99,7 @@ def main() -> int:
     from refinedepth.evaluate import evaluate_cache
     from refinedepth.refiner.train import TrainConfig, train_refiner
     from refinedepth.report import improvement, markdown_table, write_json, write_markdown_report
-    from refinedepth.train_backbone import TrainBackboneConfig, train_backbone
+    from refinedepth.train_backbone import WEIGHTS_NAME, TrainBackboneConfig, train_backbone
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,9 +153,9 @@ def main() -> int:
         if args.in_sample:  # that run's in-sample cache, or one made here with its FCRN
             made = caches / "cache-train-insample.h5"
             if not made.is_file():
-                weights = caches / "fcrn" / "backbone.safetensors"
+                weights = caches / "fcrn" / WEIGHTS_NAME  # where train_backbone wrote that run's FCRN
                 if not weights.is_file():
-                    print(f"{caches}: no cache-train-insample.h5 and no fcrn/backbone.safetensors to make it; "
+                    print(f"{caches}: no cache-train-insample.h5 and no fcrn/{WEIGHTS_NAME} to make it; "
                           "pass the --out folder of a finished run", file=sys.stderr)
                     return 1
                 t = time.perf_counter()

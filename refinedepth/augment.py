@@ -34,6 +34,7 @@ on the order in which samples are read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -90,8 +91,6 @@ def draw_params(batch_size: int, ops: Iterable[str], generator=None) -> AugmentP
     """Draw :class:`AugmentParams` for ``batch_size`` samples: five uniforms per sample, in sample
     order, whatever the paper's operations ``ops`` enables (disabled operations get their identity
     value), then, only when ``gain`` is enabled, one more per sample."""
-    import math
-
     import torch
 
     ops = check_ops(ops)
