@@ -109,23 +109,38 @@ class BaselineFit:
 
 
 def rough_depth(rough, kind: str):
-    """The depth a rough map of ``kind`` stands for (disparity inverted; ``<= 0`` stays 0)."""
+    """The depth a rough map of ``kind`` stands for: metric and relative maps as they are,
+    disparity inverted, ``<= 0`` becoming ``+inf`` (infinitely far) and NaN staying NaN, the one
+    conversion the scorer, the fit and the baseline rows share. Any array or tensor."""
     if kind != "disparity":
         return rough
     if hasattr(rough, "detach"):
         import torch
 
-        return torch.where(rough > 0, 1.0 / rough.clamp_min(1e-12), torch.zeros_like(rough))
+        far = torch.where(torch.isnan(rough), rough, torch.full_like(rough, math.inf))
+        return torch.where(rough > 0, 1.0 / rough.clamp_min(1e-12), far)
     r = np.asarray(rough, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), 0.0)
+    far = np.where(np.isnan(r), np.nan, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), far)
+
+
+def baseline_depth(rough, kind: str, size: tuple[int, int] | None = None):
+    """:func:`rough_depth` of a ``[B,1,h,w]`` rough tensor at ``size`` (the ground truth's):
+    resized first, in its own kind, as the scorer resizes the rough row, then converted. The
+    depth the baselines are fitted on and applied to, so the rows score what was fitted."""
+    from .geometry import resize_smooth
+
+    rough = rough.float()
+    if size is not None and tuple(rough.shape[-2:]) != tuple(size):
+        rough = resize_smooth(rough, tuple(size))
+    return rough_depth(rough, kind)
 
 
 def fit_baselines(dataset, *, protocol: str = "none", fitted_on: str = "", limit: int | None = None) -> Baselines:
     """Fit :class:`Baselines` on a :class:`~refinedepth.cache.CacheDataset` (rough maps of the
     dataset's ``output_kind``; ``gt``/``valid`` at the evaluation resolution), over the pixels
     the ``protocol`` scores."""
-    from .geometry import resize_smooth
     from .metrics import get_protocol, valid_mask
 
     proto = get_protocol(protocol)
@@ -135,13 +150,11 @@ def fit_baselines(dataset, *, protocol: str = "none", fitted_on: str = "", limit
     for i in range(n):
         item = dataset[i]
         gt = item["gt"]
-        rough = item["rough"][None].float()
-        if tuple(rough.shape[-2:]) != tuple(gt.shape[-2:]):
-            rough = resize_smooth(rough, tuple(gt.shape[-2:]))  # in its own kind, as the scorer does
+        depth = baseline_depth(item["rough"][None], kind, tuple(gt.shape[-2:]))
         g = gt[0].double().numpy()
         mask = valid_mask(g[None], proto)[0] & item["valid"][0].numpy().astype(bool)
-        fit.update(rough_depth(rough[0, 0].double().numpy(), kind), g, mask)
+        fit.update(depth[0, 0].double().numpy(), g, mask)
     return fit.result(fitted_on)
 
 
-__all__ = ["SCALE_ROW", "SCALE_SHIFT_ROW", "Baselines", "BaselineFit", "fit_baselines", "rough_depth"]
+__all__ = ["SCALE_ROW", "SCALE_SHIFT_ROW", "Baselines", "BaselineFit", "baseline_depth", "fit_baselines", "rough_depth"]

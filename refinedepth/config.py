@@ -642,6 +642,14 @@ def _detail_scale() -> Any:
     )
 
 
+def _any_backbone() -> Any:
+    return bool_option(
+        False,
+        help="Apply the refiners to rough maps of another backbone than the one the first was trained "
+        "on (refused otherwise: its correction and baselines were fitted to that backbone's maps).",
+    )
+
+
 # -- caching -----------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class CacheBuildConfig(ConfigBase):
@@ -753,6 +761,7 @@ class EvaluateConfig(ConfigBase):
     precision: str = _precision()
     detail_sigma: float | None = _detail_sigma()
     detail_scale: str = _detail_scale()
+    any_backbone: bool = _any_backbone()
     boundary: bool = bool_option(
         True, help="Also score depth-boundary accuracy/completeness (iBims-1) and boundary F1 (Depth Pro)."
     )

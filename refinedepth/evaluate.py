@@ -80,7 +80,7 @@ class EvaluationResult:
             align = f"auto ({', '.join(aligned)})" if aligned else "auto (none)"
         title = (
             f"{Path(self.cache).name}: {self.count} samples, protocol {self.protocol}, "
-            f"align {align}, {self.averaging}-averaged"
+            f"align {align}, {'pooled over all pixels' if self.averaging == 'pooled' else 'mean of per-image metrics'}"
         )
         lines = [format_table(self.rows, title=title), *self.summary_lines()]
         return "\n".join(lines)
@@ -159,6 +159,7 @@ def evaluate_cache(
     boundary: bool = True,
     detail_sigma: float | None = None,
     detail_scale: str = "global",
+    any_backbone: bool = False,
     progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Evaluate the rough maps of ``cache`` and, for each refiner in ``refiners``, the chain so far.
@@ -185,12 +186,14 @@ def evaluate_cache(
             takes it from ``rough x scale``.
         boundary: also score the boundary metrics (``dbe_acc``, ``dbe_comp``, ``boundary_f1``,
             :mod:`refinedepth.boundary`); without scikit-image/scipy they are left out with a note.
+        any_backbone: score refiners on a cache of another backbone than the one the first was
+            trained on (refused otherwise, :meth:`RefinerChain.check_backbone`).
+        progress: ``progress(done, total, desc="evaluate")`` after each batch.
 
     With refiners, the first one's stored baselines (a global scale and scale + shift fitted on
     its training pairs, :mod:`refinedepth.baselines`) add the rows ``rough x scale`` and
     ``rough x (scale, shift)`` after ``rough``; ``win_rates`` gives, for the rough and baseline
     rows, the share of images on which the last stage is better (abs_rel, rmse, silog, dbe_acc).
-        progress: ``progress(done, total, desc="evaluate")`` after each batch.
     """
     import numpy as np
 
@@ -221,14 +224,21 @@ def evaluate_cache(
     dev = resolve_device(device)
     chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma,
                              detail_scale=detail_scale)
+    chain.check_backbone(attrs.get("backbone"), f"cache {cache!r}", any_backbone=any_backbone)
     has_rgb = bool(attrs.get("has_rgb", False))
+    for path, refiner in zip(chain.paths, chain.refiners):
+        if refiner.needs_rgb and not has_rgb:
+            raise CacheError(
+                f"cache {cache!r} has no rgb dataset but refiner {path!r} {refiner.rgb_use}; re-create the "
+                "cache with 'refinedepth cache ... --with-rgb'"
+            )
     dataset = CacheDataset(cache, with_rgb=has_rgb)
     total = len(dataset) if limit is None else min(len(dataset), int(limit))
     if total == 0:
         raise CacheError(f"cache {cache!r} holds no finished samples: re-run the 'refinedepth cache' command")
 
     from . import boundary as boundary_module
-    from .baselines import SCALE_ROW, SCALE_SHIFT_ROW, Baselines, rough_depth
+    from .baselines import SCALE_ROW, SCALE_SHIFT_ROW, Baselines, baseline_depth
 
     notes: list[str] = []
     if boundary and not boundary_module.available():
@@ -252,7 +262,7 @@ def evaluate_cache(
         preds = chain(rough, rgb, kind=kind, out_size=out_size)
         if baselines is None:
             return preds
-        depth = rough_depth(rough.float(), kind)
+        depth = baseline_depth(rough, kind, out_size)  # at the gt's size, as fitted
         return [preds[0], baselines.apply(depth, "scale"), baselines.apply(depth, "scale_shift"), *preds[1:]]
     picks = set(_visual_indices(total, num_visuals)) if visuals_dir is not None else set()
     kept: list[dict[str, Any]] = []

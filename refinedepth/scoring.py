@@ -80,9 +80,11 @@ def _fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def _invert(disparity: np.ndarray) -> np.ndarray:
-    """Depth from disparity; ``<= 0`` (infinitely far) becomes +inf, NaN stays NaN."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(disparity > 0, 1.0 / np.where(disparity > 0, disparity, 1.0), np.inf)
+    """Depth from disparity; ``<= 0`` (infinitely far) becomes +inf, NaN stays NaN
+    (:func:`refinedepth.baselines.rough_depth`, which the baseline rows use too)."""
+    from .baselines import rough_depth
+
+    return rough_depth(disparity, "disparity")
 
 
 def _image_to_metric(p: np.ndarray, g: np.ndarray | None, v: np.ndarray | None, kind: str, align: str) -> np.ndarray:

@@ -135,3 +135,48 @@ def test_boundary_metrics_in_evaluate_on_a_hand_made_step(tmp_path):
     assert float(ramp["boundary_f1"]) < 1.0 and float(ramp["dbe_comp"]) > 0.0
     assert result.metrics(0)["boundary_f1"] == pytest.approx((1.0 + float(ramp["boundary_f1"])) / 2)
     assert "dbe_acc" not in evaluate_cache(cache, device="cpu", boundary=False).metrics(0)
+
+
+def _bilinear_up(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsampling with half-pixel centres and edge clamping, written out in NumPy."""
+    out = x.astype(np.float64)
+    for axis, n_out in enumerate(size):
+        n_in = out.shape[axis]
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        t = src - lo
+        shape = [1, 1]
+        shape[axis] = n_out
+        t = t.reshape(shape)
+        out = np.take(out, lo, axis=axis) * (1 - t) + np.take(out, hi, axis=axis) * t
+    return out
+
+
+def test_disparity_baseline_rows_score_what_was_fitted_resized_before_inverting(tmp_path):
+    # rough disparity at 8x10, gt at 32x40: the fit resizes the disparity to the gt, then inverts
+    # (as the scorer treats the rough row); the evaluated rows must do the same, not invert first
+    rng = np.random.default_rng(5)
+    disparity = (0.2 + rng.random((2, 8, 10))).astype(np.float32)
+    depth_up = np.stack([1.0 / _bilinear_up(d, (32, 40)) for d in disparity])
+    gt = (depth_up * 1.3 * (1.0 + 0.2 * rng.random(depth_up.shape))).astype(np.float32)
+    cache = write_cache(tmp_path / "c.h5", rough=disparity, gt=gt, max_depth=10.0, output_kind="disparity")
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(cache), out=str(run), size=(64, 64), max_steps=1, device="cpu"))
+    b = ckpt.read_config(run / "best")["baselines"]
+    assert b["scale"] == pytest.approx(float(np.exp(np.mean(np.log(gt) - np.log(depth_up)))), rel=1e-5)
+    result = evaluate_cache(cache, [run / "best"], device="cpu", boundary=False, protocol="none")
+    for row, pred in (("rough x scale", b["scale"] * depth_up),
+                      ("rough x (scale, shift)", b["scale_shift"][0] * depth_up + b["scale_shift"][1])):
+        expected = np.mean([np.mean(np.abs(p - g) / g) for p, g in zip(pred, gt)])
+        assert result.metrics(row)["abs_rel"] == pytest.approx(expected, rel=1e-4), row
+
+
+def test_rough_depth_inverts_disparity_as_the_scorer_does():
+    from refinedepth.baselines import rough_depth
+
+    disparity = np.array([0.5, 0.0, -0.1, np.nan, 4.0])
+    expected = [2.0, np.inf, np.inf, np.nan, 0.25]  # <= 0 is infinitely far; NaN stays unknown
+    np.testing.assert_array_equal(rough_depth(disparity, "disparity"), expected)
+    np.testing.assert_array_equal(rough_depth(torch.tensor(disparity), "disparity").numpy(), expected)
+    np.testing.assert_array_equal(rough_depth(disparity, "metric"), disparity)

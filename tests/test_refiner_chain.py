@@ -60,3 +60,61 @@ def test_missing_or_file_paths_are_refused_before_loading(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(CheckpointError, match="is a file: expected a directory"):
         RefinerChain.load([tmp_path / "f"])
+
+
+def _kitchen_like_cache(path, backbone, n=2, seed=0, rgb=False):
+    import numpy as np
+
+    from refinedepth.cache import write_cache
+
+    rng = np.random.default_rng(seed)
+    gt = (1.0 + 4.0 * rng.random((n, 32, 32))).astype(np.float32)
+    image = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) if rgb else None
+    return write_cache(path, rough=gt / 1.2, gt=gt, rgb=image, max_depth=10.0, backbone=backbone)
+
+
+def test_a_cache_of_another_backbone_is_refused_unless_asked(tmp_path):
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+    from refinedepth.errors import DataError
+    from refinedepth.evaluate import evaluate_cache
+    from refinedepth.refiner.train import TrainConfig, train_refiner
+
+    train = _kitchen_like_cache(tmp_path / "files.h5", "files")
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(train), out=str(run), size=(64, 64), max_steps=1, device="cpu"))
+    other = _kitchen_like_cache(tmp_path / "fcrn.h5", "fcrn", seed=1)
+    with pytest.raises(DataError) as err:
+        evaluate_cache(other, [run], device="cpu", boundary=False)
+    assert str(err.value) == (
+        f"cache {str(other)!r} holds rough maps of backbone 'fcrn' but refiner {str(run)!r} was trained on "
+        "maps of 'files': its correction and baselines do not carry over; cache the data with --backbone files, "
+        "or pass --any-backbone to apply it anyway"
+    )
+    res = CliRunner().invoke(cli, ["evaluate", "--cache", str(other), "--refiner", str(run), "--device", "cpu"])
+    assert res.exit_code == 1 and "holds rough maps of backbone 'fcrn'" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+    # asked for, or the same backbone, or a cache that names none: scored
+    assert evaluate_cache(other, [run], device="cpu", boundary=False, any_backbone=True).count == 2
+    assert evaluate_cache(train, [run], device="cpu", boundary=False).count == 2
+    unnamed = _kitchen_like_cache(tmp_path / "unnamed.h5", "unknown", seed=2)
+    assert evaluate_cache(unnamed, [run], device="cpu", boundary=False).count == 2
+
+
+def test_a_refiner_that_needs_rgb_on_a_cache_without_it_names_the_fix(tmp_path):
+    from refinedepth.errors import CacheError
+    from refinedepth.evaluate import evaluate_cache
+    from refinedepth.refiner.train import TrainConfig, train_refiner
+
+    train = _kitchen_like_cache(tmp_path / "rgb.h5", "files", rgb=True)
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(train), out=str(run), size=(64, 64), max_steps=1, device="cpu",
+                              inputs="rough+rgb"))
+    bare = _kitchen_like_cache(tmp_path / "bare.h5", "files", seed=1)
+    with pytest.raises(CacheError) as err:
+        evaluate_cache(bare, [run], device="cpu", boundary=False)
+    assert str(err.value) == (
+        f"cache {str(bare)!r} has no rgb dataset but refiner {str(run)!r} is conditioned on 'rough+rgb'; "
+        "re-create the cache with 'refinedepth cache ... --with-rgb'"
+    )

@@ -23,6 +23,9 @@ DEFAULT_COMPRESSION = "lzf"
 GZIP_LEVEL = 4
 
 
+#: the backbone name of caches written without one (``write_cache``'s default)
+UNKNOWN_BACKBONE = "unknown"
+
 @dataclass(frozen=True)
 class CacheConfig:
     """Everything that determines a cache's content: two caches with equal configs hold the same
@@ -65,7 +68,7 @@ class CacheConfig:
     output_kind: str = "metric"
     max_depth: float = 10.0
     protocol: str = "none"
-    backbone: str = "unknown"
+    backbone: str = UNKNOWN_BACKBONE
     backbone_config: Mapping[str, Any] = field(default_factory=dict)
     backbone_weights: str | None = field(default=None, compare=False)
     backbone_weights_sha256: str | None = None

@@ -222,6 +222,15 @@ class Refiner:
         """Whether :meth:`refine` needs the RGB image (conditioning or the head's guide)."""
         return self.inputs != "rough" or (self.head is not None and self.head.config.guide != "none")
 
+    @property
+    def rgb_use(self) -> str:
+        """What the refiner uses the image for, for messages: ``is conditioned on 'rough+rgb'``,
+        ``has an RGB-guided head``."""
+        if self.inputs != "rough":
+            return f"is conditioned on {self.inputs!r}"
+        guide = self.head.config.guide if self.head is not None else "none"
+        return "has an RGB-guided head" if guide == "rgb" else f"has a {guide}-guided head"
+
     def __repr__(self) -> str:
         return (
             f"Refiner(preset={self.preset!r}, inputs={self.inputs!r}, residual={self.residual}, "
@@ -252,8 +261,7 @@ class Refiner:
             _check_finite(rough, "rough")
         if self.needs_rgb:
             if rgb is None:
-                what = self.inputs if self.inputs != "rough" else f"a {self.head.config.guide}-guided head"
-                raise ShapeError(f"this refiner is conditioned on {what!r} and needs rgb [B,3,H,W]; got rgb=None")
+                raise ShapeError(f"this refiner {self.rgb_use} and needs rgb [B,3,H,W]; got rgb=None")
             if rgb.ndim != 4 or rgb.shape[1] != 3 or min(rgb.shape) == 0:
                 raise ShapeError(f"rgb: expected a non-empty [B,3,H,W] tensor in [0,1], got shape {tuple(rgb.shape)}")
             if rough is not None and rgb.shape[0] != rough.shape[0]:
@@ -280,12 +288,11 @@ class Refiner:
 
     def _keep_detail(self, refined: torch.Tensor, rough: torch.Tensor, kind: str) -> torch.Tensor:
         """``refined`` with its large scales replaced by ``rough x scale`` (:meth:`set_detail`)."""
-        from ..baselines import Baselines, rough_depth
-        from ..geometry import resize_smooth
+        from ..baselines import Baselines, baseline_depth
         from .detail import keep_detail
 
         scale = Baselines.from_dict(self.meta["baselines"]).scale
-        base = scale * rough_depth(resize_smooth(rough.float(), tuple(refined.shape[-2:])), kind)
+        base = scale * baseline_depth(rough, kind, tuple(refined.shape[-2:]))
         return keep_detail(refined, base, self.detail_sigma, image_scale=self.detail_scale == "image")
 
     def refine(

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointError, ConfigError
+from ..cache.config import UNKNOWN_BACKBONE
+from ..errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:  # importing this module does not import torch
     import torch
@@ -102,6 +103,14 @@ def _check_directory(path: str | os.PathLike) -> None:
         )
 
 
+def trained_backbones(meta: dict[str, Any]) -> list[str]:
+    """The backbones whose rough maps a refiner was trained on, from its checkpoint metadata
+    (``source.backbones``; older checkpoints record one ``source.backbone``; empty if unknown)."""
+    source = meta.get("source") or {}
+    names = source.get("backbones") or ([source["backbone"]] if source.get("backbone") else [])
+    return [str(n) for n in names if n and n != UNKNOWN_BACKBONE]
+
+
 class RefinerChain:
     """Refiners applied one after the other; ``RefinerChain([])`` is the rough stage alone.
 
@@ -170,6 +179,22 @@ class RefinerChain:
 
         return [{"path": p, "sha256": sha256_path(d)} for p, d in zip(self.paths, self._local)]
 
+    def check_backbone(self, backbone: str | None, where: str, *, any_backbone: bool = False) -> None:
+        """Refuse rough maps of a backbone the first refiner was not trained on: its corrections
+        and its stored baselines were fitted to its training backbone's maps, and on another's
+        they measure nothing. ``where`` names the maps' source (a cache file, "the images");
+        ``any_backbone`` applies it anyway. Refiners that record no backbone pass."""
+        if any_backbone or not self.refiners or not backbone or backbone == UNKNOWN_BACKBONE:
+            return
+        trained = trained_backbones(getattr(self.refiners[0], "meta", None) or {})
+        if trained and backbone not in trained:
+            names = " and ".join(repr(b) for b in trained)
+            raise DataError(
+                f"{where} holds rough maps of backbone {backbone!r} but refiner {self.paths[0]!r} was trained "
+                f"on maps of {names}: its correction and baselines do not carry over; cache the data with "
+                f"--backbone {trained[0]}, or pass --any-backbone to apply it anyway"
+            )
+
     def output_kind(self, input_kind: str) -> str:
         """Kind of the last stage's maps for rough maps of ``input_kind``."""
         return "metric" if self.refiners else input_kind
@@ -196,4 +221,4 @@ class RefinerChain:
         return f"RefinerChain({self.paths!r})"
 
 
-__all__ = ["DETAIL_SCALES", "RefinerChain", "check_detail", "refiner_records", "stage_names"]
+__all__ = ["DETAIL_SCALES", "RefinerChain", "check_detail", "refiner_records", "stage_names", "trained_backbones"]

@@ -66,10 +66,13 @@ def keep_detail(
 ) -> torch.Tensor:
     """``base * exp(e - G_sigma * e)`` with ``e = log refined - log base`` (both ``[B,1,H,W]``
     metric depth, clamped below at ``floor`` metres before the logarithm); with ``image_scale``
-    times ``exp(mean e)`` per image (the mean over all of its pixels)."""
+    times ``exp(mean e)`` per image (the mean over all of its pixels). Where ``base`` is not a
+    finite depth (an inverted disparity of 0 is +inf) it carries no layout: ``refined`` stands
+    in for it there (``e = 0``)."""
     if refined.shape != base.shape:
         raise ValueError(f"refined {tuple(refined.shape)} and base {tuple(base.shape)} differ in shape")
-    b = base.to(refined.dtype).clamp_min(floor)
+    b = base.to(refined.dtype)
+    b = torch.where(torch.isfinite(b), b, refined).clamp_min(floor)
     e = torch.log(refined.clamp_min(floor)) - torch.log(b)
     keep = e - gaussian_lowpass(e, sigma)
     if image_scale:

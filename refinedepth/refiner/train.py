@@ -180,7 +180,7 @@ def validate(
     head_was_training = head.training if head is not None else False
     if head is not None:
         head.eval()
-    from ..baselines import SCALE_ROW, SCALE_SHIFT_ROW, rough_depth
+    from ..baselines import SCALE_ROW, SCALE_SHIFT_ROW, baseline_depth
 
     names = ["rough", "refined"] + ([SCALE_ROW, SCALE_SHIFT_ROW] if baselines is not None else [])
     scorer = Scorer(names, protocol=protocol, align="auto")
@@ -201,7 +201,7 @@ def validate(
             )
         if baselines is None:
             return [rough, refined.float()]
-        depth = rough_depth(rough.float(), kind)
+        depth = baseline_depth(rough, kind, tuple(out_size) if out_size else None)  # at the gt's size, as fitted
         return [rough, refined.float(), baselines.apply(depth, "scale"), baselines.apply(depth, "scale_shift")]
 
     try:
@@ -390,6 +390,9 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             "max_depth": max_depth,
             "protocol": protocol,
             "backbone": train_ds.attrs.get("backbone"),
+            # every training cache's: evaluate, predict and cache --refiner refuse others' maps
+            "backbones": sorted({str(p.attrs["backbone"]) for p in getattr(train_ds, "parts", [train_ds])
+                                 if p.attrs.get("backbone")}),
             "train_samples": len(train_ds),
             "dataset": train_ds.attrs.get("dataset"),
         },
