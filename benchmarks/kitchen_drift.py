@@ -7,7 +7,14 @@ scale is a depth-dependent one, ``log gt = a + b log rough`` (``gt = e^a rough^b
 the FCRN compresses the depth range, ``b < 1``: it stretches it). This script fits ``(a, b)``
 by least squares over the valid pixels of each cache of the run (train, val, test, and the test
 frames in windows), then applies the training fit to the test frames and scores it beside
-``rough x scale`` (the scale fitted on the same training pairs), frame by frame.
+``rough x scale``, frame by frame.
+
+The baseline rows (``rough x scale`` here, and ``rough x (scale, shift)`` with ``--headroom``) use the
+fits the run's refiner stored in its checkpoint (``refiner/``'s ``config.json``, ``"baselines"``:
+fitted on every training cache of the refiner, as ``evaluate`` applies them), so they are the rows
+``evaluate`` prints. A refiner without stored baselines is a one-line error. Shares of frames are
+``refinedepth.report.win_rate``'s: a tie is not a win, and a frame where a value is NaN (dbe_acc on a
+frame without ground-truth edges) is left out of that metric's share.
 
 With ``--headroom`` it also asks how far a refiner could get that changes only *detail*: the
 test frames' ``rough x scale`` corrected by the part of the true log error finer than a Gaussian
@@ -15,12 +22,12 @@ of ``sigma`` pixels (``log gt - log(rough x scale)`` minus its low-pass, compute
 truth itself), at a fraction ``alpha`` of its size. That is an upper bound for a refiner that
 gets the direction of every detail right and leaves the large scale to the global scale; the
 table shows on how many test frames it would beat all three baseline rows (rough, ``rough x
-scale`` and ``rough x (scale, shift)``, both fitted on the training pairs) on each metric.
+scale`` and ``rough x (scale, shift)``, the refiner's stored fits) on each metric.
 
     .venv/bin/python benchmarks/kitchen_drift.py runs/real-kitchen-guided [--headroom]
 
-Reads the run's ``cache-train.h5``, ``cache-val.h5`` and ``cache-test.h5``; prints two tables
-(three with ``--headroom``).
+Reads the run's ``cache-train.h5``, ``cache-val.h5``, ``cache-test.h5`` and ``refiner/`` checkpoint
+(its ``config.json`` only); prints two tables (three with ``--headroom``).
 """
 
 from __future__ import annotations
@@ -33,14 +40,15 @@ import numpy as np
 
 
 def frames(path: Path):
-    """``(id, rough, gt)`` per sample, rough resized to the ground truth as the scorer does;
-    invalid ground truth is 0."""
-    import torch
-
+    """``(id, rough, gt)`` per sample, rough resized to the ground truth as the scorer does and as
+    depth (a disparity map inverted, as the stored baselines expect), clamped to the smallest
+    positive float32 (a rough depth at that floor was <= 0); invalid ground truth is 0."""
+    from refinedepth.baselines import rough_depth
     from refinedepth.cache import CacheDataset
     from refinedepth.geometry import resize_smooth
 
     dataset = CacheDataset(path)
+    kind = dataset.output_kind
     for i in range(len(dataset)):
         item = dataset[i]
         gt = item["gt"][0].double().numpy()
@@ -48,41 +56,47 @@ def frames(path: Path):
         rough = item["rough"][None].float()
         if tuple(rough.shape[-2:]) != gt.shape:
             rough = resize_smooth(rough, gt.shape)
-        yield item["id"], rough[0, 0].double().clamp_min(torch.finfo(torch.float32).tiny).numpy(), gt
+        depth = rough_depth(rough[0, 0].double(), kind)
+        yield item["id"], depth.clamp_min(ROUGH_FLOOR).numpy(), gt
+
+
+ROUGH_FLOOR = float(np.finfo(np.float32).tiny)  # frames() clamps rough depths <= 0 to this
 
 
 def fit_log_linear(pairs, stride: int = 7) -> tuple[float, float]:
-    """Least-squares ``(a, b)`` of ``log gt = a + b log rough`` over every ``stride``-th valid pixel."""
+    """Least-squares ``(a, b)`` of ``log gt = a + b log rough`` over every ``stride``-th valid pixel
+    (ground truth > 0, rough depth finite and above :data:`ROUGH_FLOOR`: a clamped one is dropped)."""
     xs, ys = [], []
     for _, rough, gt in pairs:
-        v = gt > 0
+        v = (gt > 0) & np.isfinite(rough) & (rough > ROUGH_FLOOR)
         xs.append(np.log(rough[v])[::stride])
         ys.append(np.log(gt[v])[::stride])
     b, a = np.polyfit(np.concatenate(xs), np.concatenate(ys), 1)
     return float(a), float(b)
 
 
-def fit_scale(pairs) -> float:
-    """The ``rough x scale`` row's scale: ``exp(mean(log gt - log rough))`` over valid pixels."""
-    total, count = 0.0, 0
-    for _, rough, gt in pairs:
-        v = gt > 0
-        total += float(np.sum(np.log(gt[v]) - np.log(rough[v])))
-        count += int(v.sum())
-    return float(np.exp(total / count))
+def stored_baselines(run: Path):
+    """The :class:`refinedepth.baselines.Baselines` the run's refiner (``RUN/refiner``, its best
+    checkpoint first, as ``evaluate`` loads it) stored; ValueError with a one-line reason when there
+    is no checkpoint or it stores none."""
+    from refinedepth.baselines import Baselines
+    from refinedepth.errors import CheckpointError
+    from refinedepth.refiner.checkpoint import read_config, resolve_checkpoint
 
-
-def fit_scale_shift(pairs) -> tuple[float, float]:
-    """The ``rough x (scale, shift)`` row's fit: ordinary least squares of ``gt ~ s rough + t``."""
-    n = sx = sy = sxx = sxy = 0.0
-    for _, rough, gt in pairs:
-        v = gt > 0
-        x, y = rough[v], gt[v]
-        n += x.size
-        sx, sy = sx + float(x.sum()), sy + float(y.sum())
-        sxx, sxy = sxx + float(np.dot(x, x)), sxy + float(np.dot(x, y))
-    s = (n * sxy - sx * sy) / (n * sxx - sx * sx)
-    return float(s), float((sy - s * sx) / n)
+    try:
+        ckpt = resolve_checkpoint(run / "refiner")
+        meta = read_config(ckpt)
+    except CheckpointError as e:
+        raise ValueError(f"{e} (the baselines come from the run's refiner)") from None
+    if not meta.get("baselines"):
+        raise ValueError(
+            f"refiner {str(ckpt)!r} stores no baselines (trained before baselines existed): retrain it "
+            "with benchmarks/real_kitchen.py to get the rough x scale and rough x (scale, shift) fits"
+        )
+    try:
+        return Baselines.from_dict(meta["baselines"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"refiner {str(ckpt)!r}: its stored baselines are unreadable ({e!r})") from None
 
 
 def detail_only(base: np.ndarray, gt: np.ndarray, sigma: float, alpha: float) -> np.ndarray:
@@ -101,31 +115,30 @@ def detail_only(base: np.ndarray, gt: np.ndarray, sigma: float, alpha: float) ->
 HEADROOM_METRICS = ("abs_rel", "rmse", "silog", "dbe_acc")
 
 
-def headroom(train, test, sigmas=(16.0, 64.0), alphas=(0.25, 0.5, 1.0)) -> list[dict]:
+def headroom(baselines, test, sigmas=(16.0, 64.0), alphas=(0.25, 0.5, 1.0)) -> list[dict]:
     """Rows of the detail-only table: per ``(sigma, alpha)`` the mean metrics and the share of
-    test frames on which it is better than every baseline row, per metric."""
+    test frames on which it is better than every baseline row (rough and ``baselines``' two rows),
+    per metric (:func:`refinedepth.report.win_rate`)."""
     from refinedepth.boundary import boundary_metrics
     from refinedepth.metrics import compute_metrics
+    from refinedepth.report import win_rate
 
     def score(pred, gt):
         m = compute_metrics(pred, gt)
         m.update(boundary_metrics(pred, gt))
         return m
 
-    scale = fit_scale(train)
-    s, t = fit_scale_shift(train)
-    best = []  # per frame: the best baseline value of each metric
-    for _, rough, gt in test:
-        rows = [score(rough, gt), score(scale * rough, gt), score(s * rough + t, gt)]
-        best.append({k: min(r[k] for r in rows) for k in HEADROOM_METRICS})
+    rows = [[score(b, gt) for b in (rough, baselines.apply(rough, "scale"), baselines.apply(rough, "scale_shift"))]
+            for _, rough, gt in test]  # per frame: the three baseline rows' metrics
+    base = {k: [[r[j][k] for r in rows] for j in range(3)] for k in HEADROOM_METRICS}
     out = []
     for sigma in sigmas:
         for alpha in alphas:
-            ms = [score(detail_only(scale * rough, gt, sigma, alpha), gt) for _, rough, gt in test]
+            ms = [score(detail_only(baselines.apply(rough, "scale"), gt, sigma, alpha), gt) for _, rough, gt in test]
             out.append({
                 "sigma": sigma, "alpha": alpha,
                 "mean": {k: float(np.mean([m[k] for m in ms])) for k in HEADROOM_METRICS},
-                "wins": {k: float(np.mean([m[k] < b[k] for m, b in zip(ms, best)])) for k in HEADROOM_METRICS},
+                "wins": {k: win_rate([m[k] for m in ms], base[k], k) for k in HEADROOM_METRICS},
             })
     return out
 
@@ -143,13 +156,19 @@ def main() -> int:
             print(f"{run / name} does not exist: pass the --out folder of a finished benchmarks/real_kitchen.py run",
                   file=sys.stderr)
             return 1
+    try:
+        baselines = stored_baselines(run)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 1
 
     from refinedepth.metrics import compute_metrics
+    from refinedepth.report import win_rate
 
     train = list(frames(run / "cache-train.h5"))
     test = list(frames(run / "cache-test.h5"))
     a, b = fit_log_linear(train)
-    scale = fit_scale(train)
+    scale = baselines.scale
 
     print("| frames | b | a |")
     print("|---|---:|---:|")
@@ -176,7 +195,7 @@ def main() -> int:
     base = rows["rough x scale"]
     for stage, ms in rows.items():
         mean = {k: float(np.mean([m[k] for m in ms])) for k in ("abs_rel", "rmse", "silog")}
-        wins = [float(np.mean([m[k] < r[k] for m, r in zip(ms, base)])) for k in ("abs_rel", "silog")]
+        wins = [win_rate([m[k] for m in ms], [r[k] for r in base], k) for k in ("abs_rel", "silog")]
         shown = "-" if stage == "rough x scale" else f"{100 * wins[0]:.0f}% / {100 * wins[1]:.0f}%"
         print(f"| {stage} | {mean['abs_rel']:.4f} | {mean['rmse']:.4f} | {mean['silog']:.3f} | {shown} |")
     if args.headroom:
@@ -187,7 +206,7 @@ def main() -> int:
         print()
         print("| sigma | alpha | rel | rms | silog | dbe_acc | better than all (rel / rms / silog / dbe_acc) |")
         print("|---:|---:|---:|---:|---:|---:|---|")
-        for row in headroom(train, test):
+        for row in headroom(baselines, test):
             m, w = row["mean"], row["wins"]
             shares = " / ".join(f"{100 * w[k]:.0f}%" for k in HEADROOM_METRICS)
             print(f"| {row['sigma']:g} | {row['alpha']:g} | {m['abs_rel']:.4f} | {m['rmse']:.4f} | "

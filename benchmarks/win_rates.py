@@ -6,7 +6,10 @@ stage and against all of them at once (the frames on which it is better than eve
 
 ``evaluate`` prints the win rate against each row separately; this adds the column "all": a
 frame counts only if the last stage beats rough, ``rough x scale`` and ``rough x (scale, shift)``
-(and any other earlier stage) on it. Lower is better for every metric it accepts.
+(and any other earlier stage) on it. The shares are ``refinedepth.report.win_rate``'s: lower is
+better for errors, higher for d1-d3 and boundary_f1, a tie is not a win, and a frame where a value
+is missing, NaN or infinite is left out of that metric (NaN when no frame is left); an unknown
+metric name is an error.
 
 ``--target F`` adds one line: PASS when the "all" share is at least F on every metric (issue 14's
 item 2 asks for 0.9 on abs_rel, rmse, silog and dbe_acc), else FAIL naming the metrics short of it.
@@ -24,8 +27,12 @@ METRICS = ("abs_rel", "rmse", "silog", "dbe_acc")
 
 
 def win_rates(rows: list[dict[str, str]], metrics=METRICS) -> tuple[str, dict[str, dict[str, float]]]:
-    """``(last stage, {metric: {other stage or "all": share of frames}})`` from the CSV's rows;
-    frames where a value is missing or NaN are left out of that metric."""
+    """``(last stage, {metric: {other stage or "all": share of frames}})`` from the CSV's rows, by
+    :func:`refinedepth.report.win_rate` over the frames that have every stage; per metric, frames
+    where a value is missing, NaN or infinite are left out of every column, so that "all" and the
+    single columns share one denominator."""
+    from refinedepth.report import win_rate
+
     stages: list[str] = []
     values: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)  # id -> stage -> metrics
     for r in rows:
@@ -35,23 +42,16 @@ def win_rates(rows: list[dict[str, str]], metrics=METRICS) -> tuple[str, dict[st
     if len(stages) < 2:
         raise ValueError("the CSV holds one stage only: nothing to compare")
     last, others = stages[-1], stages[:-1]
+    complete = [per_stage for per_stage in values.values() if all(s in per_stage for s in stages)]
     out: dict[str, dict[str, float]] = {}
     for m in metrics:
-        wins: dict[str, list[bool]] = {o: [] for o in [*others, "all"]}
-        for per_stage in values.values():
-            if last not in per_stage or any(o not in per_stage for o in others):
-                continue
-            mine = per_stage[last][m]
-            theirs = [per_stage[o][m] for o in others]
-            if math.isnan(mine) or any(math.isnan(t) for t in theirs):
-                continue
-            for o, t in zip(others, theirs):
-                wins[o].append(mine < t)
-            wins["all"].append(all(mine < t for t in theirs))
-        out[m] = {o: (sum(w) / len(w) if w else math.nan) for o, w in wins.items()}
+        column = {s: [per_stage[s][m] for per_stage in complete] for s in stages}
+        # one denominator for every column: the frames where all the stages' values are finite
+        defined = [all(math.isfinite(column[s][i]) for s in stages) for i in range(len(complete))]
+        column = {s: [v for v, ok in zip(vs, defined) if ok] for s, vs in column.items()}
+        out[m] = {o: win_rate(column[last], column[o], m) for o in others}
+        out[m]["all"] = win_rate(column[last], [column[o] for o in others], m)
     return last, out
-
-
 def verdict(rates: dict[str, dict[str, float]], target: float) -> str:
     """``PASS ...`` when the "all" share reaches ``target`` on every metric, else ``FAIL ...``
     naming the metrics short of it (a metric with no frames counts as short)."""

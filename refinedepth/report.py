@@ -119,14 +119,78 @@ def _best_rows(rows, columns) -> dict[str, int]:
     return best
 
 
+def _higher_is_better(metric: str) -> bool:
+    """The direction of ``metric`` from :data:`refinedepth.metrics.HIGHER_IS_BETTER` and
+    :data:`refinedepth.boundary.BOUNDARY_HIGHER_IS_BETTER`; ValueError for a name neither module has."""
+    from .boundary import BOUNDARY_HIGHER_IS_BETTER, BOUNDARY_METRIC_NAMES
+    from .metrics import HIGHER_IS_BETTER, METRIC_NAMES
+
+    if metric not in METRIC_NAMES and metric not in BOUNDARY_METRIC_NAMES:
+        known = ", ".join((*METRIC_NAMES, *BOUNDARY_METRIC_NAMES))
+        raise ValueError(f"unknown metric {metric!r}: no direction (higher or lower is better); known: {known}")
+    return metric in HIGHER_IS_BETTER or metric in BOUNDARY_HIGHER_IS_BETTER
+
+
 def improvement(rough: Mapping[str, Any], refined: Mapping[str, Any], keys=("abs_rel", "rmse", "d1")) -> dict[str, bool]:
-    """For each key, whether ``refined`` is better than ``rough`` (lower errors, higher δ)."""
-    lower = {key: low for key, _, low in TABLE_COLUMNS}
+    """For each key, whether ``refined`` is better than ``rough``: strictly lower for an error, strictly
+    higher for d1-d3 and boundary_f1 (the direction of :func:`win_rate`; ValueError for an unknown key)."""
     out = {}
     for key in keys:
         a, b = float(rough[key]), float(refined[key])
-        out[key] = b < a if lower.get(key, True) else b > a
+        out[key] = b > a if _higher_is_better(key) else b < a
     return out
+
+
+def win_rate(refined, baselines, metric: str) -> float:
+    """Paired win rate: the share of images on which ``refined`` is better than the baseline, or than
+    every one of several baselines at once, on ``metric``.
+
+    ``refined``: one value of ``metric`` per image (a sequence or 1-D array; ``None`` counts as NaN).
+    ``baselines``: the baseline's values for the same images in the same order, or a list of several
+    such sequences (a 2-D input: one row per baseline) for "better than all of them at once".
+
+    The rule, the same everywhere it is used:
+
+    * **direction** from the metric's name: higher is better for ``d1``, ``d2``, ``d3``
+      (:data:`refinedepth.metrics.HIGHER_IS_BETTER`) and ``boundary_f1``
+      (:data:`refinedepth.boundary.BOUNDARY_HIGHER_IS_BETTER`), lower for every other name of
+      :data:`~refinedepth.metrics.METRIC_NAMES` and :data:`~refinedepth.boundary.BOUNDARY_METRIC_NAMES`;
+      any other name is a ValueError naming it;
+    * **a win is strict**: a tie is not a win (but the image counts in the denominator);
+    * **undefined images are left out**: an image where the refined value or any baseline's value is
+      NaN or infinite (e.g. dbe_acc on a frame without ground-truth edges) is in neither the numerator
+      nor the denominator;
+    * **nothing left** (no images, or none with every value finite): NaN.
+
+    Different lengths are a ValueError. Returns a float in ``[0, 1]`` or NaN.
+    """
+    import numpy as np
+
+    higher = _higher_is_better(metric)
+    try:
+        mine = np.asarray(refined, dtype=np.float64)
+        theirs = np.asarray(baselines, dtype=np.float64)
+    except (TypeError, ValueError) as exc:  # ragged or not numbers
+        raise ValueError(
+            f"win_rate({metric!r}): the values are not per-image numbers of equal length ({exc})"
+        ) from None
+    if mine.ndim != 1:
+        raise ValueError(
+            f"win_rate({metric!r}): the refined values must be one per image (1-D), got shape {mine.shape}"
+        )
+    if theirs.ndim == 1:
+        theirs = theirs[None]
+    if theirs.ndim != 2 or theirs.shape[0] == 0 or theirs.shape[1] != mine.shape[0]:
+        raise ValueError(
+            f"win_rate({metric!r}): expected the baselines' values for the same {mine.shape[0]} images "
+            f"(one sequence, or one per baseline), got shape {np.shape(baselines)}"
+        )
+    defined = np.isfinite(mine) & np.isfinite(theirs).all(axis=0)
+    if not defined.any():
+        return float("nan")
+    mine, theirs = mine[defined], theirs[:, defined]
+    wins = (mine > theirs) if higher else (mine < theirs)
+    return float(wins.all(axis=0).mean())
 
 
 def write_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
@@ -197,6 +261,7 @@ __all__ = [
     "format_table",
     "markdown_table",
     "improvement",
+    "win_rate",
     "write_json",
     "write_markdown_report",
 ]

@@ -1,7 +1,8 @@
-"""benchmarks/kitchen_drift.py: the log-linear fit and the scale on hand-made pairs."""
+"""benchmarks/kitchen_drift.py: the log-linear fit on hand-made pairs, the refiner's stored baselines."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from kitchen_drift import fit_log_linear, fit_scale, main  # noqa: E402
+from kitchen_drift import ROUGH_FLOOR, fit_log_linear, main, stored_baselines  # noqa: E402
+
+from refinedepth.baselines import Baselines  # noqa: E402
 
 
 def _pairs():
@@ -29,9 +32,56 @@ def test_log_linear_fit_recovers_a_power_law():
     assert a == pytest.approx(math.log(2.0), abs=1e-9)
 
 
-def test_scale_is_the_geometric_mean_ratio():
-    pairs = [("f", np.array([[1.0, 2.0, 5.0]]), np.array([[2.0, 8.0, 0.0]]))]  # ratios 2 and 4
-    assert fit_scale(pairs) == pytest.approx(math.sqrt(8.0))
+def test_log_linear_fit_drops_clamped_rough_pixels():
+    pairs = list(_pairs())
+    rough = pairs[0][1]
+    rough[1, :4] = ROUGH_FLOOR  # frames() clamps a rough depth <= 0 to the floor: not a data point
+    rough[2, 0] = math.nan
+    a, b = fit_log_linear(pairs, stride=1)
+    assert b == pytest.approx(1.5, abs=1e-9)
+    assert a == pytest.approx(math.log(2.0), abs=1e-9)
+
+
+def _refiner(run: Path, baselines: dict | None, sub: str = "best") -> Path:
+    ckpt = run / "refiner" / sub
+    ckpt.mkdir(parents=True)
+    meta = {"format": "refinedepth-refiner", "format_version": 1}
+    if baselines is not None:
+        meta["baselines"] = baselines
+    (ckpt / "config.json").write_text(json.dumps(meta))
+    return ckpt
+
+
+def test_baselines_come_from_the_refiner_checkpoint(tmp_path):
+    stored = {"scale": 1.25, "scale_shift": [0.9, 0.3], "pixels": 10, "fitted_on": "a.h5, b.h5", "space": "depth"}
+    _refiner(tmp_path, stored)
+    got = stored_baselines(tmp_path)
+    assert got == Baselines(1.25, (0.9, 0.3), 10, "a.h5, b.h5")
+    rough = np.array([[1.0, 2.0]])
+    np.testing.assert_allclose(got.apply(rough, "scale"), [[1.25, 2.5]])
+    np.testing.assert_allclose(got.apply(rough, "scale_shift"), [[1.2, 2.1]])
+
+
+def _caches(run: Path):
+    for name in ("cache-train.h5", "cache-val.h5", "cache-test.h5"):
+        (run / name).write_bytes(b"")  # main checks they exist before it reads the refiner
+
+
+def test_refiner_without_baselines_is_one_line(tmp_path, monkeypatch, capsys):
+    _caches(tmp_path)
+    ckpt = _refiner(tmp_path, None)
+    monkeypatch.setattr(sys, "argv", ["kitchen_drift.py", str(tmp_path)])
+    assert main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "stores no baselines" in err and str(ckpt) in err
+
+
+def test_run_without_refiner_is_one_line(tmp_path, monkeypatch, capsys):
+    _caches(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["kitchen_drift.py", str(tmp_path)])
+    assert main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "refiner" in err and "does not exist" in err
 
 
 def test_missing_run_is_one_line(tmp_path, monkeypatch, capsys):
@@ -39,15 +89,6 @@ def test_missing_run_is_one_line(tmp_path, monkeypatch, capsys):
     assert main() == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cache-train.h5 does not exist" in err
-
-
-def test_scale_shift_is_ordinary_least_squares():
-    from kitchen_drift import fit_scale_shift
-
-    rough = np.array([[1.0, 2.0, 3.0, 4.0, 9.0]])
-    gt = np.array([[2.5, 4.5, 6.5, 8.5, 0.0]])  # 2 rough + 0.5 where valid
-    s, t = fit_scale_shift([("f", rough, gt)])
-    assert s == pytest.approx(2.0) and t == pytest.approx(0.5)
 
 
 def test_detail_only_upper_bound():
@@ -77,6 +118,23 @@ def test_headroom_rows_beat_every_baseline_when_the_detail_is_all_there_is():
         rough = rng.uniform(1.0, 3.0, (48, 64))
         ripple = np.where(np.arange(64) % 2 == 0, 0.05, -0.05)[None, :] * np.ones((48, 1))
         frames.append((f"f{k}", rough, 1.2 * rough * np.exp(ripple)))
-    (row,) = headroom(frames, frames, sigmas=(2.0,), alphas=(1.0,))
+    baselines = Baselines(1.2, (1.0, 0.5), 1)  # the stored fits: the scale is the true one
+    (row,) = headroom(baselines, frames, sigmas=(2.0,), alphas=(1.0,))
     assert row["sigma"] == 2.0 and row["alpha"] == 1.0
     assert row["mean"]["abs_rel"] < 0.01 and row["wins"]["abs_rel"] == 1.0 and row["wins"]["silog"] == 1.0
+
+
+def test_headroom_leaves_out_frames_without_ground_truth_edges():
+    pytest.importorskip("skimage")
+    from kitchen_drift import headroom
+
+    rng = np.random.default_rng(3)
+    rough = rng.uniform(1.0, 3.0, (48, 64))
+    ripple = np.where(np.arange(64) % 2 == 0, 0.05, -0.05)[None, :] * np.ones((48, 1))
+    flat = np.full((48, 64), 2.0)  # a constant ground truth has no edge: dbe_acc is NaN on it
+    frames = [("edges", rough, 1.2 * rough * np.exp(ripple)), ("flat", flat / 1.2 * 1.01, flat)]
+    (row,) = headroom(Baselines(1.2, (1.0, 0.5), 1), frames, sigmas=(2.0,), alphas=(1.0,))
+    # the flat frame's error is one constant, so the detail-only map is rough x scale itself: a tie on
+    # abs_rel, counted and not a win (1 of 2); its dbe_acc is NaN, left out (1 of 1, not 1 of 2)
+    assert row["wins"]["abs_rel"] == 0.5
+    assert row["wins"]["dbe_acc"] == 1.0

@@ -56,3 +56,27 @@ def test_target_line_from_the_csv(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| abs_rel | 67% | 33% | 33% |" in out
     assert out.strip().endswith("PASS: better than every other stage on at least 30% of the frames on each metric")
+
+
+def test_direction_and_infinite_values_follow_report_win_rate():
+    # per frame: rough, refined; d1 (higher is better) and abs_rel
+    table = {"a": ((0.5, 0.3), (0.6, 0.2)), "b": ((0.5, 0.3), (0.4, 0.4)), "c": ((0.5, 0.3), (0.5, "inf")),
+             "d": ((0.5, 0.3), (0.7, 0.3))}
+    rows = []
+    for fid, stages in table.items():
+        for stage, (d1, rel) in zip(("rough", "+ r"), stages):
+            rows.append({"id": fid, "stage": stage, "d1": str(d1), "abs_rel": str(rel)})
+    _, rates = win_rates(rows, ("d1", "abs_rel"))
+    # d1: higher wins on a and d, b loses, c ties (counted, not a win) -> 2 of 4
+    assert rates["d1"] == {"rough": 0.5, "all": 0.5}
+    # abs_rel: c is infinite, left out; a wins, b loses, d ties -> 1 of 3
+    assert rates["abs_rel"] == pytest.approx({"rough": 1 / 3, "all": 1 / 3})
+
+
+def test_unknown_metric_is_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "s.csv"
+    path.write_text("index,id,stage,abs_rel\n0,a,rough,0.2\n1,a,+ r,0.1\n")
+    monkeypatch.setattr(sys, "argv", ["win_rates.py", str(path), "--metric", "speed"])
+    assert main() == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown metric 'speed'" in err
