@@ -12,9 +12,11 @@ Nothing is replaced by accident: every output path is checked before anything is
 existing file is refused unless ``overwrite=True`` (``--overwrite``); two inputs that would write
 the same output, or an output that is one of the inputs, are refused always.
 
-Images are resized to the backbone's ``info.input_size``, run in batches through the backbone and
-the :class:`~refinedepth.refiner.chain.RefinerChain` (refiners in order), and the last stage is
-resized back to the image's own size (all resizing with :mod:`refinedepth.geometry`).
+Images are resized to the backbone's ``info.input_size`` and run in batches through the backbone,
+then through the :class:`~refinedepth.refiner.chain.RefinerChain` (refiners in order) with the
+image as loaded: a refiner with a full-resolution head outputs at the image's own size directly
+(its head guided by the full-resolution image), and any other last stage is resized to the image's
+size (all resizing with :mod:`refinedepth.geometry`).
 """
 
 from __future__ import annotations
@@ -227,23 +229,37 @@ def predict_images(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     total = len(images)
+    if progress is not None:
+        progress(0, total, desc="predict")
     for start in range(0, total, batch_size):
         chunk = images[start : start + batch_size]
         chunk_plans = plans[start : start + batch_size]
         arrays = [read_image(path) for path, _ in chunk]
-        batch = torch.stack(
-            [resize_rgb(torch.from_numpy(a).permute(2, 0, 1).float() / 255.0, info.input_size) for a in arrays]
-        ).to(dev)
+        full = [torch.from_numpy(a).permute(2, 0, 1).float() / 255.0 for a in arrays]  # [3,H,W] in [0,1]
+        batch = torch.stack([resize_rgb(x, info.input_size) for x in full]).to(dev)
         with torch.no_grad():
             if accepts_ids:
                 rough = model(batch, ids=[name for _, name in chunk])
             else:
                 rough = model(batch)
-            rgb_small = resize_rgb(batch, tuple(rough.shape[-2:]))
-            pred = chain(rough.float(), rgb_small, kind=info.output_kind)[-1]
-        for (path, _name), plan, rgb, depth in zip(chunk, chunk_plans, arrays, pred):
+            rough = rough.float()
+            preds: list[Any] = [None] * len(chunk)
+            if not len(chain):
+                preds = list(rough)
+            else:
+                # the refiners see each image as loaded, and a full-resolution head outputs at the
+                # image's size (as evaluate does at the ground truth's): one call per image size
+                by_size: dict[tuple[int, int], list[int]] = {}
+                for i, a in enumerate(arrays):
+                    by_size.setdefault(tuple(a.shape[:2]), []).append(i)
+                for hw, idx in by_size.items():
+                    rgb_full = torch.stack([full[i] for i in idx]).to(dev)
+                    out = chain(rough[idx], rgb_full, kind=info.output_kind, out_size=hw)[-1]
+                    for i, depth in zip(idx, out):
+                        preds[i] = depth
+        for (path, _name), plan, rgb, depth in zip(chunk, chunk_plans, arrays, preds):
             h, w = rgb.shape[:2]
-            d = resize_smooth(depth[None].float(), (h, w))[0, 0]
+            d = resize_smooth(depth[None].float(), (h, w))[0, 0]  # a no-op where a head output at (h, w)
             d = d.cpu().numpy().astype(np.float32)
             if not np.isfinite(d).all():
                 raise DataError(

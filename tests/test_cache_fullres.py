@@ -130,3 +130,32 @@ def test_an_old_cache_without_rgb_size_still_reads_verifies_and_evaluates(tmp_pa
         assert reader.config.rgb_size == (12, 16) and reader.read(1)["rgb"].shape == (12, 16, 3)
     assert verify_cache(path)["ok"]
     assert evaluate_cache(path, device="cpu", boundary=False).count == 2
+
+
+def test_cache_refiner_guides_its_head_with_the_image_at_the_cache_size(kinect_like, tmp_path):
+    """``cache --refiner`` with a guided head and ``--size gt``: the head runs at the cache's size,
+    guided by the original image resized once to that size (not by the backbone's 24x32 input
+    upscaled)."""
+    import torch
+
+    from refinedepth.geometry import resize_rgb
+    from refinedepth.refiner import Refiner
+
+    from ._helpers_guided import guided_refiner
+
+    root, _, _ = kinect_like
+    size = (60, 80)
+    args = {"root": str(root / "pred"), "input_size": [24, 32]}
+    ref = guided_refiner()
+    kw = dict(backbone="files", backbone_args=args, dataset=f"folder:{root / 'data'}", split="all", device="cpu",
+              batch_size=2, size="gt", gt_size=size)
+    build_cache(tmp_path / "rough.h5", **kw)
+    build_cache(tmp_path / "refined.h5", refiners=[ref], **kw)
+    r = Refiner.from_pretrained(ref)
+    with open_cache(tmp_path / "rough.h5") as plain, open_cache(tmp_path / "refined.h5") as refined:
+        for i in range(3):
+            rgb = np.asarray(Image.open(root / "data" / "rgb" / f"f{i}.png").convert("RGB"))
+            rgb = resize_rgb(torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255, size)[None]
+            rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
+            expected = r.refine_tensor(rough, rgb, output_kind="metric")[0].numpy()
+            np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)

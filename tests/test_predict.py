@@ -111,6 +111,66 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
     assert not np.allclose(image, detail, atol=1e-3)
 
 
+def _toy_rough(rgb):
+    """The toy backbone's output for ``rgb`` [1,3,h,w] in [0,1], at its native 16x24."""
+    import torch.nn.functional as F
+
+    shrink = rgb.shape[-2] > 32 or rgb.shape[-1] > 48
+    x = F.interpolate(rgb, size=(32, 48), mode="bilinear", align_corners=False, antialias=shrink)
+    return 1.0 + 4.0 * F.avg_pool2d(x.mean(1, keepdim=True), 2)
+
+
+def _rgb01(path):
+    import torch
+
+    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+
+
+def test_a_guided_refiner_runs_its_head_at_the_image_resolution_with_the_full_image(toy, images, tmp_path):
+    """A refiner with a full-resolution RGB-guided head: predict's map is the head's output at the
+    image's own size, guided by the image as loaded (what evaluate does at the ground truth's size),
+    not a map refined at the rough map's 16x24 and upsampled. One batch holds three image sizes."""
+    import torch.nn.functional as F
+
+    from refinedepth.refiner import Refiner
+
+    from ._helpers_guided import guided_refiner
+
+    ref = guided_refiner()
+    r = Refiner.from_pretrained(ref)
+    folder, sizes = images
+    predict_images([folder], toy, tmp_path / "o", refiners=[ref], batch_size=3, device="cpu")
+    for name, size in sizes.items():
+        got = np.load(tmp_path / "o" / f"{name.rsplit('.', 1)[0]}_depth.npy")
+        rgb = _rgb01(folder / name)
+        rough = _toy_rough(rgb)
+        expected = r.refine_tensor(rough, rgb, output_kind="metric", out_size=size)[0, 0].numpy()
+        assert got.shape == size
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        # the old way (head at the rough map's size, then upsampled) is measurably different
+        small = F.interpolate(rgb, size=(16, 24), mode="bilinear", align_corners=False, antialias=True)
+        low = r.refine_tensor(rough, small, output_kind="metric")
+        old = F.interpolate(low, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+        assert np.abs(old - expected).max() > 1e-3
+
+    # chained after a refiner without a head: that one refines at its input's size (the image's)
+    plain = shared_refiner()
+    predict_images([folder / "b.jpg"], toy, tmp_path / "c", refiners=[ref, plain], device="cpu")
+    rgb = _rgb01(folder / "b.jpg")
+    first = r.refine_tensor(_toy_rough(rgb), rgb, output_kind="metric", out_size=(45, 60))
+    expected = Refiner.from_pretrained(plain).refine_tensor(first, output_kind="metric")[0, 0].numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "c" / "b_depth.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_progress_starts_at_zero(toy, images, tmp_path):
+    """The bar's clock starts before the first batch (else its first rate is absurd)."""
+    folder, _ = images
+    calls = []
+    predict_images([folder], toy, tmp_path / "o", batch_size=2, device="cpu",
+                   progress=lambda done, total, desc: calls.append((done, total, desc)))
+    assert calls == [(0, 3, "predict"), (2, 3, "predict"), (3, 3, "predict")]
+
+
 def test_find_images_errors(tmp_path, images):
     folder, _ = images
     names = [name for _, name in find_images([folder])]

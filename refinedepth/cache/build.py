@@ -7,8 +7,10 @@
 * resumes the file if it exists and was made by the same request (:class:`CacheConfig` equal),
   refuses it if it differs, replaces it with ``overwrite``;
 * loads samples in DataLoader workers (RGB resized to the backbone's ``input_size``, gt to the
-  cache's ``gt_size`` with nearest neighbour so invalid pixels never blend into valid ones),
-  runs the backbone in batches, resizes its output bilinearly to the cache size and writes;
+  cache's ``gt_size`` with nearest neighbour so invalid pixels never blend into valid ones, and,
+  for refiners that read RGB, the image resized once to the cache's rough size), runs the backbone
+  in batches, resizes its output bilinearly to the cache size (refiners, a full-resolution head
+  included, run at that size) and writes;
 * under ``torchrun`` writes one shard per rank next to the output and lets rank 0 join them with
   :func:`refinedepth.cache.shards.merge_shards`.
 """
@@ -75,11 +77,12 @@ class CacheBuildResult:
 class _BackboneInputs:
     """Per-sample preparation, run in DataLoader workers: RGB float [3,h,w] at the backbone's
     input size, gt float32 [H,W] at the cache's gt size (invalid -> 0), optionally RGB uint8 at
-    the cache's RGB size."""
+    the cache's RGB size, and, with ``refine_size``, RGB float [3,h,w] at that size (the cache's
+    rough size: what refiners conditioned or guided by RGB see, resized once from the image)."""
 
     def __init__(
         self, dataset, indices: Sequence[int], input_size, rgb_size, gt_size, with_rgb: bool,
-        strict_gt_size: bool = False,
+        strict_gt_size: bool = False, refine_size=None,
     ) -> None:
         self.dataset = dataset
         self.strict_gt_size = strict_gt_size
@@ -88,6 +91,7 @@ class _BackboneInputs:
         self.rgb_size = tuple(rgb_size)
         self.gt_size = tuple(gt_size)
         self.with_rgb = with_rgb
+        self.refine_size = None if refine_size is None else tuple(refine_size)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -100,6 +104,8 @@ class _BackboneInputs:
         rgb = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div_(255.0)
         item: dict[str, Any] = {"index": index, "id": str(sample.id)}
         item["rgb_in"] = resize_rgb(rgb, self.input_size)
+        if self.refine_size is not None:
+            item["rgb_refine"] = resize_rgb(rgb, self.refine_size)
         depth = np.where(np.isfinite(sample.depth) & (sample.depth > 0), sample.depth, 0).astype(np.float32)
         gt = torch.from_numpy(depth)
         if self.strict_gt_size and tuple(gt.shape) != self.gt_size:
@@ -285,7 +291,10 @@ def build_cache(
     try:
         pending = writer.pending()
         result.already_done = len(writer) - len(pending)
-        inputs = _BackboneInputs(ds, pending, info.input_size, rgb_size, gt_size, with_rgb, strict_gt_size)
+        # refiners that read RGB (conditioning or a guided head) get the image at the cache's size
+        refine_size = size if any(getattr(r, "needs_rgb", True) for r in chain.refiners) else None
+        inputs = _BackboneInputs(ds, pending, info.input_size, rgb_size, gt_size, with_rgb, strict_gt_size,
+                                 refine_size=refine_size)
         loader = DataLoader(
             inputs,
             batch_size=batch_size,
@@ -318,7 +327,10 @@ def build_cache(
                     )
                 rough = resize_smooth(pred.float(), size, antialias=False)
                 if len(chain):
-                    rough = chain(rough, resize_rgb(rgb, size), kind=info.output_kind)[-1]
+                    rgb_refine = batch.get("rgb_refine")
+                    if rgb_refine is not None:
+                        rgb_refine = rgb_refine.to(torch_device, non_blocking=True)
+                    rough = chain(rough, rgb_refine, kind=info.output_kind)[-1]
                 rough = rough.float().cpu()
             finite = torch.isfinite(rough).flatten(1).all(1)
             if not bool(finite.all()):
