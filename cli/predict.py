@@ -47,6 +47,7 @@ def predict(quiet: bool, **params) -> None:
             overwrite=config.overwrite,
             precision=config.precision,
             detail_sigma=config.detail_sigma,
+            any_backbone=config.any_backbone,
             detail_scale=config.detail_scale,
             progress=progress,
         )

@@ -50,6 +50,9 @@ ROUGH_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("gzip", "lzf", "none")
 PRECISIONS = ("fp32", "bf16")
 HEADS = ("none", "guided")
+#: the backbone name of caches written without one (``write_cache``'s default): not checked
+#: against the backbone a refiner was trained on
+UNKNOWN_BACKBONE = "unknown"
 GUIDES = ("rgb", "gray", "none")
 CACHE_SIZES = ("native", "gt")  # --size words: the backbone's output size, the gt size
 RGB_SIZES = ("gt", "rough")  # --rgb-size words
@@ -702,6 +705,7 @@ class CacheBuildConfig(ConfigBase):
     )
     detail_sigma: float | None = _detail_sigma()
     detail_scale: str = _detail_scale()
+    any_backbone: bool = _any_backbone()
     batch_size: int = int_option(8, minimum=1, help="Backbone batch size.")
     workers: int = _workers()
     seed: int = _seed("Seed set before building the backbone.")
@@ -808,6 +812,7 @@ class PredictConfig(ConfigBase):
     precision: str = _precision()
     detail_sigma: float | None = _detail_sigma()
     detail_scale: str = _detail_scale()
+    any_backbone: bool = _any_backbone()
     device: str = _device()
 
 

@@ -195,7 +195,6 @@ def evaluate_cache(
     ``rough x (scale, shift)`` after ``rough``; ``win_rates`` gives, for the rough and baseline
     rows, the share of images on which the last stage is better (abs_rel, rmse, silog, dbe_acc).
     """
-    import numpy as np
 
     from .cache import CacheDataset
     from .device import resolve_device
@@ -224,7 +223,8 @@ def evaluate_cache(
     dev = resolve_device(device)
     chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma,
                              detail_scale=detail_scale)
-    chain.check_backbone(attrs.get("backbone"), f"cache {cache!r}", any_backbone=any_backbone)
+    chain.check_backbone(attrs.get("backbone"), f"cache {cache!r} holds rough maps of backbone",
+                         any_backbone=any_backbone)
     has_rgb = bool(attrs.get("has_rgb", False))
     for path, refiner in zip(chain.paths, chain.refiners):
         if refiner.needs_rgb and not has_rgb:
@@ -328,7 +328,7 @@ def evaluate_cache(
         for other in names[:-1]:
             if other.startswith("+ "):  # an earlier refined stage of the chain
                 continue
-            win_rates[other] = {k: _win_rate(last[k], per_image_values[other][k]) for k in compared}
+            win_rates[other] = {k: _win_rate(last[k], per_image_values[other][k], k) for k in compared}
     return EvaluationResult(
         rows=rows,
         cache=cache,
@@ -349,13 +349,13 @@ def evaluate_cache(
     )
 
 
-def _win_rate(mine: list[float], other: list[float]) -> float | None:
-    """Share of images (where both values are defined) on which ``mine`` is lower (better)."""
-    a, b = np.asarray(mine, dtype=np.float64), np.asarray(other, dtype=np.float64)
-    if a.shape != b.shape or a.size == 0:
-        return None
-    both = np.isfinite(a) & np.isfinite(b)
-    return float((a[both] < b[both]).mean()) if both.any() else None
+def _win_rate(mine: list[float], other: list[float], metric: str) -> float | None:
+    """:func:`refinedepth.report.win_rate` of the last stage against ``other`` (``None`` where no
+    image has both values, for the JSON)."""
+    from .report import win_rate
+
+    share = win_rate(mine, other, metric)
+    return None if math.isnan(share) else share
 
 
 def _floats(d: dict[str, Any]) -> dict[str, float]:
@@ -405,7 +405,6 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
     ``RGB | rough | refined... | GT | |rough-gt| | |last-gt|`` (depth colours share the row's
     ground-truth range, both error maps the same scale); returns the written paths
     (``grid.png`` with every row, then one ``sample_<id>.png`` per sample)."""
-    import numpy as np
 
     from .visualize import colorize_depth, error_map, save_grid
 
@@ -446,7 +445,6 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
 
 def _rgb_image(rgb, size):
     """uint8 HxWx3 at ``size`` from a float [0,1] HxWx3 array (grey when the cache has no RGB)."""
-    import numpy as np
 
     from .geometry import resize_rgb
 

@@ -185,6 +185,7 @@ def predict_images(
     precision: str = "fp32",
     detail_sigma: float | None = None,
     detail_scale: str = "global",
+    any_backbone: bool = False,
     progress: ProgressCallback | None = None,
 ) -> PredictResult:
     """Predict depth for every image in ``inputs`` and write PNG/NPY/colour files to ``out_dir``.
@@ -194,7 +195,8 @@ def predict_images(
     initialisation, different on every run) gets one warning, also listed in the result.
     ``precision`` (``fp32`` or ``bf16``) is the refiners' inference precision; ``detail_sigma``
     makes them detail-only, ``detail_scale="image"`` keeping their per-image scale
-    (:meth:`~refinedepth.refiner.api.Refiner.set_detail`).
+    (:meth:`~refinedepth.refiner.api.Refiner.set_detail`). Refiners trained on another
+    backbone's maps are refused unless ``any_backbone``.
     Returns a :class:`PredictResult` listing, per image, its outputs and depth range.
     """
     import numpy as np
@@ -216,6 +218,7 @@ def predict_images(
                               detail_scale=detail_scale)
     model = load_backbone(backbone, weights, backbone_options).to(dev)
     info = model.info
+    chain.check_backbone(info.name, "--backbone is", any_backbone=any_backbone)
     kind = chain.output_kind(info.output_kind)
     accepts_ids = bool(getattr(model, "accepts_ids", False))
     result = PredictResult(out_dir=str(out_dir), output_kind=kind)

@@ -89,8 +89,8 @@ def test_a_cache_of_another_backbone_is_refused_unless_asked(tmp_path):
         evaluate_cache(other, [run], device="cpu", boundary=False)
     assert str(err.value) == (
         f"cache {str(other)!r} holds rough maps of backbone 'fcrn' but refiner {str(run)!r} was trained on "
-        "maps of 'files': its correction and baselines do not carry over; cache the data with --backbone files, "
-        "or pass --any-backbone to apply it anyway"
+        "rough maps of 'files': its correction and baselines do not carry over; use that backbone's maps "
+        "(--backbone files), or pass --any-backbone to apply it anyway"
     )
     res = CliRunner().invoke(cli, ["evaluate", "--cache", str(other), "--refiner", str(run), "--device", "cpu"])
     assert res.exit_code == 1 and "holds rough maps of backbone 'fcrn'" in res.output
@@ -118,3 +118,34 @@ def test_a_refiner_that_needs_rgb_on_a_cache_without_it_names_the_fix(tmp_path):
         f"cache {str(bare)!r} has no rgb dataset but refiner {str(run)!r} is conditioned on 'rough+rgb'; "
         "re-create the cache with 'refinedepth cache ... --with-rgb'"
     )
+
+
+@pytest.mark.filterwarnings("ignore:backbone 'fcrn' has no weights")
+def test_predict_and_cache_refuse_a_refiner_of_another_backbone_before_writing(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from refinedepth.cache.build import build_cache
+    from refinedepth.errors import DataError
+    from refinedepth.predict import predict_images
+    from refinedepth.refiner.train import TrainConfig, train_refiner
+
+    run = tmp_path / "run"
+    train_refiner(TrainConfig(train=str(_kitchen_like_cache(tmp_path / "files.h5", "files")), out=str(run),
+                              size=(64, 64), max_steps=1, device="cpu"))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    tiny = {"encoder": "resnet18", "input_size": [32, 32]}
+    expected = (f"--backbone is 'fcrn' but refiner {str(run)!r} was trained on rough maps of 'files': its "
+                "correction and baselines do not carry over; use that backbone's maps (--backbone files), or "
+                "pass --any-backbone to apply it anyway")
+    with pytest.raises(DataError) as err:
+        predict_images([tmp_path / "a.png"], "fcrn", tmp_path / "pred", backbone_options=tiny, refiners=[run],
+                       device="cpu")
+    assert str(err.value) == expected and not list((tmp_path / "pred").glob("*"))
+    with pytest.raises(DataError) as err:
+        build_cache(tmp_path / "c.h5", backbone="fcrn", backbone_args=tiny, dataset="synthetic", limit=1,
+                    refiners=[run], device="cpu")
+    assert str(err.value) == expected and not (tmp_path / "c.h5").exists()
+    out = predict_images([tmp_path / "a.png"], "fcrn", tmp_path / "pred", backbone_options=tiny, refiners=[run],
+                         device="cpu", any_backbone=True)
+    assert len(out.outputs) == 1

@@ -195,6 +195,17 @@ def test_guided_training_sharpens_a_blurred_map_saves_and_refines_any_size(cache
     other = r.refine(F.interpolate(torch.from_numpy(rough), size=(100, 150), mode="bilinear").numpy()[:, 0],
                      rgb=np.stack([np.asarray(Image.fromarray(x).resize((150, 100))) for x in rgb]))
     assert other.shape == (2, 100, 150) and np.isfinite(other).all()
+    # a rough map at a quarter of the image's size, refined at the image's: the head's detail at
+    # full resolution, what refine_tensor gives for the image's size (not the small map upsampled)
+    small = F.interpolate(torch.from_numpy(rough), size=(16, 24), mode="bilinear").numpy()
+    full = r.refine(small[:, 0], rgb=rgb, out_size="64x96")
+    assert full.shape == (2, 64, 96)
+    rgb_t = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
+    expected = r.refine_tensor(torch.from_numpy(small), rgb_t, out_size=(64, 96))[:, 0].numpy()
+    np.testing.assert_allclose(full, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(refined - gt)[near].mean() < np.abs(
+        F.interpolate(torch.from_numpy(r.refine(small[:, 0], rgb=rgb)[:, None]), size=(64, 96),
+                      mode="bilinear").numpy()[:, 0] - gt)[near].mean()
     with pytest.raises(Exception, match="needs rgb"):
         r.refine(rough[:, 0])
 

@@ -140,6 +140,7 @@ def build_cache(
     refiners: Sequence[str | os.PathLike] = (),
     detail_sigma: float | None = None,
     detail_scale: str = "global",
+    any_backbone: bool = False,
     batch_size: int = 8,
     workers: int = 0,
     device: str = "auto",
@@ -153,7 +154,8 @@ def build_cache(
     Args mirror ``refinedepth cache``. ``size``: ``"native"`` (default: the backbone's output as
     it is, its ``BackboneInfo.output_size``), ``"gt"`` (resized once to the gt size) or
     ``(height, width)`` / ``"HxW"``; ``gt_size`` (``None``: the dataset's native ground-truth
-    size) and ``rgb_size`` (``"gt"``, ``"rough"`` or a size not larger than the gt size) likewise. Under ``torchrun``
+    size) and ``rgb_size`` (``"gt"``, ``"rough"`` or a size not larger than the gt size) likewise.
+    ``refiners`` trained on another backbone's maps are refused unless ``any_backbone``. Under ``torchrun``
     every rank writes ``shard_path(out, rank, world)`` and rank 0 merges them into ``out``.
     """
     import torch
@@ -264,6 +266,7 @@ def build_cache(
     model = model.to(torch_device).eval()
     accepts_ids = bool(getattr(model, "accepts_ids", False))
     chain = RefinerChain.load(refiners, torch_device, detail_sigma=detail_sigma, detail_scale=detail_scale)
+    chain.check_backbone(backbone, "--backbone is", any_backbone=any_backbone)
     config = CacheConfig(
         **request,
         backbone_config=dict(info.config),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import COMPRESSIONS, ROUGH_DTYPES  # noqa: F401 (the name lists live there)
+from ..config import COMPRESSIONS, ROUGH_DTYPES, UNKNOWN_BACKBONE  # noqa: F401 (the name lists live there)
 from ..errors import ConfigError
 
 FORMAT = "refinedepth-cache"
@@ -22,9 +22,6 @@ SCHEMA_VERSION = 1
 DEFAULT_COMPRESSION = "lzf"
 GZIP_LEVEL = 4
 
-
-#: the backbone name of caches written without one (``write_cache``'s default)
-UNKNOWN_BACKBONE = "unknown"
 
 @dataclass(frozen=True)
 class CacheConfig:

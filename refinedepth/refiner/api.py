@@ -302,13 +302,21 @@ class Refiner:
         *,
         output_kind: str | None = None,
         batch_size: int = 8,
+        out_size: Any = None,
     ) -> np.ndarray | torch.Tensor:
-        """Refine one map or a batch; returns metric depth with the input's type, shape and size.
+        """Refine one map or a batch; returns metric depth with the input's type and shape, at the
+        input's size or ``out_size``.
 
         ``rough``: ``[H,W]``, ``[B,H,W]`` or ``[B,1,H,W]`` (numpy or torch, any float dtype).
         ``rgb`` (for refiners conditioned on RGB): numpy ``[H,W,3]``/``[B,H,W,3]`` (uint8 0-255 or
         float 0-1) or torch ``[3,H,W]``/``[B,3,H,W]``; it may have a different size than ``rough``.
+        ``out_size`` ``(H, W)`` or ``"HxW"``: the output's size (default: ``rough``'s); a refiner
+        with a full-resolution head works at it, so pass the image's size to get the detail at
+        the image's resolution (:meth:`refine_tensor`).
         """
+        from ..geometry import parse_hw
+
+        size = None if out_size is None else parse_hw(out_size, "out_size")
         ref = rough if rough is not None else rgb
         if ref is None:
             raise ShapeError("refine: expected a rough map (and/or rgb), got None")
@@ -322,8 +330,9 @@ class Refiner:
         for start in range(0, n, max(1, batch_size)):
             r = rough_t[start : start + batch_size] if rough_t is not None else None
             c = rgb_t[start : start + batch_size] if rgb_t is not None else None
-            outs.append(self.refine_tensor(r, c, output_kind=output_kind))
-        out = torch.cat(outs, dim=0).reshape(shape)
+            outs.append(self.refine_tensor(r, c, output_kind=output_kind, out_size=size))
+        out = torch.cat(outs, dim=0)
+        out = out.reshape(shape if size is None else (*shape[:-2], *out.shape[-2:]))
         if as_numpy:
             return out.cpu().numpy().astype(np.float32, copy=False)
         return out

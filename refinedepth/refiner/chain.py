@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache.config import UNKNOWN_BACKBONE
+from ..config import UNKNOWN_BACKBONE
 from ..errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:  # importing this module does not import torch
@@ -182,17 +182,18 @@ class RefinerChain:
     def check_backbone(self, backbone: str | None, where: str, *, any_backbone: bool = False) -> None:
         """Refuse rough maps of a backbone the first refiner was not trained on: its corrections
         and its stored baselines were fitted to its training backbone's maps, and on another's
-        they measure nothing. ``where`` names the maps' source (a cache file, "the images");
-        ``any_backbone`` applies it anyway. Refiners that record no backbone pass."""
+        they measure nothing. ``where`` says where the maps come from, completed by the name:
+        ``"cache 'x.h5' holds rough maps of backbone"``, ``"--backbone is"``. ``any_backbone``
+        applies it anyway; refiners that record no backbone pass."""
         if any_backbone or not self.refiners or not backbone or backbone == UNKNOWN_BACKBONE:
             return
         trained = trained_backbones(getattr(self.refiners[0], "meta", None) or {})
         if trained and backbone not in trained:
             names = " and ".join(repr(b) for b in trained)
             raise DataError(
-                f"{where} holds rough maps of backbone {backbone!r} but refiner {self.paths[0]!r} was trained "
-                f"on maps of {names}: its correction and baselines do not carry over; cache the data with "
-                f"--backbone {trained[0]}, or pass --any-backbone to apply it anyway"
+                f"{where} {backbone!r} but refiner {self.paths[0]!r} was trained on rough maps of {names}: "
+                f"its correction and baselines do not carry over; use that backbone's maps "
+                f"(--backbone {trained[0]}), or pass --any-backbone to apply it anyway"
             )
 
     def output_kind(self, input_kind: str) -> str:
