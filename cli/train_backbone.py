@@ -54,29 +54,15 @@ def train_backbone(resume: bool, overwrite: bool, quiet: bool, **params) -> None
 
 
 def _resume_config(config):
-    """On --resume keep the recorded settings, except epochs (which may grow) and runtime knobs."""
-    import dataclasses
-
-    from refinedepth.train_backbone import stored_config
+    """On --resume: the recorded settings, with the options given on this command line on top."""
+    from refinedepth.train_backbone import resume_config, stored_config
 
     saved = stored_config(config.out)
     if saved is None:
         return config  # train_backbone explains what is missing
     ctx = click.get_current_context()
     explicit = {
-        name
-        for name in ctx.params
+        name for name in ctx.params
         if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)
     }
-    runtime = {"epochs", "device", "workers", "out"}
-    changes = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name in runtime or (f.name in explicit and f.name not in ("backbone_args", "dataset_args"))
-    }
-    # repeated KEY=VALUE options: explicit ones replace the recorded dict
-    if "backbone_args" in explicit:
-        changes["backbone_args"] = config.backbone_args
-    if "dataset_args" in explicit:
-        changes["dataset_args"] = config.dataset_args
-    return dataclasses.replace(saved, **changes)
+    return resume_config(saved, config, explicit)

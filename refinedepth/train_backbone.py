@@ -36,11 +36,12 @@ Library use::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,19 @@ def stored_config(out: str | os.PathLike) -> TrainBackboneConfig | None:
         except (CheckpointError, ConfigError, KeyError, TypeError):
             continue
     return None
+
+
+def resume_config(
+    saved: TrainBackboneConfig, given: TrainBackboneConfig, explicit: Iterable[str]
+) -> TrainBackboneConfig:
+    """What ``--resume`` trains with: the run's recorded settings, with the options the user gave
+    explicitly (``explicit``: field names) and ``out`` taken from ``given``. An option left out
+    keeps its recorded value (``epochs`` too: a run started with 40 resumes to 40, not to the
+    default); a given option that may not change (not in :data:`RESUMABLE_CHANGES`) is refused
+    by :func:`train_backbone` with the list of those that may."""
+    names = {f.name for f in dataclasses.fields(given)}
+    changes = {name: getattr(given, name) for name in {*explicit, "out"} if name in names}
+    return dataclasses.replace(saved, **changes)
 
 
 # --------------------------------------------------------------------------- training

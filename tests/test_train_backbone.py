@@ -159,6 +159,13 @@ def test_cli_trains_and_resumes(tmp_path):
     resumed = CliRunner().invoke(cli, [*args, "--epochs", "2", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "config.json").read_text())["epochs_done"] == 2
+    # without --epochs the recorded 2 stand (not the default 20): nothing left to train
+    done = CliRunner().invoke(cli, [*args, "--resume"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "config.json").read_text())["epochs_done"] == 2
+    # an option that may not change is refused, naming those that may
+    other = CliRunner().invoke(cli, [*args, "--lr", "1e-2", "--resume"])
+    assert other.exit_code == 1 and "lr was 0.001" in other.output and "only epochs, device" in other.output
     fresh = CliRunner().invoke(cli, [*args, "--epochs", "1", "--overwrite"])
     assert fresh.exit_code == 0, fresh.output
     assert json.loads((out / "config.json").read_text())["epochs_done"] == 1
