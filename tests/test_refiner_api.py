@@ -123,6 +123,17 @@ def test_per_sample_normalisation_lifts_relative_and_disparity_maps():
     torch.testing.assert_close(metric.unit_to_depth(torch.tensor([-1.0, 0.0, 1.0, 2.0])), torch.tensor([0.01, 5.0, 10.0, 10.0]))
 
 
+def test_per_sample_percentiles_are_exact_on_a_large_map():
+    # 1080x1440 (1.6 M pixels): NumPy's linear-interpolation percentiles, not a subsample's
+    rng = np.random.default_rng(3)
+    x = rng.gamma(2.0, 1.0, (1, 1, 1080, 1440)).astype(np.float32)
+    rel = Normalization(output_kind="relative", max_depth=10.0)
+    lo, hi = np.percentile(x.astype(np.float64), [rel.low_percentile, rel.high_percentile])
+    expected = np.clip((x - lo) / (hi - lo) * 2 - 1, -1, 1)
+    got = rel.rough_to_unit(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
 def test_optimize_hook_runs_inference_through_the_returned_module(run_dir):
     calls = []
 

@@ -78,8 +78,10 @@ def test_small_matches_pytorch_on_two_sizes(tmp_path, kind):
 
 def test_resize_decoder_exports(tmp_path):
     refiner = make_refiner("small", residual=True, upsample="resize")
+    state = torch.get_rng_state()
     worst = run_both(refiner, tmp_path / "resize.onnx", [(1, 64, 64), (2, 96, 80)])
     assert worst < TOL
+    assert torch.equal(torch.get_rng_state(), state)  # exporting leaves the caller's global RNG alone
 
 
 def test_rough_rgb_refiner_with_rgb_of_another_size(tmp_path):

@@ -17,6 +17,7 @@ so a residual refiner keeps the rough map's full-resolution detail.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,11 +104,15 @@ class Normalization:
         return depth.clamp(MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 
 
+#: the most elements torch.quantile takes in older releases (2^24); up to it the quantiles are
+#: exact, as the ONNX export's sort computes them
+QUANTILE_LIMIT = 2**24
+
 def _per_sample_unit(x: torch.Tensor, low: float, high: float, reference: torch.Tensor | None = None) -> torch.Tensor:
     flat = (x if reference is None else reference).reshape(x.shape[0], -1)
     q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
-    if flat.shape[1] > 2**20:  # quantile has a size limit; a strided subsample is plenty
-        flat_q = flat[:, :: flat.shape[1] // 2**20 + 1]
+    if flat.numel() > QUANTILE_LIMIT:  # older torch refuses larger inputs; a strided subsample is plenty
+        flat_q = flat[:, :: math.ceil(flat.numel() / QUANTILE_LIMIT)]
     else:
         flat_q = flat
     lo_hi = torch.quantile(flat_q, q, dim=1)  # [2, B]
