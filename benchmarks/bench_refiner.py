@@ -158,9 +158,9 @@ def bench_inference(
 
 
 class TrainStep:
-    """One pix2pix step as ``train_refiner`` takes it: D on (x, real) and (x, fake.detach()),
-    BCE, loss halved, Adam step; then G with BCE on D(x, fake) + 100 * masked L1, Adam step (its
-    backward computes G's gradients only, not D's weight gradients).
+    """One pix2pix step, ``train_refiner``'s own (``refinedepth.refiner.train.gan_step``): D on
+    (x, real) and (x, fake.detach()), BCE, loss halved, Adam step; then G with BCE on D(x, fake) +
+    100 * masked L1, Adam step (its backward computes G's gradients only, not D's weight gradients).
 
     ``fast``: ``prepare_for_training`` on G and D and the fused Adam of ``fast.adam``.
     ``smooth``: ReLU and LeakyReLU replaced by the identity, for comparing kernels: with them, a
@@ -209,29 +209,15 @@ class TrainStep:
         self.x = (torch.rand(batch, 1, *size, generator=gen) * 2 - 1).to(dtype)
         self.gt = (torch.rand(batch, 1, *size, generator=gen) * 2 - 1).to(dtype)
         self.valid = torch.rand(batch, 1, *size, generator=gen) > 0.1
-        self.bce = torch.nn.BCEWithLogitsLoss()
 
     def __call__(self) -> tuple[float, float]:
         import torch
 
+        from refinedepth.refiner.train import gan_step
+
         torch.manual_seed(0)  # same dropout masks in every variant
-        fake = self.g(self.x)
-        real = torch.where(self.valid, self.gt, fake.detach())
-        self.opt_d.zero_grad(set_to_none=True)
-        d_real = self.d(torch.cat([self.x, real], 1))
-        d_fake = self.d(torch.cat([self.x, fake.detach()], 1))
-        loss_d = 0.5 * (
-            self.bce(d_real, torch.ones_like(d_real)) + self.bce(d_fake, torch.zeros_like(d_fake))
-        )
-        loss_d.backward()
-        self.opt_d.step()
-        self.opt_g.zero_grad(set_to_none=True)
-        d_out = self.d(torch.cat([self.x, fake], 1))
-        l1 = ((fake - self.gt).abs() * self.valid).sum() / self.valid.sum().clamp(min=1)
-        loss_g = self.bce(d_out, torch.ones_like(d_out)) + 100.0 * l1
-        loss_g.backward(inputs=list(self.g.parameters()))  # D is not updated by the G step
-        self.opt_g.step()
-        return float(loss_d.detach()), float(loss_g.detach())
+        losses, _ = gan_step(self.g, self.d, self.opt_g, self.opt_d, self.x, self.gt, self.valid)
+        return losses["loss_d"], losses["loss_g_gan"] + 100.0 * losses["loss_g_l1"]
 
 
 def grad_difference(a: TrainStep, b: TrainStep) -> float:

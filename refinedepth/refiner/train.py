@@ -566,8 +566,56 @@ def _train_step(
     x = generator_input(rough_unit, rgb_to_unit(rgb) if rgb is not None else None, config.inputs)
     residual = config.effective_residual
 
+    losses, out = gan_step(
+        generator, discriminator, opt_g, opt_d, x, gt_unit, valid, rough_unit=rough_unit, residual=residual,
+        gan_mode=config.gan_mode, lambda_l1=config.lambda_l1, amp=amp, use_gan=use_gan,
+    )
+    if head is not None:
+        # The head learns from its own loss, given the U-Net's (detached) correction as a feature:
+        # trained jointly through the correction, the U-Net's larger L1 and GAN gradients set the
+        # pace and the head learned only a constant (degraded-sensor benchmark, docs/results.md).
+        loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, device=device)
+        opt_h.zero_grad(set_to_none=True)
+        loss_head.backward()
+        # the log-depth loss has rare large gradients (near-zero depths, new edges): clip the
+        # head's gradient so one batch cannot undo the run
+        torch.nn.utils.clip_grad_norm_(list(head.parameters()), HEAD_CLIP_NORM)
+        opt_h.step()
+        losses["loss_head"] = loss_head.detach().item()
+    return losses
+
+
+def gan_step(
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    x: torch.Tensor,
+    gt_unit: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    rough_unit: torch.Tensor | None = None,
+    residual: bool = False,
+    gan_mode: str = "vanilla",
+    lambda_l1: float = 100.0,
+    amp: bool = False,
+    use_gan: bool = True,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """The cGAN update of paper Eq. 2 on a prepared batch: one D step (its loss halved), then one
+    G step on ``gan + lambda_l1 * L1`` with invalid pixels masked. ``x`` is the generator's input,
+    ``gt_unit`` the target in its output space, ``valid`` the pixels that count (holes are given
+    the fake's values in D's real pair, so they look the same in both pairs); a ``residual``
+    generator's output is added to ``rough_unit``. Without ``use_gan`` only the L1 step runs.
+    ``amp`` runs the networks under bfloat16 autocast. Returns the losses and the generator's raw
+    output (detached). :func:`train_refiner` and the benchmarks take this one step; the networks'
+    outputs are cast to float32 only under ``amp`` (other dtypes, e.g. float64 checks, stay)."""
+    device = x.device
+
+    def full(t: torch.Tensor) -> torch.Tensor:
+        return t.float() if amp else t
+
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        out = generator(x).float()
+        out = full(generator(x))
     fake = rough_unit + out if residual else out
 
     loss_d = torch.zeros((), device=device)
@@ -575,9 +623,9 @@ def _train_step(
         real = torch.where(valid, gt_unit, fake.detach())  # holes look the same in both pairs
         opt_d.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            d_real = discriminator(torch.cat([x, real], dim=1)).float()
-            d_fake = discriminator(torch.cat([x, fake.detach()], dim=1)).float()
-        loss_d = 0.5 * (gan_loss(d_real, True, config.gan_mode) + gan_loss(d_fake, False, config.gan_mode))
+            d_real = full(discriminator(torch.cat([x, real], dim=1)))
+            d_fake = full(discriminator(torch.cat([x, fake.detach()], dim=1)))
+        loss_d = 0.5 * (gan_loss(d_real, True, gan_mode) + gan_loss(d_fake, False, gan_mode))
         loss_d.backward()
         opt_d.step()
 
@@ -590,26 +638,14 @@ def _train_step(
         # set_requires_grad(netD, False) does). The trajectory is the same; the step is cheaper.
         no_sync = getattr(discriminator, "no_sync", contextlib.nullcontext)
         with no_sync(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            d_out = discriminator(torch.cat([x, fake], dim=1)).float()
-        loss_gan = gan_loss(d_out, True, config.gan_mode)
-    loss_g = loss_gan + config.lambda_l1 * loss_l1
+            d_out = full(discriminator(torch.cat([x, fake], dim=1)))
+        loss_gan = gan_loss(d_out, True, gan_mode)
+    loss_g = loss_gan + lambda_l1 * loss_l1
     trained = [p for group in opt_g.param_groups for p in group["params"] if p.requires_grad]
     loss_g.backward(inputs=trained)
     opt_g.step()
     losses = {"loss_d": loss_d.item(), "loss_g_gan": loss_gan.item(), "loss_g_l1": loss_l1.detach().item()}
-    if head is not None:
-        # The head learns from its own loss, given the U-Net's (detached) correction as a feature:
-        # trained jointly through the correction, the U-Net's larger L1 and GAN gradients set the
-        # pace and the head learned only a constant (degraded-sensor benchmark, docs/results.md).
-        loss_head = _head_loss(batch, out.detach(), rough, head, params, norm=norm, kind=kind, device=device)
-        opt_h.zero_grad(set_to_none=True)
-        loss_head.backward()
-        # the log-depth loss has rare large gradients (near-zero depths, new edges): clip the
-        # head's gradient so one batch cannot undo the run
-        torch.nn.utils.clip_grad_norm_(list(head.parameters()), HEAD_CLIP_NORM)
-        opt_h.step()
-        losses["loss_head"] = loss_head.detach().item()
-    return losses
+    return losses, out.detach()
 
 
 def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, kind: str, device):
