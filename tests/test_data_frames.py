@@ -18,6 +18,8 @@ def test_slice_of_the_split_in_order_then_limit():
     assert np.array_equal(picked[1].depth, whole[7].depth)
     limited = open_dataset("synthetic", split="test", size=(24, 32), every=3, limit=2)
     assert limited.ids == ids[0:6:3]
+    with pytest.raises(ConfigError, match="limit must be a positive number of samples, got 0"):
+        open_dataset("synthetic", split="test", size=(24, 32), every=3, limit=0)
 
 
 @pytest.mark.parametrize(

@@ -189,13 +189,7 @@ def open_dataset(spec: str, split: str = "train", limit: int | None = None, **op
         return _reader(name)(arg, split=split, limit=limit, spec=spec.strip(), **options)
     selection = _frame_slice(spec.strip(), **frames)
     dataset = _reader(name)(arg, split=split, limit=None, spec=spec.strip(), **options)
-    items = dataset._items[selection]
-    if limit is not None:
-        if int(limit) < 1:
-            raise ConfigError(f"{spec}: limit must be a positive number of samples, got {limit}")
-        items = items[: int(limit)]
-    dataset._items = items
-    return dataset
+    return dataset.select(selection, limit)
 
 
 def _frame_slice(spec: str, offset: Any = None, stop: Any = None, every: Any = None) -> slice:

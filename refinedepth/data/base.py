@@ -67,13 +67,21 @@ class DepthDataset:
     max_depth: float = 10.0
 
     def __init__(self, spec: str, split: str, items: Sequence, limit: int | None = None) -> None:
-        if limit is not None:
-            if int(limit) < 1:
-                raise ConfigError(f"{spec}: limit must be a positive number of samples, got {limit}")
-            items = items[: int(limit)]
         self.spec = spec
         self.split = split
         self._items = list(items)
+        self.select(limit=limit)
+
+    def select(self, frames: slice | None = None, limit: int | None = None) -> DepthDataset:
+        """Keep the samples ``frames`` picks (a slice of the split), then the first ``limit`` of
+        them; in place, returns ``self``."""
+        items = self._items if frames is None else self._items[frames]
+        if limit is not None:
+            if int(limit) < 1:
+                raise ConfigError(f"{self.spec}: limit must be a positive number of samples, got {limit}")
+            items = items[: int(limit)]
+        self._items = list(items)
+        return self
 
     @property
     def native_size(self) -> tuple[int, int] | None:
