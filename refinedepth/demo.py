@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import SYNTHETIC_FAMILIES
 from .errors import ConfigError
 from .progress import ProgressCallback
 
@@ -116,8 +117,10 @@ class DemoConfig:
         return cls(**settings)
 
     def __post_init__(self) -> None:
-        if self.family not in ("indoor", "outdoor"):
-            raise ConfigError(f"demo family must be 'indoor' or 'outdoor', got {self.family!r}")
+        if self.family not in SYNTHETIC_FAMILIES:
+            raise ConfigError(
+                f"demo family must be one of {', '.join(map(repr, SYNTHETIC_FAMILIES))}, got {self.family!r}"
+            )
         for name in ("backbone_train", "refiner_train", "val", "test", "backbone_epochs", "refiner_epochs"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"demo {name} must be >= 1, got {getattr(self, name)}")

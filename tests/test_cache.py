@@ -381,3 +381,16 @@ def test_verify_reports_problems(tmp_path):
     assert "sample 2 (c): gt has no valid pixel" in report["problems"]
     d = describe_cache(tmp_path / "v.h5")
     assert d["done"] == 4 and d["samples"] == 5 and not d["complete"]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_export_ab_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit):
+    from refinedepth.cache import write_cache
+    from refinedepth.cache.export import export_ab
+    from refinedepth.errors import ConfigError
+
+    gt = np.full((3, 8, 8), 2.0, np.float32)
+    cache = write_cache(tmp_path / "c.h5", rough=gt, gt=gt, max_depth=10.0)
+    with pytest.raises(ConfigError, match=f"--limit must be a positive number of samples, got {limit}"):
+        export_ab(cache, tmp_path / "ab", limit=limit)
+    assert not (tmp_path / "ab").exists()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import EXPORT_AT
 from ..errors import CacheError, ConfigError
 from ..geometry import resize_depth, resize_smooth
 from .reader import open_cache
@@ -40,7 +41,7 @@ def export_ab(
     out_dir: str | os.PathLike,
     *,
     scale: float | None = None,
-    at: str = "rough",
+    at: str = EXPORT_AT[0],
     limit: int | None = None,
     overwrite: bool = False,
     progress=None,
@@ -61,8 +62,10 @@ def export_ab(
 
     from ..data.io import write_depth_png
 
-    if at not in ("rough", "gt"):
-        raise ConfigError(f"--at must be 'rough' or 'gt', got {at!r}")
+    if at not in EXPORT_AT:
+        raise ConfigError(f"--at must be one of {', '.join(map(repr, EXPORT_AT))}, got {at!r}")
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"--limit must be a positive number of samples, got {limit}")
     out_dir = Path(out_dir)
     with open_cache(cache) as reader:
         cfg = reader.config
