@@ -46,6 +46,7 @@ from torch import nn
 
 from refinedepth.contract import replace_file
 from refinedepth.errors import CheckpointError, ConfigError, FileFormatError, ShapeError
+from refinedepth.geometry import parse_hw
 from refinedepth.registry import BackboneInfo
 
 EXACT_ENCODER = "laina-resnet50"
@@ -430,12 +431,10 @@ def _normalise_options(options: Mapping[str, Any]) -> dict[str, Any]:
     cfg = {**DEFAULTS, **{k: v for k, v in options.items()}}
     cfg["encoder"] = str(cfg["encoder"] or EXACT_ENCODER)
     cfg["encoder_args"] = dict(cfg["encoder_args"] or {})
-    size = cfg["input_size"]
-    if isinstance(size, int):
-        size = (size, size)
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or any(int(s) < 32 for s in size):
-        raise ConfigError(f"fcrn: input_size must be (height, width) with both >= 32, got {size!r}")
-    cfg["input_size"] = [int(size[0]), int(size[1])]
+    h, w = parse_hw(cfg["input_size"], "fcrn: input_size")
+    if h < 32 or w < 32:
+        raise ConfigError(f"fcrn: input_size must be at least 32x32 (both sides >= 32), got {h}x{w}")
+    cfg["input_size"] = [h, w]
     if cfg["decoder_channels"] is not None:
         cfg["decoder_channels"] = [int(c) for c in cfg["decoder_channels"]]
     cfg["max_depth"] = float(cfg["max_depth"])

@@ -11,9 +11,11 @@ metadata by :func:`refinedepth.data.io.write_depth_png`, else 1000, i.e. millime
 An id may contain ``/``: ``kitchen/frame-000123`` is ``ROOT/kitchen/frame-000123.npy``.
 
 The module sets ``accepts_ids = True`` and is called ``model(rgb, ids=[...])``; the RGB batch only
-gives the batch size and the device. Every prediction is resized (bilinear) to the declared
-``output_size`` (by default the size of the first file under ``root``). A missing prediction, or
-one that is not a 2-D map or holds NaN/inf, is an error naming the sample id and the file.
+gives the batch size and the device. Every prediction is resized to the declared ``output_size``
+(by default the size of the first file under ``root``) with
+:func:`refinedepth.geometry.resize_smooth` (bilinear, antialiased when shrinking). A missing
+prediction, or one that is not a 2-D map or holds NaN/inf, is an error naming the sample id and
+the file.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from refinedepth.backbones.wrap import check_rgb, resize_depth, size_option
+from refinedepth.backbones.wrap import check_rgb, size_option
 from refinedepth.errors import ConfigError, DataError, ShapeError
+from refinedepth.geometry import resize_smooth
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
 NAME = "files"
@@ -154,7 +157,7 @@ class FilesBackbone(nn.Module):
                 "per image"
             )
         maps = [
-            resize_depth(
+            resize_smooth(
                 torch.from_numpy(np.ascontiguousarray(self.read(i)))[None, None],
                 self.info.output_size,
             )

@@ -19,8 +19,9 @@ What the adapter does for you:
   mean/std normalisation, ZoeDepth's reflection padding. It runs on tensors, on the model's
   device, inside ``forward``.
 * **Declared sizes**: ``info.input_size`` is what callers resize RGB to (default: the processor's
-  size; GLPN, which takes any size, defaults to 480x640); the prediction is resized (bilinear)
-  to ``info.output_size`` (default: ``input_size``).
+  size; GLPN, which takes any size, defaults to 480x640); the prediction is resized to
+  ``info.output_size`` (default: ``input_size``) with :func:`refinedepth.geometry.resize_smooth`
+  (bilinear, antialiased when shrinking, as the scorer resizes predictions).
 
 Weights are only ever read from safetensors (``use_safetensors=True``): a repository that has only
 ``pytorch_model.bin`` is refused rather than unpickled. A hub id is resolved through the Hugging
@@ -43,8 +44,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from refinedepth.backbones.wrap import as_depth_batch, check_rgb, resize_depth, size_option
+from refinedepth.backbones.wrap import as_depth_batch, check_rgb, size_option
 from refinedepth.errors import CheckpointError, ConfigError, PluginError
+from refinedepth.geometry import resize_nearest, resize_smooth
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
 NAME = "hf"
@@ -312,8 +314,8 @@ class HFDepthBackbone(nn.Module):
             x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="reflect")
         size = pre.model_size(x.shape[-2], x.shape[-1])
         if tuple(x.shape[-2:]) != size:
-            if pre.resample == "nearest":
-                x = F.interpolate(x, size=size, mode="nearest")
+            if pre.resample == "nearest":  # PIL's NEAREST: pixel centres, as geometry samples them
+                x = resize_nearest(x, size)
             else:
                 x = F.interpolate(
                     x, size=size, mode=pre.resample, align_corners=False, antialias=True
@@ -333,9 +335,9 @@ class HFDepthBackbone(nn.Module):
         if self.preprocess.reflect_pad:
             # back to the padded input's size, then drop the border (ZoeDepth's post-processing)
             pad_h, pad_w = _zoe_pad(height, width)
-            depth = resize_depth(depth, (height + 2 * pad_h, width + 2 * pad_w))
+            depth = resize_smooth(depth, (height + 2 * pad_h, width + 2 * pad_w))
             depth = depth[..., pad_h : pad_h + height, pad_w : pad_w + width]
-        depth = resize_depth(depth, self.info.output_size)
+        depth = resize_smooth(depth, self.info.output_size)
         if self.fov_to_metric:
             fov = getattr(outputs, "field_of_view", None)
             if fov is not None:

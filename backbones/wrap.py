@@ -16,15 +16,16 @@ A model of your own becomes a first-stage backbone without subclassing anything:
 
 The wrapper converts refinedepth's RGB (``[B,3,H,W]`` float in [0,1]) to what the model expects,
 accepts a ``[B,h,w]`` or ``[B,1,h,w]`` result (or an object with ``.predicted_depth``), and
-returns ``[B,1,h,w]`` float32 at the declared ``output_size`` (bilinear resize when the model's
-native output differs). To make it available by name, register a factory::
+returns ``[B,1,h,w]`` float32 at the declared ``output_size`` (resized with
+:func:`refinedepth.geometry.resize_smooth`, bilinear and antialiased when shrinking, when the
+model's native output differs). To make it available by name, register a factory::
 
     from refinedepth import register_backbone
 
     register_backbone("my-net", lambda weights=None, **opts: wrap_backbone(MyNet(**opts), ...))
 
-The helpers :func:`check_rgb`, :func:`as_depth_batch` and :func:`resize_depth` are shared by the
-``hf`` and ``files`` adapters.
+The helpers :func:`check_rgb`, :func:`as_depth_batch` and :func:`size_option` are shared by the
+``hf`` and ``files`` adapters; sizes are parsed and maps resized by :mod:`refinedepth.geometry`.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from refinedepth.errors import ConfigError, ShapeError
+from refinedepth.geometry import parse_hw, resize_smooth
 from refinedepth.registry import OUTPUT_KINDS, BackboneInfo
 
 INPUT_RANGES = ("0-1", "0-255")
@@ -88,14 +89,6 @@ def as_depth_batch(out: Any, batch_size: int, name: str) -> torch.Tensor:
             f"received shape {list(out.shape)}"
         )
     return out.float()
-
-
-def resize_depth(depth: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
-    """Resize ``[B,1,h,w]`` to ``size`` = (height, width); a no-op when it already matches."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(depth.shape[-2:]) == size:
-        return depth
-    return F.interpolate(depth, size=size, mode=mode, align_corners=False)
 
 
 def _channel_stats(values: Any, what: str) -> torch.Tensor | None:
@@ -151,7 +144,7 @@ class WrappedBackbone(nn.Module):
         if self.std is not None:
             x = x / self.std
         depth = as_depth_batch(self._call(x, ids), x.shape[0], name)
-        return resize_depth(depth, self.info.output_size)
+        return resize_smooth(depth, self.info.output_size)
 
     def extra_repr(self) -> str:
         i = self.info
@@ -185,7 +178,8 @@ def wrap_backbone(
         output_kind: ``"metric"`` (metres), ``"relative"`` or ``"disparity"``.
         input_size: preferred input ``(height, width)``; callers resize RGB to it.
         output_size: declared output ``(height, width)``; the model's output is resized to it
-            (bilinear). Defaults to ``input_size``.
+            (:func:`refinedepth.geometry.resize_smooth`: bilinear, antialiased when shrinking).
+            Defaults to ``input_size``.
         value_range: expected ``(min, max)`` of the output.
         input_range: ``"0-1"`` or ``"0-255"``: the RGB range the model expects.
         mean, std: per-channel normalisation applied after the range conversion, in its units
@@ -211,12 +205,14 @@ def wrap_backbone(
         raise ConfigError(
             f"wrap_backbone: input_range must be '0-1' or '0-255', received {input_range!r}"
         )
+    in_size = parse_hw(input_size, "wrap_backbone: input_size")
+    out_size = size_option(output_size, "wrap_backbone: output_size") or in_size
     try:
         info = BackboneInfo(
             name=name,
             output_kind=output_kind,
-            input_size=tuple(input_size),
-            output_size=tuple(output_size if output_size is not None else input_size),
+            input_size=in_size,
+            output_size=out_size,
             value_range=tuple(value_range),
             config=dict(config or {}),
             description=description or f"wrapped {type(model_or_fn).__name__}",
@@ -233,19 +229,11 @@ def wrap_backbone(
     )
 
 
-__all__ = ["WrappedBackbone", "wrap_backbone", "check_rgb", "as_depth_batch", "resize_depth", "size_option"]
-
-
 def size_option(value: Any, what: str) -> tuple[int, int] | None:
-    """Parse a ``(height, width)`` option (an int means square); ``what`` names it in errors."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be [height, width], received {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"{what} must be positive, received {[h, w]}")
-    return h, w
+    """A backbone's optional ``(height, width)`` option: ``None`` stays ``None``; anything else
+    goes through :func:`refinedepth.geometry.parse_hw` (``"240x320"``, ``[240, 320]``, an int for
+    a square), whose errors name ``what``."""
+    return None if value is None else parse_hw(value, what)
+
+
+__all__ = ["WrappedBackbone", "wrap_backbone", "check_rgb", "as_depth_batch", "size_option"]

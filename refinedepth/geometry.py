@@ -22,6 +22,8 @@ functions and :func:`resize_rgb` also take NumPy arrays in image layout ``[H, W]
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,25 +35,61 @@ Size = tuple[int, int]
 
 def parse_hw(value: Any, what: str = "size") -> Size:
     """``(height, width)`` of positive ints from ``"HxW"`` / ``"H,W"`` / ``"H×W"``, an int
-    (square) or a pair; a :class:`ConfigError` naming ``what`` otherwise."""
+    (square) or a pair (a list, tuple, NumPy array or tensor of two whole numbers); a
+    :class:`ConfigError` naming ``what`` otherwise.
+
+    This is the project's one parser of sizes: command-line options, dataset options and the
+    backbones' ``input_size`` / ``output_size`` options all go through it. Refused: booleans
+    (``True`` is not a size), numbers that are not whole (``2.7``; ``3.0`` is 3), non-finite
+    numbers, anything but two sides (``"48"``, ``(1, 2, 3)``), and bytes, mappings, sets and
+    iterators (whose "two sides" would be an accident of iteration).
+    """
     original = value
     if isinstance(value, str):
         text = value.strip().lower().replace("×", "x").replace(",", "x")
         parts = [p.strip() for p in text.split("x")]
-        if len(parts) != 2 or not all(p.lstrip("+").isdigit() for p in parts):
-            raise ConfigError(f"{what} must be HEIGHTxWIDTH such as 256x256, got {original!r}")
-        value = (int(parts[0]), int(parts[1]))
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    try:
-        h, w = (int(v) for v in value)
-        if any(isinstance(v, bool) or float(v) != int(v) for v in value):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be HEIGHTxWIDTH such as 256x256, got {original!r}") from None
+        try:
+            if len(parts) != 2 or not all(p.lstrip("+").isdigit() for p in parts):
+                raise ValueError
+            value = (int(parts[0]), int(parts[1]))
+        except ValueError:  # also digits int() does not read, such as '²'
+            raise ConfigError(f"{what} must be HEIGHTxWIDTH such as 256x256, got {original!r}") from None
+    else:
+        if hasattr(value, "tolist") and callable(value.tolist):  # NumPy arrays and scalars, tensors
+            value = value.tolist()
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value, value)
+        if not isinstance(value, Sequence) or isinstance(value, (str, bytes, bytearray)) or len(value) != 2:
+            raise ConfigError(f"{what} must be {_PAIR_WORDS}, got {original!r}")
+        try:
+            value = (_whole(value[0]), _whole(value[1]))
+        except (TypeError, ValueError, OverflowError) as exc:
+            reason = f" ({exc})" if str(exc).startswith("not ") else ""
+            raise ConfigError(f"{what} must be {_PAIR_WORDS}, got {original!r}{reason}") from None
+    h, w = value
     if h <= 0 or w <= 0:
         raise ConfigError(f"{what} must be positive, got {h}x{w}; use e.g. 256x256")
     return h, w
+
+
+_PAIR_WORDS = "HEIGHTxWIDTH such as 256x256 or a pair of whole numbers [height, width]"
+
+
+def _whole(v: Any) -> int:
+    """One side of a size given as a number: an int, or a float (or 0-d array/tensor) that is a
+    whole number; never a bool."""
+    if hasattr(v, "tolist") and callable(v.tolist):
+        v = v.tolist()
+    if isinstance(v, bool):
+        raise ValueError(f"not a number: {v!r} is a boolean")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        return int(v)  # '240' from a list of strings; '2.5' and 'x' are refused
+    f = float(v)
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError(f"not a whole number: {v!r}")
+    return int(f)
 
 
 def _is_tensor(x: Any) -> bool:

@@ -34,6 +34,52 @@ def test_parse_hw_refuses_with_the_option_name(value):
         parse_hw(value, "--size")
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [(np.array([240, 320]), (240, 320)), (torch.tensor([4, 5]), (4, 5)), (torch.Size([6, 7]), (6, 7)),
+     ((2.0, 3.0), (2, 3)), ((np.int64(8), np.float32(9.0)), (8, 9)), (["240", "320"], (240, 320)),
+     (np.int64(12), (12, 12)), (torch.tensor(3), (3, 3))],
+)
+def test_parse_hw_accepts_arrays_tensors_and_whole_floats(value, expected):
+    out = parse_hw(value)
+    assert out == expected and all(type(v) is int for v in out)
+
+
+# Each odd input of the one-parser issue, with the whole message: the option, what is expected and
+# what was received. Strings keep the short message the command-line errors have always had.
+PAIR = "HEIGHTxWIDTH such as 256x256 or a pair of whole numbers [height, width]"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("48", "--size must be HEIGHTxWIDTH such as 256x256, got '48'"),  # not (4, 8)
+        ((2.7, 3.9), f"--size must be {PAIR}, got (2.7, 3.9) (not a whole number: 2.7)"),  # not (2, 3)
+        ([True, 5], f"--size must be {PAIR}, got [True, 5] (not a number: True is a boolean)"),  # not (1, 5)
+        ((np.bool_(True), 5), f"--size must be {PAIR}, got (np.True_, 5) (not a number: True is a boolean)"),
+        ((float("inf"), 3), f"--size must be {PAIR}, got (inf, 3) (not a whole number: inf)"),
+        ((float("nan"), 3), f"--size must be {PAIR}, got (nan, 3) (not a whole number: nan)"),
+        (b"48", f"--size must be {PAIR}, got b'48'"),  # not the character codes (52, 56)
+        ({3: 4, 5: 6}, f"--size must be {PAIR}, got {{3: 4, 5: 6}}"),  # not its keys
+        ((1, 2, 3), f"--size must be {PAIR}, got (1, 2, 3)"),
+        ((0, 4), "--size must be positive, got 0x4; use e.g. 256x256"),
+        ("²x3", "--size must be HEIGHTxWIDTH such as 256x256, got '²x3'"),
+        (None, f"--size must be {PAIR}, got None"),
+    ],
+)
+def test_parse_hw_odd_inputs_name_option_expected_and_received(value, message):
+    with pytest.raises(ConfigError) as err:
+        parse_hw(value, "--size")
+    assert str(err.value) == message
+
+
+def test_parse_hw_refuses_sets_and_iterators():
+    # their two "sides" would be an accident of iteration order (and an iterator is used up)
+    for value in ({3, 4}, iter([3, 4]), (v for v in (3, 4))):
+        with pytest.raises(ConfigError, match=r"^--size must be HEIGHTxWIDTH .* got "):
+            parse_hw(value, "--size")
+
+
 def _centre_reference(depth, size):
     """Pixel-centre sampling from its definition, with Python's exact fractions."""
     from fractions import Fraction

@@ -17,8 +17,9 @@ central fraction. So the grid is already in image orientation at a very anisotro
 it (nearest) to ``size`` so that depth and image share their orientation and aspect.
 
 ``size`` defaults to 460x345, the resolution FCRN and the paper evaluate at; RGB is resized to
-it too. ``size=None`` keeps the full-resolution image and the raw 55x305 grid.
-Sample ids are the ``<name>`` part of the file names.
+it too (:func:`refinedepth.geometry.resize_rgb`: bilinear, antialiased). ``size=None`` keeps the
+full-resolution image and the raw 55x305 grid. Sample ids are the ``<name>`` part of the file
+names.
 """
 
 from __future__ import annotations
@@ -125,9 +126,9 @@ class Make3DDataset(DepthDataset):
             )
         super().__init__(spec, split, items, limit)
         if size is not None:
-            size = tuple(int(s) for s in size)
-            if len(size) != 2 or min(size) < 1:
-                raise ConfigError(f"{spec}: size must be (height, width), got {size}")
+            from ..geometry import parse_hw
+
+            size = parse_hw(size, f"{spec}: size")
         self.size = size
 
     @property
@@ -144,11 +145,8 @@ class Make3DDataset(DepthDataset):
         rgb = read_rgb(image_path, allow_truncated=True)  # one Test134 JPEG is truncated
         depth = read_make3d_depth(depth_path)
         if self.size is not None:
-            from PIL import Image
+            from ..geometry import resize_depth, resize_rgb
 
-            from ..geometry import resize_nearest
-
-            h, w = self.size
-            rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR, reducing_gap=2.0))
-            depth = resize_nearest(depth, self.size)
+            rgb = resize_rgb(rgb, self.size)  # bilinear, antialiased: as everywhere else
+            depth = resize_depth(depth, self.size)  # nearest at pixel centres
         return Sample(rgb=np.ascontiguousarray(rgb), depth=np.ascontiguousarray(depth), id=name)
