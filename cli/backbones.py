@@ -13,6 +13,26 @@ from refinedepth.config import PredictConfig
 from ._options import field_option
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by ``"inf"``, ``"-inf"`` or ``"nan"``
+    (what ``float()`` reads back), so that :func:`_dumps` writes strict JSON."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _dumps(value) -> str:
+    """Strict JSON (``allow_nan=False``: no bare ``Infinity`` / ``NaN``, which JSON parsers
+    other than Python's refuse); non-finite numbers become strings, see :func:`_finite`."""
+    return json.dumps(_finite(value), indent=2, allow_nan=False)
+
+
 @click.group()
 def backbones() -> None:
     """List, describe and check first-stage backbones (bundled and plugins).
@@ -100,7 +120,7 @@ def list_cmd(pattern: str | None, check: bool, as_json: bool) -> None:
         for n in names
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_dumps(rows))
         return
     for row in rows:
         status = "" if row["ok"] else "  (broken: see warning)"
@@ -112,6 +132,9 @@ def list_cmd(pattern: str | None, check: bool, as_json: bool) -> None:
 @field_option(PredictConfig, "backbone_args")
 def info_cmd(name: str, backbone_args: dict) -> None:
     """Show a backbone's BackboneInfo (output kind, sizes, value range, config) as JSON.
+
+    The output is strict JSON: infinite and NaN numbers (e.g. an unbounded value range) are
+    written as the strings "inf", "-inf" and "nan".
 
     \b
     Example:
@@ -126,7 +149,7 @@ def info_cmd(name: str, backbone_args: dict) -> None:
     info = backbone_info(name, **options)
     doc = (factory.__doc__ or "").strip().splitlines()
     payload = {"distribution": dist, "target": target, "summary": doc[0] if doc else "", **info.to_dict()}
-    click.echo(json.dumps(payload, indent=2))
+    click.echo(_dumps(payload))
 
 
 @backbones.command("check")
@@ -136,7 +159,9 @@ def info_cmd(name: str, backbone_args: dict) -> None:
 def check_cmd(name: str, weights: str | None, backbone_args: dict) -> None:
     """Build backbone NAME and run it once on a random batch to check the contract.
 
-    Checks the output is [B,1,h,w], finite, and that its BackboneInfo is complete.
+    Checks the output is [B,1,h,w], finite, and that its BackboneInfo is complete. Prints the
+    report as strict JSON: infinite and NaN numbers are written as the strings "inf", "-inf"
+    and "nan".
 
     \b
     Example:
@@ -146,4 +171,4 @@ def check_cmd(name: str, weights: str | None, backbone_args: dict) -> None:
 
     options = backbone_args
     report = check_backbone(name, weights=weights, **options)
-    click.echo(json.dumps(report, indent=2))
+    click.echo(_dumps(report))

@@ -140,3 +140,40 @@ def test_progress_bar_is_silent_until_used_then_reports(monkeypatch):
     with _common.progress_bar(quiet=True) as progress:
         progress(1, 1, desc="quiet")
     assert "quiet" not in buf.getvalue()
+
+
+def _strict_json(text: str):
+    """``json.loads`` as strictly as JSON.parse: ``Infinity``, ``-Infinity`` and ``NaN`` raise."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_backbones_info_and_check_print_strict_json(tmp_path):
+    import numpy as np
+
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.ones((4, 6), np.float32))
+    args = ["files", "--backbone-arg", f"root={tmp_path}"]
+    info = CliRunner().invoke(cli, ["backbones", "info", *args])
+    assert info.exit_code == 0, info.output
+    assert "Infinity" not in info.output
+    payload = _strict_json(info.output)
+    assert payload["value_range"] == [0.0, "inf"]  # unbounded: the string float() reads back
+    assert float(payload["value_range"][1]) == float("inf")
+    check = CliRunner().invoke(cli, ["backbones", "check", *args])
+    assert check.exit_code == 0, check.output
+    report = _strict_json(check.output)
+    assert report["info"]["value_range"] == [0.0, "inf"] and report["output_shape"] == [2, 1, 4, 6]
+    fcrn = CliRunner().invoke(cli, ["backbones", "info", "fcrn"])
+    assert _strict_json(fcrn.output)["value_range"] == [0.0, 10.0]  # finite numbers stay numbers
+    _strict_json(CliRunner().invoke(cli, ["backbones", "list", "--json", "--no-check"]).output)
+
+
+def test_non_finite_numbers_become_strings():
+    from refinedepth.cli.backbones import _dumps
+
+    value = {"a": [float("inf"), -float("inf"), float("nan"), 1.5, 2], "b": (0.0, {"c": float("nan")})}
+    assert json.loads(_dumps(value)) == {"a": ["inf", "-inf", "nan", 1.5, 2], "b": [0.0, {"c": "nan"}]}
