@@ -65,6 +65,48 @@ def test_local_paths_are_not_hub_ids(tmp_path):
     assert not is_hub_id(tmp_path / "runs") and not is_hub_id("./runs/x") and not is_hub_id("a/b/c")
 
 
+def test_mistyped_local_path_is_reported_as_a_missing_directory(tmp_path, monkeypatch, saved):
+    """`--refiner runs/guidd` where runs/ exists: the error names the missing local directory
+    (and the close match beside it) first, then says the Hub had no such repository either."""
+    (tmp_path / "runs" / "guided").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    cache = hub_cache(tmp_path, saved[1])
+    with pytest.raises(CheckpointError) as info:
+        Refiner.from_pretrained("runs/guidd", cache_dir=cache, local_files_only=True)
+    assert str(info.value) == (
+        "refiner directory 'runs/guidd' does not exist (the local directory 'runs' has no 'guidd'; "
+        "did you mean 'runs/guided'?), and 'runs/guidd' is not in the local Hugging Face Hub cache "
+        "either (offline mode; LocalEntryNotFoundError); pass the directory written by "
+        "'refinedepth train-refiner --out DIR'"
+    )
+    # online (mocked: no network in tests) the Hub part says it could not be fetched
+    import huggingface_hub
+
+    class RepositoryNotFoundError(Exception):  # huggingface_hub's wants an HTTP response
+        pass
+
+    def not_found(repo_id, **kwargs):
+        raise RepositoryNotFoundError(f"{repo_id} not found")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", not_found)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(CheckpointError) as info:
+        Refiner.from_pretrained("runs/zzz")
+    assert str(info.value) == (
+        "refiner directory 'runs/zzz' does not exist (the local directory 'runs' has no 'zzz'), "
+        "and 'runs/zzz' could not be fetched from the Hugging Face Hub either "
+        "(RepositoryNotFoundError); pass the directory written by 'refinedepth train-refiner --out DIR'"
+    )
+    # an id whose first part is not a local directory is still a Hub problem
+    with pytest.raises(CheckpointError, match=r"^cannot get refiner 'org/zzz' from the Hugging Face Hub"):
+        Refiner.from_pretrained("org/zzz")
+    # and a real Hub id in the cache still loads, local folder or not
+    (tmp_path / "org").mkdir()
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    Refiner.from_pretrained("org/my-refiner", cache_dir=cache, local_files_only=True)
+
+
 def test_model_card_lists_metrics(saved):
     card = (saved[1] / "README.md").read_text()
     assert card.startswith("---\nlicense: mit\nlibrary_name: refinedepth")

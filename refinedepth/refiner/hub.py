@@ -7,10 +7,15 @@ A refiner on the Hub is a repository holding one checkpoint directory's files (`
 (``HF_HOME`` / ``HF_HUB_CACHE`` or ``cache_dir``); local paths are returned as they are, so every
 place that takes a refiner directory also takes a Hub id. Only safetensors and JSON are
 downloaded: no pickle is ever fetched or loaded.
+
+``runs/guidd`` has the shape of a Hub id too. When its first part (``runs``) is a local directory
+the id is still tried on the Hub, but if that fails the error is about the local path: it names
+the missing directory (and a close match beside it), then says the Hub had no such repository.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -29,6 +34,29 @@ def is_hub_id(value: str | os.PathLike) -> bool:
     return bool(_HUB_ID.match(text)) and not Path(text).exists() and not text.startswith((".", "/"))
 
 
+def _local_parent(text: str) -> Path | None:
+    """For ``org/name`` whose ``org`` is an existing local directory (so ``org/name`` was most
+    likely meant as a local path): that directory; else ``None``."""
+    parent = Path(text).parent
+    return parent if str(parent) not in ("", ".") and parent.is_dir() else None
+
+
+def _missing_local(text: str, parent: Path) -> str:
+    """``refiner directory 'runs/guidd' does not exist (the local directory 'runs' has no
+    'guidd'; did you mean 'runs/guided'?)``: how an error about a mistyped local path starts."""
+    name = Path(text).name
+    try:
+        entries = sorted(p.name for p in parent.iterdir() if p.is_dir())
+    except OSError:
+        entries = []
+    close = difflib.get_close_matches(name, entries, n=1)
+    hint = f"; did you mean {str(parent / close[0])!r}?" if close else ""
+    return (
+        f"refiner directory {text!r} does not exist (the local directory {str(parent)!r} has no "
+        f"{name!r}{hint})"
+    )
+
+
 def resolve(
     path: str | os.PathLike,
     *,
@@ -44,6 +72,12 @@ def resolve(
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
+        parent = _local_parent(str(path))
+        if parent is not None:  # a mistyped local path, not a wish for the Hub
+            raise CheckpointError(
+                f"{_missing_local(str(path), parent)}; pass the directory written by "
+                "'refinedepth train-refiner --out DIR'"
+            ) from None
         raise ConfigError(
             f"{path!r} looks like a Hugging Face Hub id, which needs huggingface_hub: pip install huggingface_hub"
         ) from None
@@ -56,6 +90,17 @@ def resolve(
         return Path(snapshot_download(repo_id, **kwargs))
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth)
         offline = local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        parent = _local_parent(str(path))
+        if parent is not None:  # most likely a mistyped local path: say that first
+            hub = (
+                f"is not in the local Hugging Face Hub cache either (offline mode; {type(exc).__name__})"
+                if offline
+                else f"could not be fetched from the Hugging Face Hub either ({type(exc).__name__})"
+            )
+            raise CheckpointError(
+                f"{_missing_local(str(path), parent)}, and {repo_id!r} {hub}; pass the directory "
+                "written by 'refinedepth train-refiner --out DIR'"
+            ) from None
         hint = (
             "it is not in the local Hub cache (offline mode): download it once online or pass a local directory"
             if offline
