@@ -292,4 +292,9 @@ def create_files(
     return module
 
 
+# Declared for tools that describe what a backbone was built from without building it
+# ('refinedepth inspect' of a cache): there is no model here, so no weights and no initialisation.
+create_files.has_weights = False
+
+
 __all__ = ["create_files", "FilesBackbone", "read_prediction", "EXTENSIONS"]

@@ -121,8 +121,7 @@ def _emit(report: dict, as_json: bool) -> None:
         ("samples", f"{report['done']} of {report['samples']} done" + ("" if report["complete"] else "  (INCOMPLETE: re-run the same command)")
          if report["done"] is not None else f"{report['samples']}, done bitmap DAMAGED"),
         ("backbone", f"{cfg['backbone']} {json.dumps(cfg['backbone_config'])}"),
-        ("weights", f"{cfg['backbone_weights'] or '(initialisation, seed ' + str(cfg['seed']) + ')'}"
-         + (f" sha256 {cfg['backbone_weights_sha256'][:16]}..." if cfg["backbone_weights_sha256"] else "")),
+        ("weights", _weights(cfg)),
         ("output kind", cfg["output_kind"]),
         ("dataset", f"{cfg['dataset']} split={cfg['split']}" + (f" limit={cfg['limit']}" if cfg["limit"] else "")
          + (f" {json.dumps(cfg['dataset_options'])}" if cfg.get("dataset_options") else "")),
@@ -154,6 +153,33 @@ def _emit(report: dict, as_json: bool) -> None:
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         click.echo(f"{key:<{width}}  {value}")
+
+
+def _weights(cfg: dict) -> str:
+    """Where the cache's backbone weights came from, as far as the cache's config tells: the
+    --weights file; else the model its config names (``model=``, the ``hf`` adapter's way); else
+    nothing, for a backbone whose factory declares ``has_weights = False`` (``files``: stored
+    predictions); else its initialisation from the recorded seed."""
+    if cfg["backbone_weights"]:
+        sha = cfg.get("backbone_weights_sha256")
+        return cfg["backbone_weights"] + (f" sha256 {sha[:16]}..." if sha else "")
+    model = (cfg.get("backbone_config") or {}).get("model")
+    if model:
+        return f"those of the model {model} (no --weights)"
+    if _declares_no_weights(cfg["backbone"]):
+        return f"none (backbone {cfg['backbone']!r} has no weights)"
+    return f"(initialisation, seed {cfg['seed']})"
+
+
+def _declares_no_weights(name: str) -> bool:
+    """Whether the registered factory of ``name`` says ``has_weights = False`` (importing it; a
+    backbone that is not installed, or fails to import, declares nothing)."""
+    try:
+        from refinedepth.registry import get_factory
+
+        return getattr(get_factory(name), "has_weights", True) is False
+    except Exception:
+        return False
 
 
 def _range(pair) -> str:

@@ -422,3 +422,56 @@ def test_refiner_detail_only_in_cache_is_rough_times_scale_and_recorded(tmp_path
         "Error: the refiner's per-image scale (--detail-scale image) applies to detail-only refinement: "
         "pass --detail-sigma as well"
     )
+
+
+def test_files_backbone_cache_reports_honest_shares_and_no_weights(tmp_path):
+    """The ``files`` backbone spends ~0 s: the writing time is a share of the total time (a share
+    of the backbone's time was thousands of percent), and inspect says it has no weights."""
+    import re
+
+    root = tmp_path / "preds"
+    root.mkdir()
+    for i in range(3):
+        np.save(root / f"synthetic-indoor-train-{i:06d}.npy", np.full((8, 10), 2.0 + i, np.float32))
+    out = tmp_path / "f.h5"
+    result = _invoke(["cache", "--backbone", "files", "--backbone-arg", f"root={root}", *DATA, "--limit", "3",
+                      "--device", "cpu", "-q", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    share = re.search(r"HDF5 writing [\d.]+ s = ([\d.]+)% of the total time", result.output)
+    assert share and 0.0 <= float(share.group(1)) <= 100.0, result.output
+    text = _invoke(["inspect", str(out)])
+    assert text.exit_code == 0, text.output
+    weights = next(line for line in text.output.splitlines() if line.startswith("weights"))
+    assert weights.split(None, 1)[1] == "none (backbone 'files' has no weights)"
+    assert "initialisation" not in text.output
+
+
+def test_write_share_of_the_backbone_only_where_the_backbone_took_time():
+    from refinedepth.cli.cache import _write_share
+
+    assert _write_share({"total": 10.0, "backbone": 8.0, "write": 0.5, "load": 1.0}) == (
+        "HDF5 writing 0.50 s = 5.0% of the total time, 6.2% of the backbone's 8.00 s"
+    )
+    # the reported case: 0.27 s of writing against ~0.006 s of 'backbone' (reading files)
+    assert _write_share({"total": 0.6, "backbone": 0.0058, "write": 0.27, "load": 0.3}) == (
+        "HDF5 writing 0.27 s = 45.0% of the total time"
+    )
+    assert _write_share({"total": 0.0, "backbone": 0.0, "write": 0.0}) == "HDF5 writing 0.00 s = 0.0% of the total time"
+
+
+def test_inspect_weights_line_says_where_weights_came_from(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = dict(rough=rng.random((1, 1, 4, 4)), gt=rng.random((1, 4, 4)))
+    cases = [
+        (dict(backbone="fcrn"), "(initialisation, seed 0)"),
+        (dict(backbone="fcrn", seed=3), "(initialisation, seed 3)"),
+        (dict(backbone="hf", backbone_config={"model": "org/depth"}), "those of the model org/depth (no --weights)"),
+        (dict(backbone="files", backbone_config={"root": "/preds"}), "none (backbone 'files' has no weights)"),
+        (dict(backbone="not-installed"), "(initialisation, seed 0)"),  # nothing declared: as before
+    ]
+    for i, (config, expected) in enumerate(cases):
+        out = write_cache(tmp_path / f"{i}.h5", **arrays, **config)
+        result = _invoke(["inspect", str(out)])
+        assert result.exit_code == 0, result.output
+        line = next(line for line in result.output.splitlines() if line.startswith("weights"))
+        assert line.split(None, 1)[1] == expected, config
