@@ -541,13 +541,17 @@ class TrainConfig(ConfigBase):
 
 def check_refiner_size(size: Any, preset: str, what: str = "size") -> tuple[int, int]:
     """``size`` as ``(h, w)``, refused unless both sides are multiples of the preset's
-    downsampling (``2 ** stride-2 encoder layers``)."""
+    downsampling (``2 ** stride-2 encoder layers``). The error names the field and, for a field
+    name (``size``), its command-line option (``--size``) too: this check runs across fields,
+    after the CLI's per-option checks, so it is the config's field name that reaches it."""
     h, w = _parse_hw(size, what)
     m = PRESET_MULTIPLES.get(preset)
     if m and (h % m or w % m):
+        choice = f"{max(1, round(h / m)) * m}x{max(1, round(w / m)) * m}"
+        option = f" (--{what.replace('_', '-')} {choice})" if what.isidentifier() else ""
         raise ConfigError(
             f"{what} {h}x{w} must be a multiple of {m} for preset {preset!r}; choose e.g. "
-            f"{max(1, round(h / m)) * m}x{max(1, round(w / m)) * m}"
+            f"{choice}{option}"
         )
     return h, w
 

@@ -60,7 +60,8 @@ def a_file(tmp_path):
         ("0x0", "Error: --size must be positive, got 0x0; use e.g. 256x256"),
         ("-64x64", "Error: --size must be HEIGHTxWIDTH such as 256x256, got '-64x64'"),
         ("abc", "Error: --size must be HEIGHTxWIDTH such as 256x256, got 'abc'"),
-        ("60x60", "Error: size 60x60 must be a multiple of 64 for preset 'small'; choose e.g. 64x64"),
+        ("60x60", "Error: size 60x60 must be a multiple of 64 for preset 'small'; choose e.g. 64x64 (--size 64x64)"),
+        ("100x100", "Error: size 100x100 must be a multiple of 64 for preset 'small'; choose e.g. 128x128 (--size 128x128)"),
     ],
 )
 def test_train_refiner_bad_size_is_one_line(tmp_path, size, message):
