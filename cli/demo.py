@@ -27,8 +27,8 @@ def _default(name: str):
 def demo(out_dir: str, quick: bool, family: str, seed: int, device: str, quiet: bool) -> None:
     """Train a small FCRN, cache, train the refiner, evaluate rough vs refined, write a report.
 
-    Everything runs on procedurally rendered scenes (nothing is downloaded), in a minute or two on
-    two idle CPU cores. The report (report.md: the table and picture grids) goes to --out; its path is
+    Everything runs on procedurally rendered scenes (nothing is downloaded), in 1.5 to 5.5 minutes
+    on two idle CPU cores, by CPU (docs/demo.md). The report (report.md: the table and picture grids) goes to --out; its path is
     printed last, on stdout.
 
     \b

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import click
 
+from refinedepth.config import EXPORT_FORMATS, RUN_CHECKPOINTS
+
 from ._common import console
 
 
 @click.command("export")
 @click.argument("refiner", metavar="RUN")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=EXPORT_FORMATS[0], show_default=True,
               help="Export format.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. refiner.onnx).")
-@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+@click.option("--which", type=click.Choice(RUN_CHECKPOINTS), default=RUN_CHECKPOINTS[0], show_default=True,
               help="Checkpoint of a run directory to export.")
 def export(refiner: str, fmt: str, out: str, which: str) -> None:
     """Export a trained refiner (a run or checkpoint directory) with its normalisation inside.

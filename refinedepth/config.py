@@ -50,6 +50,9 @@ ROUGH_DTYPES = ("float32", "float16")
 COMPRESSIONS = ("gzip", "lzf", "none")
 PRECISIONS = ("fp32", "bf16")
 HEADS = ("none", "guided")
+#: the checkpoints a train-refiner run directory holds, the one loaded by default first
+RUN_CHECKPOINTS = ("best", "last")
+EXPORT_FORMATS = ("onnx",)
 #: the backbone name of caches written without one (``write_cache``'s default): not checked
 #: against the backbone a refiner was trained on
 UNKNOWN_BACKBONE = "unknown"

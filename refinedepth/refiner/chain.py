@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import UNKNOWN_BACKBONE
+from ..config import RUN_CHECKPOINTS, UNKNOWN_BACKBONE
 from ..errors import CheckpointError, ConfigError, DataError
 
 if TYPE_CHECKING:  # importing this module does not import torch
@@ -65,7 +65,7 @@ def stage_names(
 def _label(path: str | os.PathLike) -> str:
     p = Path(path)
     # a checkpoint inside a run directory (runs/x/best) is named after the run
-    if p.name in ("best", "last") and p.parent.name:
+    if p.name in RUN_CHECKPOINTS and p.parent.name:
         return p.parent.name
     return p.name or str(path)
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..config import RUN_CHECKPOINTS
 from ..errors import CheckpointError
 from ..training import checkpoint as _base
 from ..training.checkpoint import (  # noqa: F401  (re-exported: the refiner's API since 0.1)
@@ -95,7 +96,7 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
         raise CheckpointError(f"refiner checkpoint {str(path)!r} is a file: expected a checkpoint directory")
     if (path / CONFIG_NAME).is_file():
         return path
-    order = [which] + [w for w in ("best", "last") if w != which]
+    order = [which] + [w for w in RUN_CHECKPOINTS if w != which]
     for sub in order:
         for candidate in (path / sub, _old_path(path / sub)):
             if (candidate / CONFIG_NAME).is_file():
