@@ -159,3 +159,14 @@ def test_cache_refiner_guides_its_head_with_the_image_at_the_cache_size(kinect_l
             rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
             expected = r.refine_tensor(rough, rgb, output_kind="metric")[0].numpy()
             np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_shrunk_rough_map_is_antialiased_as_pil_resizes(kinect_like, tmp_path):
+    # --size below the backbone's output: the stored map is the prediction resized as PIL's
+    # bilinear filter does (support widened by the factor), not point-sampled by a plain bilinear
+    root, _, pred = kinect_like
+    _build(root, tmp_path / "s.h5", size=(60, 80))
+    with open_cache(tmp_path / "s.h5") as reader:
+        for i, p in enumerate(pred):
+            expected = np.asarray(Image.fromarray(p.astype(np.float32), mode="F").resize((80, 60), Image.BILINEAR))
+            np.testing.assert_allclose(reader.read(i)["rough"][0], expected, atol=2e-4)

@@ -9,8 +9,8 @@
 * loads samples in DataLoader workers (RGB resized to the backbone's ``input_size``, gt to the
   cache's ``gt_size`` with nearest neighbour so invalid pixels never blend into valid ones, and,
   for refiners that read RGB, the image resized once to the cache's rough size), runs the backbone
-  in batches, resizes its output bilinearly to the cache size (refiners, a full-resolution head
-  included, run at that size) and writes;
+  in batches, resizes its output bilinearly to the cache size, antialiased when shrinking
+  (refiners, a full-resolution head included, run at that size) and writes;
 * under ``torchrun`` writes one shard per rank next to the output and lets rank 0 join them with
   :func:`refinedepth.cache.shards.merge_shards`.
 """
@@ -328,7 +328,7 @@ def build_cache(
                         f"{ids[0]!r} but declares an output size of {size[0]}x{size[1]}; pass --size HxW "
                         "(or --size gt) to resize its maps"
                     )
-                rough = resize_smooth(pred.float(), size, antialias=False)
+                rough = resize_smooth(pred.float(), size)  # antialiased when shrinking, as the scorer resizes
                 if len(chain):
                     rgb_refine = batch.get("rgb_refine")
                     if rgb_refine is not None:
