@@ -227,4 +227,5 @@ def test_cache_built_from_files_matches_the_predictions(tmp_path):
     for i in range(3):
         record = cache[i]
         assert record["id"] == ds[i].id
-        np.testing.assert_allclose(np.asarray(record["rough"]), np.full((1, 16, 24), i + 1.5))
+        # a constant map stays constant, to float32 rounding (the antialiased shrink sums weights)
+        np.testing.assert_allclose(np.asarray(record["rough"]), np.full((1, 16, 24), i + 1.5), rtol=1e-6)
