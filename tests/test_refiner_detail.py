@@ -80,6 +80,11 @@ def test_refiner_detail_output_against_scipy(tmp_path):
         e = np.log(full[b].astype(np.float64)) - np.log(scale * rough[b].astype(np.float64))
         np.testing.assert_allclose(image[b], detail[b] * np.exp(e.mean()), rtol=2e-5)
 
+    # like the whole map, clamped to [1e-3, 1] x max_depth: a rough map far beyond it stays inside
+    r = Refiner.from_pretrained(ref, detail_sigma=6.0)
+    far = r.refine(rough * 50.0)
+    assert far.max() <= r.max_depth and far.min() >= 1e-3 * r.max_depth and (far == r.max_depth).any()
+
 
 def test_bad_sigma_and_refiners_without_a_scale_or_rough_input(tmp_path):
     from refinedepth.refiner.api import Refiner

@@ -180,7 +180,7 @@ class Refiner:
 
         keep = {k: v for k, v in self.meta.items() if k not in ("format", "format_version", "created", "files")}
         path = ckpt.save_checkpoint(directory, config=keep, generator=self.generator, head=self.head)
-        write_model_card(path, ckpt.read_config(path), repo_id=repo_id)
+        write_model_card(path, ckpt.read_config(path), repo_id=repo_id, location=str(directory))
         return Path(path)
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
@@ -290,10 +290,13 @@ class Refiner:
         """``refined`` with its large scales replaced by ``rough x scale`` (:meth:`set_detail`)."""
         from ..baselines import Baselines, baseline_depth
         from .detail import keep_detail
+        from .normalize import MIN_DEPTH_FRACTION
 
         scale = Baselines.from_dict(self.meta["baselines"]).scale
         base = scale * baseline_depth(rough, kind, tuple(refined.shape[-2:]))
-        return keep_detail(refined, base, self.detail_sigma, image_scale=self.detail_scale == "image")
+        kept = keep_detail(refined, base, self.detail_sigma, image_scale=self.detail_scale == "image")
+        # the refiner's output range, as the whole map's (docs/refiner.md)
+        return kept.clamp(MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
 
     def refine(
         self,
