@@ -118,7 +118,7 @@ def _emit(report: dict, as_json: bool) -> None:
     attrs = report["attributes"]
     lines = [
         ("file", f"{report['path']} ({report['file_bytes'] / 1e6:.1f} MB{', virtual: joins shards' if report['virtual'] else ''})"),
-        ("samples", f"{report['done']} of {report['samples']} done" + ("" if report["complete"] else "  (INCOMPLETE: re-run the same command)")
+        ("samples", f"{report['done']} of {report['samples']} done" + ("" if report["complete"] else "  (INCOMPLETE: still being written, or re-run the same command to finish it)")
          if report["done"] is not None else f"{report['samples']}, done bitmap DAMAGED"),
         ("backbone", f"{cfg['backbone']} {json.dumps(cfg['backbone_config'])}"),
         ("weights", _weights(cfg)),

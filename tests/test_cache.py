@@ -111,6 +111,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert "\n" not in msg
     assert "was made by a different command" in msg
     assert "rough_size: [16, 16] vs [8, 8]" in msg and "backbone: hf vs fcrn" in msg
+    assert "rgb_size" not in msg  # neither stores RGB: its size is not a difference to report
     assert "--overwrite" in msg
     CacheWriter.open(tmp_path / "c.h5", other, overwrite=True).close()
     with open_cache(tmp_path / "c.h5") as c:

@@ -127,6 +127,8 @@ class CacheConfig:
         for k in compared:
             if a[k] == b[k]:
                 continue
+            if k == "rgb_size" and not (self.with_rgb or other.with_rgb):
+                continue  # no RGB stored on either side: its size follows rough_size, not a choice
             if isinstance(a[k], dict) and isinstance(b[k], dict):
                 for sub in sorted(set(a[k]) | set(b[k]), key=str):
                     x, y = a[k].get(sub, _UNSET), b[k].get(sub, _UNSET)
