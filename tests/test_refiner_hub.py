@@ -116,6 +116,16 @@ def test_model_card_lists_metrics(saved):
     assert "| rough x scale | 0.1500 | 0.4000 | 20.0000 | 0.8000 |" in card
     assert "| rough x scale | 1.1500 x rough |" in card and "| rough x (scale, shift) | 1.1000 x rough + 0.0500 m |" in card
     assert 'Refiner.from_pretrained("org/my-refiner")' in card
+
+
+def test_a_local_model_card_loads_from_where_it_was_saved(tmp_path):
+    refiner = make_refiner("small", residual=True)
+    where = refiner.save_pretrained(tmp_path / "mine")
+    card = (where / "README.md").read_text()
+    assert "\n# small\n" in card  # titled by its preset, loaded from its directory
+    line = next(x for x in card.splitlines() if "from_pretrained(" in x)
+    assert line == f'refiner = Refiner.from_pretrained("{tmp_path / "mine"}")'
+    Refiner.from_pretrained(str(tmp_path / "mine"))  # the usage line runs
     # without validation rows the best value is stated
     assert "0.1234" in model_card({"state": {"best_value": 0.1234}, "training": {"select_metric": "abs_rel"}})
     # several training caches (a list) and the one string of older runs

@@ -111,14 +111,18 @@ def resolve(
         ) from None
 
 
-def model_card(meta: dict[str, Any], repo_id: str | None = None, license: str = "mit") -> str:
-    """A README.md for a refiner checkpoint's ``config.json`` contents (YAML header + summary)."""
+def model_card(
+    meta: dict[str, Any], repo_id: str | None = None, license: str = "mit", location: str | None = None
+) -> str:
+    """A README.md for a refiner checkpoint's ``config.json`` contents (YAML header + summary).
+    Its usage line loads ``repo_id``, else ``location`` (the local directory), so it runs as shown."""
     refiner = meta.get("refiner", {})
     source = meta.get("source", {})
     training = meta.get("training", {})
     state = meta.get("state", {})
     params = meta.get("parameters", {})
     name = repo_id or refiner.get("preset", "refiner")
+    load_from = repo_id or location or name
     lines = [
         "---",
         f"license: {license}",
@@ -181,7 +185,7 @@ def model_card(meta: dict[str, Any], repo_id: str | None = None, license: str = 
         "",
         "```python",
         "from refinedepth import Refiner",
-        f'refiner = Refiner.from_pretrained("{name}")',
+        f'refiner = Refiner.from_pretrained("{load_from}")',
         "refined = refiner.refine(rough)   # HxW metres in, HxW metres out",
         "```",
         "",
@@ -199,9 +203,12 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_model_card(directory: str | os.PathLike, meta: dict[str, Any], repo_id: str | None = None) -> Path:
+def write_model_card(
+    directory: str | os.PathLike, meta: dict[str, Any], repo_id: str | None = None, location: str | None = None
+) -> Path:
+    """``directory/README.md``: :func:`model_card`, loading from ``repo_id`` or ``location``."""
     path = Path(directory) / "README.md"
-    path.write_text(model_card(meta, repo_id))
+    path.write_text(model_card(meta, repo_id, location=location))
     return path
 
 
