@@ -541,6 +541,17 @@ class TrainConfig(ConfigBase):
 
         return self.size or get_preset(self.preset).size
 
+    def resolved_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` with the options left to the preset (``None``) replaced by what they
+        resolve to (``effective_size`` ...), so that ``--size 256x256`` and no ``--size`` on
+        ``paper-nyu`` compare equal (resuming a run)."""
+        import json
+
+        d = self.to_dict()
+        for name in ("head", "guide", "residual", "augment", "size"):
+            d[name] = getattr(self, f"effective_{name}")
+        return json.loads(json.dumps(d))
+
 
 def check_refiner_size(size: Any, preset: str, what: str = "size") -> tuple[int, int]:
     """``size`` as ``(h, w)``, refused unless both sides are multiples of the preset's

@@ -107,6 +107,20 @@ def test_existing_run_and_changed_options_are_refused(caches, tmp_path):
     assert res.steps == 1
 
 
+def test_an_option_given_as_the_presets_default_resumes_without_it(caches, tmp_path):
+    from refinedepth.refiner.presets import get_preset
+
+    kw = dict(train=str(caches["tiny"]), val=None)
+    default = get_preset("small").size
+    train_refiner(_cfg(caches, tmp_path / "run", size=default, max_steps=1, **kw))
+    res = train_refiner(_cfg(caches, tmp_path / "run", size=None, max_steps=2, resume=True, **kw))
+    assert res.steps == 2
+    other = (default[0] // 2, default[1] // 2)
+    with pytest.raises(CheckpointError, match=rf"size was \[{default[0]}, {default[1]}\] in the checkpoint, this run "
+                       rf"asks for \[{other[0]}, {other[1]}\]"):
+        train_refiner(_cfg(caches, tmp_path / "run", size=other, max_steps=3, resume=True, **kw))
+
+
 def test_config_errors_are_one_line_and_helpful(caches, tmp_path):
     with pytest.raises(ConfigError, match=r"residual=True needs the rough map"):
         _cfg(caches, tmp_path, inputs="rgb", residual=True)

@@ -687,9 +687,9 @@ def _resume(
         meta.get("refiner", {}), json.loads(json.dumps(refiner_meta)), where=where, what="refiner",
         advice="use the same preset/inputs/residual/size/cache, or --overwrite to start again",
     )
-    stored_train = TrainConfig.from_dict(meta.get("training", {})).to_dict()
+    stored_train = TrainConfig.from_dict(meta.get("training", {})).resolved_dict()
     check_resume(
-        stored_train, config.to_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val", "out"),
+        stored_train, config.resolved_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val", "out"),
         advice="only epochs, max_steps, workers, device, log_every and val_limit may change; "
         "use --overwrite to start again or another --out",
     )
