@@ -88,8 +88,10 @@ def test_resume_from_the_middle_of_an_epoch_is_exact(caches, tmp_path):
     split = tmp_path / "split"
     train_refiner(_cfg(caches, split, max_steps=4, **kw))  # stops inside epoch 1
     assert ckpt.read_config(split / "last")["state"]["epoch_step"] == 4
-    train_refiner(_cfg(caches, split, resume=True, **kw))
-    _assert_same(_weights(straight), _weights(split))
+    moved = tmp_path / "moved"  # a run directory moved elsewhere resumes there
+    split.rename(moved)
+    train_refiner(_cfg(caches, moved, resume=True, **kw))
+    _assert_same(_weights(straight), _weights(moved))
 
 
 def test_existing_run_and_changed_options_are_refused(caches, tmp_path):

@@ -53,7 +53,10 @@ HEAD_CLIP_NORM = 1.0  # gradient-norm clip of the full-resolution head's step
 HEAD_BETAS = (0.9, 0.999)  # the head's Adam: a plain regression, no GAN, so the usual momentum
 
 # Options that may change when a run is resumed; anything else must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every", "val_limit")
+# options a resumed run may change ("out": a run directory may be moved or copied and resumed there)
+RESUMABLE_CHANGES = (
+    "out", "epochs", "max_steps", "resume", "overwrite", "workers", "device", "log_every", "val_limit",
+)
 
 
 @dataclass
@@ -689,8 +692,9 @@ def _resume(
     )
     stored_train = TrainConfig.from_dict(meta.get("training", {})).resolved_dict()
     check_resume(
-        stored_train, config.resolved_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val", "out"),
-        advice="only epochs, max_steps, workers, device, log_every and val_limit may change; "
+        stored_train, config.resolved_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val"),
+        advice="only epochs, max_steps, workers, device, log_every and val_limit may change (and the run "
+        "directory may move); "
         "use --overwrite to start again or another --out",
     )
     ckpt.load_state(generator, ckpt.load_tensors(last_dir, ckpt.GENERATOR_FILE, meta), f"{last_dir}/{ckpt.GENERATOR_FILE}")
