@@ -43,9 +43,8 @@ def frames(path: Path):
     """``(id, rough, gt)`` per sample, rough resized to the ground truth as the scorer does and as
     depth (a disparity map inverted, as the stored baselines expect), clamped to the smallest
     positive float32 (a rough depth at that floor was <= 0); invalid ground truth is 0."""
-    from refinedepth.baselines import rough_depth
+    from refinedepth.baselines import baseline_depth
     from refinedepth.cache import CacheDataset
-    from refinedepth.geometry import resize_smooth
 
     dataset = CacheDataset(path)
     kind = dataset.output_kind
@@ -53,10 +52,7 @@ def frames(path: Path):
         item = dataset[i]
         gt = item["gt"][0].double().numpy()
         gt = np.where(item["valid"][0].numpy() & np.isfinite(gt) & (gt > 0), gt, 0.0)
-        rough = item["rough"][None].float()
-        if tuple(rough.shape[-2:]) != gt.shape:
-            rough = resize_smooth(rough, gt.shape)
-        depth = rough_depth(rough[0, 0].double(), kind)
+        depth = baseline_depth(item["rough"][None], kind, gt.shape)[0, 0].double()
         yield item["id"], depth.clamp_min(ROUGH_FLOOR).numpy(), gt
 
 

@@ -195,7 +195,6 @@ def evaluate_cache(
     ``rough x (scale, shift)`` after ``rough``; ``win_rates`` gives, for the rough and baseline
     rows, the share of images on which the last stage is better (abs_rel, rmse, silog, dbe_acc).
     """
-
     from .cache import CacheDataset
     from .device import resolve_device
     from .refiner.chain import RefinerChain
@@ -405,7 +404,6 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
     ``RGB | rough | refined... | GT | |rough-gt| | |last-gt|`` (depth colours share the row's
     ground-truth range, both error maps the same scale); returns the written paths
     (``grid.png`` with every row, then one ``sample_<id>.png`` per sample)."""
-
     from .visualize import colorize_depth, error_map, save_grid
 
     out_dir = Path(out_dir)
@@ -445,7 +443,6 @@ def write_visuals(out_dir: str | os.PathLike, samples: list[dict[str, Any]], sta
 
 def _rgb_image(rgb, size):
     """uint8 HxWx3 at ``size`` from a float [0,1] HxWx3 array (grey when the cache has no RGB)."""
-
     from .geometry import resize_rgb
 
     h, w = size

@@ -73,17 +73,23 @@ def _kitchen_like_cache(path, backbone, n=2, seed=0, rgb=False):
     return write_cache(path, rough=gt / 1.2, gt=gt, rgb=image, max_depth=10.0, backbone=backbone)
 
 
+def _refiner_trained_on(cache, run, **kw):
+    """``run``: a refiner after one training step on ``cache`` (what it records is what is tested)."""
+    from refinedepth.refiner.train import TrainConfig, train_refiner
+
+    train_refiner(TrainConfig(train=str(cache), out=str(run), size=(64, 64), max_steps=1, device="cpu", **kw))
+    return run
+
+
 def test_a_cache_of_another_backbone_is_refused_unless_asked(tmp_path):
     from click.testing import CliRunner
 
     from refinedepth.cli.main import cli
     from refinedepth.errors import DataError
     from refinedepth.evaluate import evaluate_cache
-    from refinedepth.refiner.train import TrainConfig, train_refiner
 
     train = _kitchen_like_cache(tmp_path / "files.h5", "files")
-    run = tmp_path / "run"
-    train_refiner(TrainConfig(train=str(train), out=str(run), size=(64, 64), max_steps=1, device="cpu"))
+    run = _refiner_trained_on(train, tmp_path / "run")
     other = _kitchen_like_cache(tmp_path / "fcrn.h5", "fcrn", seed=1)
     with pytest.raises(DataError) as err:
         evaluate_cache(other, [run], device="cpu", boundary=False)
@@ -105,12 +111,9 @@ def test_a_cache_of_another_backbone_is_refused_unless_asked(tmp_path):
 def test_a_refiner_that_needs_rgb_on_a_cache_without_it_names_the_fix(tmp_path):
     from refinedepth.errors import CacheError
     from refinedepth.evaluate import evaluate_cache
-    from refinedepth.refiner.train import TrainConfig, train_refiner
 
-    train = _kitchen_like_cache(tmp_path / "rgb.h5", "files", rgb=True)
-    run = tmp_path / "run"
-    train_refiner(TrainConfig(train=str(train), out=str(run), size=(64, 64), max_steps=1, device="cpu",
-                              inputs="rough+rgb"))
+    run = _refiner_trained_on(_kitchen_like_cache(tmp_path / "rgb.h5", "files", rgb=True), tmp_path / "run",
+                              inputs="rough+rgb")
     bare = _kitchen_like_cache(tmp_path / "bare.h5", "files", seed=1)
     with pytest.raises(CacheError) as err:
         evaluate_cache(bare, [run], device="cpu", boundary=False)
@@ -128,11 +131,8 @@ def test_predict_and_cache_refuse_a_refiner_of_another_backbone_before_writing(t
     from refinedepth.cache.build import build_cache
     from refinedepth.errors import DataError
     from refinedepth.predict import predict_images
-    from refinedepth.refiner.train import TrainConfig, train_refiner
 
-    run = tmp_path / "run"
-    train_refiner(TrainConfig(train=str(_kitchen_like_cache(tmp_path / "files.h5", "files")), out=str(run),
-                              size=(64, 64), max_steps=1, device="cpu"))
+    run = _refiner_trained_on(_kitchen_like_cache(tmp_path / "files.h5", "files"), tmp_path / "run")
     Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "a.png")
     tiny = {"encoder": "resnet18", "input_size": [32, 32]}
     expected = (f"--backbone is 'fcrn' but refiner {str(run)!r} was trained on rough maps of 'files': its "

@@ -204,7 +204,7 @@ def validate(
             )
         if baselines is None:
             return [rough, refined.float()]
-        depth = baseline_depth(rough, kind, tuple(out_size) if out_size else None)  # at the gt's size, as fitted
+        depth = baseline_depth(rough, kind, out_size)  # at the gt's size, as fitted
         return [rough, refined.float(), baselines.apply(depth, "scale"), baselines.apply(depth, "scale_shift")]
 
     try:
