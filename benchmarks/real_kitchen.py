@@ -10,6 +10,11 @@ numbers are those of the 600-frame folder in ``../shared/data``, and any other f
   (the checkpoint with the best abs_rel is kept);
 * frames 480-599: the held-out test split: evaluate rough vs refined at the native 480x640.
 
+``--test-data PATH`` tests on every frame of another folder instead (another scene, in the same
+layout), so that the refiner is judged on views unlike its training views: the fair test of
+issue 14's item 2, which one video cannot give (``docs/results.md``). The ``--data`` folder's
+last fifth is then left unused.
+
 ``--detail-sigma S`` (with ``--detail-scale global|image``) also evaluates the refiner
 detail-only, and ``--target F`` prints issue 14's item-2 verdict for each evaluation: PASS when
 the refiner is better than rough, ``rough x scale`` and ``rough x (scale, shift)`` at once on at
@@ -29,6 +34,7 @@ Depth is Kinect v1 (0 and 65535 invalid), RGB and depth only roughly registered.
     .venv/bin/python benchmarks/real_kitchen.py                  # ~10 CPU minutes on 2 cores
     .venv/bin/python benchmarks/real_kitchen.py --quick          # a smoke run
     .venv/bin/python benchmarks/real_kitchen.py --data PATH --out runs/kitchen
+    .venv/bin/python benchmarks/real_kitchen.py --test-data OTHER --out runs/cross-scene
 
 Prints the table (Markdown) and writes ``report.md`` (table + picture grid) under ``--out``.
 """
@@ -55,6 +61,9 @@ QUICK_FRAMES = sum(QUICK_SPLIT)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the 7scenes-redkitchen folder")
+    parser.add_argument("--test-data", metavar="PATH",
+                        help="test on every frame of this other folder of frames (another scene) instead of "
+                        "the last fifth of --data")
     parser.add_argument("--out", default="runs/real-kitchen")
     parser.add_argument("--quick", action="store_true", help="tiny budgets, to check the script runs")
     parser.add_argument("--fcrn-epochs", type=int, default=15)
@@ -92,6 +101,11 @@ def main() -> int:
     data = Path(args.data)
     if not (data / "rgb").is_dir():
         print(f"no 7-Scenes frames at {data}: pass --data PATH (see the folder's README)", file=sys.stderr)
+        return 1
+    test_data = Path(args.test_data) if args.test_data else None
+    if test_data is not None and not (test_data / "rgb").is_dir():
+        print(f"no frames at {test_data}: --test-data takes a folder with rgb/ and depth/, as --data does",
+              file=sys.stderr)
         return 1
 
     from refinedepth.cache import build_cache, open_cache
@@ -143,7 +157,7 @@ def main() -> int:
 
     if args.stage1_from:  # another run's FCRN caches: only the refiner is trained here
         caches = Path(args.stage1_from)
-        names = ["cache-train.h5", "cache-val.h5", "cache-test.h5"]
+        names = ["cache-train.h5", "cache-val.h5"] + ([] if test_data else ["cache-test.h5"])
         folds = sorted(caches.glob("cache-train-fold*.h5")) if args.out_of_fold else []
         missing = [n for n in names if not (caches / n).is_file()] + (["cache-train-fold*.h5"] if args.out_of_fold and not folds else [])
         if missing:
@@ -192,8 +206,8 @@ def main() -> int:
                     limit=refiner_frames, gt_size=train_gt, **common)
         build_cache(out / "cache-val.h5", split="test", dataset_args={"split_index": fcrn_frames + refiner_frames},
                     limit=val_frames, gt_size=train_gt, **common)
-        # the last test_frames frames at the native 480x640
-        build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": frames - test_frames}, **common)
+        if test_data is None:  # the last test_frames frames at the native 480x640
+            build_cache(out / "cache-test.h5", split="test", dataset_args={"split_index": frames - test_frames}, **common)
         train_caches = [out / "cache-train.h5"]
         if args.out_of_fold:  # fold k's FCRN caches the other fold's frames (fcrn_frames split in two halves)
             half = fcrn_frames // 2
@@ -232,8 +246,25 @@ def main() -> int:
     )
     seconds["train refiner"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     test_cache = caches / "cache-test.h5"
+    if test_data is not None:  # every frame of the other folder (--quick: its first few), through this FCRN
+        t = time.perf_counter()
+        weights = stage1.weights if not args.stage1_from else caches / "fcrn" / WEIGHTS_NAME
+        if not Path(weights).is_file():
+            print(f"{caches}: no fcrn/{WEIGHTS_NAME} to cache --test-data with; pass the --out folder of a "
+                  "finished run", file=sys.stderr)
+            return 1
+        sizes = {}  # this command's --cache-size and --rgb-size, or those of --stage1-from's test cache
+        if args.stage1_from and (caches / "cache-test.h5").is_file():
+            with open_cache(caches / "cache-test.h5") as tested:
+                c = tested.config
+            as_gt = lambda hw: "gt" if tuple(hw) == tuple(c.gt_size) else tuple(hw)  # noqa: E731
+            sizes = dict(size=as_gt(c.rough_size), with_rgb=c.with_rgb, rgb_size=as_gt(c.rgb_size or c.rough_size))
+        test_cache = out / "cache-test-scene.h5"
+        build_cache(test_cache, **{**cache_args, "dataset": f"folder:{test_data}", "weights": str(weights), **sizes},
+                    split="all", limit=test_frames if q else None)
+        seconds["cache test scene"] = time.perf_counter() - t
+    t = time.perf_counter()
     result = evaluate_cache(test_cache, [out / "refiner"], device=args.device,
                             csv_path=out / "per_sample.csv", visuals_dir=out / "visuals", num_visuals=4)
     seconds["evaluate"] = time.perf_counter() - t
@@ -270,12 +301,14 @@ def main() -> int:
         intro=(
             f"FCRN trained on frames 0-{fcrn_frames - 1}, refiner on frames {fcrn_frames}-"
             f"{fcrn_frames + refiner_frames - 1} (validated on the next {val_frames}), evaluated on "
-            f"frames {frames - test_frames}-{frames - 1} at 480x640."
+            + (f"frames {frames - test_frames}-{frames - 1} at 480x640." if test_data is None else
+               f"{result.count} frames of another folder, {test_data}, at its native resolution.")
             + (f" The refiner also trained on out-of-fold rough maps of frames 0-{fcrn_frames - 1}." if args.out_of_fold else "")
             + (f" The refiner also trained on the FCRN's own (in-sample) rough maps of frames 0-{fcrn_frames - 1}."
                if args.in_sample else "")
         ),
         settings={"backbone": backbone_args, "inputs": args.inputs, "gan_mode": args.gan_mode,
+                  "data": str(data), "test_data": str(test_data) if test_data else None,
                   "out_of_fold": args.out_of_fold, "in_sample": args.in_sample, "stage1_from": args.stage1_from,
                   "seconds": {k: round(v) for k, v in seconds.items()}},
         images=[("RGB | rough | refined | GT | |rough - gt| | |refined - gt|", result.visuals[0])] if result.visuals else [],

@@ -43,12 +43,12 @@ def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env, timeout=600)
 
 
-def _folder(tmp_path: Path, frames: int) -> Path:
-    """The first ``frames`` frames of the shared kitchen, as a folder of symbolic links."""
-    root = tmp_path / f"kitchen-{frames}"
+def _folder(tmp_path: Path, frames: int, start: int = 0) -> Path:
+    """``frames`` frames of the shared kitchen from ``start`` on, as a folder of symbolic links."""
+    root = tmp_path / f"kitchen-{start}-{frames}"
     for sub, ext in (("rgb", "jpg"), ("depth", "png")):
         (root / sub).mkdir(parents=True)
-        for k in range(frames):
+        for k in range(start, start + frames):
             (root / sub / f"frame-{k:06d}.{ext}").symlink_to(REDKITCHEN / sub / f"frame-{k:06d}.{ext}")
     return root
 
@@ -66,6 +66,15 @@ def test_real_kitchen_refuses_a_folder_too_small_for_quick(tmp_path):
     result = _run("real_kitchen.py", "--data", str(_folder(tmp_path, 60)), "--out", str(tmp_path / "run"), "--quick")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].endswith("60 frames are too few for --quick: need at least 88")
+
+
+@pytest.mark.skipif(not REDKITCHEN.is_dir(), reason="real RGB-D frames (shared/data/7scenes-redkitchen) absent")
+def test_real_kitchen_refuses_a_test_folder_without_frames(tmp_path):
+    result = _run("real_kitchen.py", "--data", str(_folder(tmp_path, 100)), "--test-data", str(tmp_path / "nope"),
+                  "--out", str(tmp_path / "run"), "--quick")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"no frames at {tmp_path / 'nope'}: --test-data takes a folder with rgb/ and "
+                                     "depth/, as --data does")
 
 
 @pytest.mark.slow
@@ -110,6 +119,19 @@ def test_real_kitchen_quick_prints_the_item2_verdict_and_reuses_its_caches(tmp_p
     trained_on = json.loads((insample / "refiner" / "train_config.json").read_text())["training"]["train"]
     assert trained_on == [str(first / "cache-train.h5"), str(insample / "cache-train-insample.h5")]
     assert "in-sample) rough maps of frames 0-39" in (insample / "report.md").read_text()
+
+    # another folder as the test split (another scene, in real use): the first run's FCRN caches it
+    other = _folder(tmp_path, 30, start=500)
+    scene = tmp_path / "scene"
+    result = _run("real_kitchen.py", "--data", str(data), "--test-data", str(other), "--out", str(scene), "--quick",
+                  "--preset", "guided", "--refiner-size", "64x64", "--gan-mode", "none", "--stage1-from", str(first))
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open_cache(scene / "cache-test-scene.h5") as made:
+        assert made.sample_ids() == [f"frame-{k:06d}" for k in range(500, 516)]  # --quick: its first 16
+        # the sizes of the first run's test cache: native rough maps, RGB and ground truth at 480x640
+        assert (made.config.rough_size, made.config.rgb_size, made.config.gt_size) == ((32, 48), (480, 640), (480, 640))
+    assert json.loads((scene / "evaluation.json").read_text())["count"] == 16
+    assert f"evaluated on 16 frames of another folder, {other}," in (scene / "report.md").read_text()
 
     result = _run("real_kitchen.py", "--data", str(data), "--out", str(tmp_path / "third"), "--quick",
                   "--stage1-from", str(tmp_path / "nothing-here"))
