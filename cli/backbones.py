@@ -161,7 +161,8 @@ def check_cmd(name: str, weights: str | None, backbone_args: dict) -> None:
 
     Checks the output is [B,1,h,w], finite, and that its BackboneInfo is complete. Prints the
     report as strict JSON: infinite and NaN numbers are written as the strings "inf", "-inf"
-    and "nan".
+    and "nan". An output outside the declared value_range is listed under "warnings" (untrained
+    weights may go anywhere) and does not fail the check.
 
     \b
     Example:

@@ -111,7 +111,9 @@ def init_output_bias(model: Any, mean_depth: float) -> bool:
 def check_backbone(name: str, weights=None, batch_size: int = 2, seed: int = 0, **options: Any) -> dict[str, Any]:
     """Build ``name``, run it on a random batch at its preferred input size, and verify:
     a :class:`BackboneInfo` is attached, the output is ``[B,1,h,w]`` of ``info.output_size``,
-    and every value is finite. Returns a report; raises :class:`PluginError` on a violation."""
+    and every value is finite. Returns a report; raises :class:`PluginError` on a violation. An
+    output outside ``info.value_range`` is not a violation (the input is noise, the weights may be
+    untrained) and is listed in the report's ``warnings``."""
     import torch
 
     model = create_backbone(name, weights=weights, **options)
@@ -142,13 +144,23 @@ def check_backbone(name: str, weights=None, batch_size: int = 2, seed: int = 0, 
         )
     if not torch.isfinite(out).all():
         raise PluginError(f"backbone {name!r}: output has non-finite values on a random input")
+    low, high = float(out.min()), float(out.max())
+    warnings = []
+    if low < info.value_range[0] or high > info.value_range[1]:
+        # not a violation: the input is noise, and untrained weights (no --weights) may go anywhere
+        warnings.append(
+            f"output [{low:.4g}, {high:.4g}] leaves the declared value_range [{info.value_range[0]:g}, "
+            f"{info.value_range[1]:g}] on a random input"
+            + ("; expected of untrained weights: pass --weights to check a trained backbone" if weights is None else "")
+        )
     return {
         "name": name,
         "info": info.to_dict(),
         "output_shape": list(out.shape),
-        "output_min": float(out.min()),
-        "output_max": float(out.max()),
+        "output_min": low,
+        "output_max": high,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "warnings": warnings,
     }
 
 

@@ -83,6 +83,9 @@ def test_backbone_contract(name, request, monkeypatch):
     info = model.info
     assert report["output_shape"] == [2, 1, *info.output_size]
     assert math.isfinite(report["output_min"]) and math.isfinite(report["output_max"])
+    low, high = info.value_range
+    inside = low <= report["output_min"] and report["output_max"] <= high
+    assert (report["warnings"] == []) == inside
 
     # info.config recreates the backbone: what a cache records is enough to rebuild it
     again = create_backbone(name, **json.loads(json.dumps(dict(info.config))))
@@ -96,6 +99,17 @@ SMALL_FCRN = {
     "encoder_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
     "input_size": [64, 96],
 }
+
+
+def test_backbone_check_warns_when_output_leaves_its_declared_range():
+    # an untrained FCRN on noise: a zero output bias gives values on both sides of 0 m
+    torch.manual_seed(0)
+    report = check_backbone("fcrn", **SMALL_FCRN)
+    assert report["output_min"] < 0.0
+    assert report["warnings"] == [
+        f"output [{report['output_min']:.4g}, {report['output_max']:.4g}] leaves the declared value_range "
+        "[0, 10] on a random input; expected of untrained weights: pass --weights to check a trained backbone"
+    ]
 
 
 @pytest.fixture
