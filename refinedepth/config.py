@@ -553,6 +553,12 @@ class TrainConfig(ConfigBase):
         return json.loads(json.dumps(d))
 
 
+def nearest_multiple_size(h: int, w: int, multiple: int) -> str:
+    """``"HxW"``: each side rounded to the nearest positive multiple of ``multiple``, the size a
+    refused refiner size suggests instead."""
+    return f"{max(1, round(h / multiple)) * multiple}x{max(1, round(w / multiple)) * multiple}"
+
+
 def check_refiner_size(size: Any, preset: str, what: str = "size") -> tuple[int, int]:
     """``size`` as ``(h, w)``, refused unless both sides are multiples of the preset's
     downsampling (``2 ** stride-2 encoder layers``). The error names the field and, for a field
@@ -561,7 +567,7 @@ def check_refiner_size(size: Any, preset: str, what: str = "size") -> tuple[int,
     h, w = _parse_hw(size, what)
     m = PRESET_MULTIPLES.get(preset)
     if m and (h % m or w % m):
-        choice = f"{max(1, round(h / m)) * m}x{max(1, round(w / m)) * m}"
+        choice = nearest_multiple_size(h, w, m)
         option = f" (--{what.replace('_', '-')} {choice})" if what.isidentifier() else ""
         raise ConfigError(
             f"{what} {h}x{w} must be a multiple of {m} for preset {preset!r}; choose e.g. "

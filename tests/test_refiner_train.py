@@ -134,6 +134,22 @@ def test_config_errors_are_one_line_and_helpful(caches, tmp_path):
         train_refiner(_cfg(caches, tmp_path / "x", train=str(tmp_path / "missing.h5")))
 
 
+def test_the_generators_own_size_check_suggests_the_nearest_size_as_the_config_does(caches, tmp_path, monkeypatch):
+    # a preset without an entry in config's table (as a new one would be) meets train_refiner's
+    # check of the built generator's downsampling; both suggest the nearest multiple, 112 -> 128
+    from refinedepth import config as C
+
+    monkeypatch.setattr(C, "PRESET_MULTIPLES", {k: v for k, v in C.PRESET_MULTIPLES.items() if k != "small"})
+    with pytest.raises(ConfigError) as e:
+        train_refiner(_cfg(caches, tmp_path / "x", size=(112, 176)))
+    assert str(e.value) == ("refiner size 112x176 must be a multiple of 64 for preset 'small' (6 stride-2 layers); "
+                            "choose e.g. 128x192")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError) as e:
+        _cfg(caches, tmp_path / "x", size=(112, 176))
+    assert str(e.value).endswith("choose e.g. 128x192 (--size 128x192)")
+
+
 def test_losses_and_schedule():
     pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     target = torch.zeros_like(pred)

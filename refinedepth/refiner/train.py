@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .. import __version__
 from ..augment import apply_params, draw_params
-from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig  # noqa: F401 (TrainConfig lives in config)
+from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig, nearest_multiple_size  # noqa: F401 (TrainConfig lives in config)
 from ..errors import ConfigError
 from ..progress import ProgressCallback
 from ..training.distributed import barrier, session
@@ -276,12 +276,12 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     preset = get_preset(config.preset)
     size = config.effective_size
     gen_probe = preset.generator_config(config.inputs, config.effective_residual)
+    # config.check_refiner_size checks the known presets from their table; this is the generator's own figure
     if size[0] % gen_probe.downsampling or size[1] % gen_probe.downsampling:
         raise ConfigError(
             f"refiner size {size[0]}x{size[1]} must be a multiple of {gen_probe.downsampling} for preset "
             f"{preset.name!r} ({len(gen_probe.encoder)} stride-2 layers); choose e.g. "
-            f"{max(1, size[0] // gen_probe.downsampling) * gen_probe.downsampling}x"
-            f"{max(1, size[1] // gen_probe.downsampling) * gen_probe.downsampling}"
+            f"{nearest_multiple_size(*size, gen_probe.downsampling)}"
         )
     use_head = config.effective_head == "guided"
     with_rgb = config.inputs != "rough" or (use_head and config.effective_guide != "none")
