@@ -229,3 +229,39 @@ def test_cache_built_from_files_matches_the_predictions(tmp_path):
         assert record["id"] == ds[i].id
         # a constant map stays constant, to float32 rounding (the antialiased shrink sums weights)
         np.testing.assert_allclose(np.asarray(record["rough"]), np.full((1, 16, 24), i + 1.5), rtol=1e-6)
+
+
+def test_kitti_command_of_the_docs_scores_devkit_pngs_in_metres(tmp_path):
+    """docs/backbones.md's KITTI command on KITTI-style files: ground truth and predictions are
+    uint16 metres x 256 without a recorded scale (as the devkit writes them). Perfect predictions
+    score abs_rel 0 under the Garg protocol; with the ground truth read as millimetres they gave 2.9."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from refinedepth.cli.main import cli
+
+    h, w = 40, 132
+    depth = np.where(np.arange(w)[None, :] % 7 == 0, 0.0, 20.0 + np.arange(h)[:, None] * 0.25)  # 0: invalid
+    raw = np.round(depth * 256).astype(np.uint16)
+    for sub in ("kitti/rgb", "kitti/depth", "kitti-preds"):
+        (tmp_path / sub).mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(np.full((h, w, 3), 40 * k, np.uint8)).save(tmp_path / "kitti" / "rgb" / f"{k:06d}.png")
+        Image.fromarray(raw).save(tmp_path / "kitti" / "depth" / f"{k:06d}.png")
+        Image.fromarray(np.where(raw > 0, raw, 5120).astype(np.uint16)).save(tmp_path / "kitti-preds" / f"{k:06d}_depth.png")
+    runner = CliRunner()
+    result = runner.invoke(cli, [
+        "cache", "--backbone", "files", "--backbone-arg", f"root={tmp_path / 'kitti-preds'}",
+        "--backbone-arg", "pattern={id}_depth.png", "--backbone-arg", "scale=256",
+        "--dataset", f"folder:{tmp_path / 'kitti'}", "--dataset-arg", "protocol=kitti", "--split", "all",
+        "--out", str(tmp_path / "kitti-test.h5"), "--device", "cpu", "-q",
+    ])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["evaluate", "--cache", str(tmp_path / "kitti-test.h5"), "--device", "cpu",
+                                 "--json", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["protocol"] == "kitti" and report["count"] == 3
+    assert report["stages"][0]["name"] == "rough"
+    rough = report["stages"][0]["metrics"]
+    assert rough["abs_rel"] < 1e-6 and rough["d1"] == 1.0

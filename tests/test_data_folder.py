@@ -73,6 +73,25 @@ def test_scale_recorded_in_png_wins_over_default(tmp_path):
     assert doubled[0, 0] == pytest.approx(2.0, abs=1 / 128)
 
 
+def test_kitti_devkit_pngs_without_a_recorded_scale_read_in_metres_with_protocol_kitti(tmp_path):
+    # the KITTI devkit writes uint16 = metres x 256, 0 invalid, and records no scale in the file
+    root = make_folder(tmp_path / "kitti", ["a"])
+    raw = np.tile(np.array([0, 5120, 256, 20480], np.uint16), (6, 2))  # -, 20 m, 1 m, 80 m
+    Image.fromarray(raw).save(root / "depth" / "a.png")
+    ds = open_dataset(f"folder:{root}", split="all", protocol="kitti")
+    np.testing.assert_allclose(ds[0].depth, raw / 256.0)
+    assert (ds.protocol, ds.max_depth) == ("kitti", 80.0)  # the Garg protocol's cap
+    # without the protocol, a PNG without a recorded scale is millimetres (Kinect, NYU-style)
+    plain = open_dataset(f"folder:{root}", split="all")
+    np.testing.assert_allclose(plain[0].depth, raw / 1000.0)
+    assert plain.max_depth == 10.0
+    assert open_dataset(f"folder:{root}", split="all", protocol="make3d").max_depth == 80.0  # as make3d:PATH
+    # an explicit option still wins over the protocol's default
+    assert open_dataset(f"folder:{root}", split="all", protocol="kitti", scale=1000, max_depth=50).max_depth == 50.0
+    np.testing.assert_allclose(open_dataset(f"folder:{root}", split="all", protocol="kitti", scale=1000)[0].depth,
+                               raw / 1000.0)
+
+
 def test_sentinel_and_zero_are_invalid(tmp_path):
     root = make_folder(tmp_path / "kinect", ["a"])
     Image.fromarray(np.tile(np.array([0, 1234, 65535, 2000], np.uint16), (6, 2))).save(root / "depth" / "a.png")

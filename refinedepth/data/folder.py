@@ -1,8 +1,8 @@
 """A folder of RGB-D pairs: ``rgb/<stem>.<jpg|png|...>`` + ``depth/<stem>.<png|npy|pfm>`` (SPEC §4).
 
 Depth is a 16-bit PNG of ``metres * scale`` (NYU/Kinect 1000, KITTI 256; the scale recorded by
-:func:`~refinedepth.data.io.write_depth_png` is used when present, else 1000), or ``.npy``/``.pfm``
-in metres. Raw PNG value ``0`` is invalid, and so are the sentinels in ``invalid`` (default
+:func:`~refinedepth.data.io.write_depth_png` is used when present, else 1000, or 256 with
+``protocol="kitti"``, the KITTI devkit's unit), or ``.npy``/``.pfm`` in metres. Raw PNG value ``0`` is invalid, and so are the sentinels in ``invalid`` (default
 ``(65535,)``, the saturated value some sensors write, e.g. the 7-Scenes Kinect frames).
 
 Samples are ordered by a natural sort of their stems (``frame-2`` before ``frame-10``), which is
@@ -23,6 +23,13 @@ from .base import DepthDataset, Sample, check_split
 from .io import DEPTH_EXTENSIONS, RGB_EXTENSIONS, image_size, png_depth_scale, read_depth, read_rgb
 
 DEFAULT_SCALE = 1000.0
+# PNG units per metre when neither the option nor the file gives one: KITTI's devkit writes depth
+# as metres x 256 and records nothing, Kinect-style folders millimetres
+PROTOCOL_SCALES = {"kitti": 256.0}
+# max_depth (the refiner's normalisation) when none is given: as the make3d reader for Make3D
+# (80 m; its protocol scores below 70 m) and KITTI's 80 m cap; indoor 10 m otherwise
+PROTOCOL_MAX_DEPTHS = {"kitti": 80.0, "make3d": 80.0}
+DEFAULT_MAX_DEPTH = 10.0
 
 
 def natural_key(text: str) -> list:
@@ -46,9 +53,11 @@ def _index(folder: Path, extensions: tuple[str, ...], what: str) -> dict[str, Pa
 class FolderDataset(DepthDataset):
     """``folder:PATH`` with ``PATH/rgb`` and ``PATH/depth``.
 
-    Options: ``scale`` (PNG units per metre; default: recorded in the file, else 1000),
-    ``invalid=(65535,)`` (raw PNG sentinels treated as invalid, besides 0), ``split_fraction=0.8``
-    or ``split_index=N`` (time-ordered train/test boundary), ``max_depth=10.0``, ``protocol="none"``,
+    Options: ``scale`` (PNG units per metre; default: recorded in the file, else 1000, or 256
+    with ``protocol="kitti"``), ``invalid=(65535,)`` (raw PNG sentinels treated as invalid,
+    besides 0), ``split_fraction=0.8`` or ``split_index=N`` (time-ordered train/test boundary),
+    ``protocol="none"`` (the evaluation protocol caches record: ``nyu``, ``kitti``, ``make3d``),
+    ``max_depth`` (default: 80 for ``kitti`` and ``make3d``, as their readers and caps, else 10),
     ``strict=True`` (an RGB image without depth is an error; ``False`` skips it).
     """
 
@@ -64,7 +73,7 @@ class FolderDataset(DepthDataset):
         invalid: tuple[int, ...] | list[int] = (65535,),
         split_fraction: float = 0.8,
         split_index: int | None = None,
-        max_depth: float = 10.0,
+        max_depth: float | None = None,
         protocol: str = "none",
         strict: bool = True,
     ) -> None:
@@ -116,12 +125,13 @@ class FolderDataset(DepthDataset):
         self.root = root
         self.scale = None if scale is None else float(scale)
         self.invalid = tuple(int(v) for v in invalid)
-        self.max_depth = float(max_depth)
         from ..metrics import PROTOCOLS
 
         if protocol not in PROTOCOLS:
             raise ConfigError(f"{spec}: unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
         self.protocol = protocol
+        self.max_depth = float(PROTOCOL_MAX_DEPTHS.get(protocol, DEFAULT_MAX_DEPTH) if max_depth is None else max_depth)
+        self.default_scale = PROTOCOL_SCALES.get(protocol, DEFAULT_SCALE)
         self.split_index = boundary
         self._native_size: tuple[int, int] | None | bool = False  # False = not computed yet
 
@@ -140,7 +150,7 @@ class FolderDataset(DepthDataset):
         rgb = read_rgb(rgb_path)
         scale = self.scale
         if scale is None and depth_path.suffix.lower() == ".png":
-            scale = png_depth_scale(depth_path) or DEFAULT_SCALE
+            scale = png_depth_scale(depth_path) or self.default_scale
         depth = read_depth(depth_path, scale=scale, invalid=self.invalid)
         if rgb.shape[:2] != depth.shape:
             raise DataError(
