@@ -78,9 +78,11 @@ class EvaluationResult:
         aligned = [f"{s} {a}" for s, a in self.alignments.items() if a and a != "none"]
         if self.align == "auto":
             align = f"auto ({', '.join(aligned)})" if aligned else "auto (none)"
+        gt = self.attrs.get("ground_truth")
         title = (
             f"{Path(self.cache).name}: {self.count} samples, protocol {self.protocol}, "
-            f"align {align}, {'pooled over all pixels' if self.averaging == 'pooled' else 'mean of per-image metrics'}"
+            + (f"ground truth {gt}, " if gt else "")
+            + f"align {align}, {'pooled over all pixels' if self.averaging == 'pooled' else 'mean of per-image metrics'}"
         )
         lines = [format_table(self.rows, title=title), *self.summary_lines()]
         return "\n".join(lines)

@@ -111,3 +111,32 @@ def test_pickles_across_workers(nyu_dir):
     first = ds[0]
     clone = pickle.loads(pickle.dumps(ds))  # the open h5py handle is not carried over
     assert np.array_equal(clone[0].depth, first.depth)
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_caches_and_evaluations_say_which_ground_truth(nyu_dir, tmp_path, raw):
+    # SPEC §4: filled or raw NYU depth, "say which in every report"
+    from click.testing import CliRunner
+
+    from refinedepth.cache import open_cache
+    from refinedepth.cli.main import cli
+
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for k in ("0002", "0005"):
+        np.save(preds / f"{k}.npy", np.full((480, 640), 2.0, np.float32))
+    out = tmp_path / "nyu-test.h5"
+    args = ["cache", "--backbone", "files", "--backbone-arg", f"root={preds}", "--dataset", f"nyu:{nyu_dir}",
+            "--split", "test", "--size", "60x80", "--out", str(out), "--device", "cpu", "-q"]
+    runner = CliRunner()
+    result = runner.invoke(cli, args + (["--dataset-arg", "raw=true"] if raw else []))
+    assert result.exit_code == 0, result.output
+    gt = "raw Kinect depth (rawDepths)" if raw else "filled depth (depths)"
+    with open_cache(out) as cache:
+        assert cache.config.ground_truth == gt
+    result = runner.invoke(cli, ["evaluate", "--cache", str(out), "--device", "cpu", "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    assert f"nyu-test.h5: 2 samples, protocol nyu, ground truth {gt}, align" in result.output
+    import json
+
+    assert json.loads((tmp_path / "e.json").read_text())["cache_attrs"]["ground_truth"] == gt

@@ -235,6 +235,7 @@ def build_cache(
         "split": split,
         "limit": limit,
         "refiners": tuple(refiner_records),
+        "ground_truth": str(getattr(ds, "ground_truth", "") or ""),
     }
     existing_config = None
     if out.exists() and not overwrite:

@@ -53,6 +53,8 @@ class CacheConfig:
         split: dataset split.
         limit: the ``--limit`` used, if any.
         refiners: refiners applied after the backbone, each ``{"path", "sha256"}``.
+        ground_truth: what ``gt`` is where the dataset offers a choice (NYU: filled ``depths`` or
+            ``rawDepths``), for reports; informative (not compared: ``dataset_options`` decide it).
     """
 
     num_samples: int
@@ -75,6 +77,7 @@ class CacheConfig:
     split: str = ""
     limit: int | None = None
     refiners: tuple[Mapping[str, Any], ...] = ()
+    ground_truth: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if int(self.num_samples) < 0:

@@ -111,6 +111,12 @@ class DepthDataset:
         return f"{self.spec} ({self.split}, {len(self)} samples)"
 
     @property
+    def ground_truth(self) -> str:
+        """What the ground truth is, for reports, where a dataset offers a choice (NYU's filled or
+        raw depth); ``""`` where there is nothing to say. Caches record it."""
+        return ""
+
+    @property
     def ids(self) -> list[str]:
         """The sample ids in order (cheap: no pixel data is read)."""
         return [self._item_id(item) for item in self._items]

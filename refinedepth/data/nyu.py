@@ -127,9 +127,12 @@ class NYUDataset(DepthDataset):
 
     @property
     def description(self) -> str:
-        gt = "raw Kinect depth (rawDepths)" if self.raw else "filled depth (depths)"
         split = "official split" if self.split != "all" else "all 1449 labeled frames"
-        return f"NYU Depth v2 labeled, {self.split} ({split}), {len(self)} samples, ground truth: {gt}"
+        return f"NYU Depth v2 labeled, {self.split} ({split}), {len(self)} samples, ground truth: {self.ground_truth}"
+
+    @property
+    def ground_truth(self) -> str:
+        return "raw Kinect depth (rawDepths)" if self.raw else "filled depth (depths)"
 
     def _h5(self):
         # Opened lazily, once per process: h5py handles must not cross a fork (DataLoader workers).
