@@ -33,9 +33,20 @@ def test_pix2pix_parameter_counts_match_isola_unet256_and_basic_d():
     assert _meta_counts("pix2pix", "rough+rgb") == (54_410_881, 2_767_681)
 
 
-def test_pix2pix_discriminator_is_70x70():
-    assert get_preset("pix2pix").discriminator_config().receptive_field == 70
-    assert get_preset("paper-nyu").discriminator_config().receptive_field == 70
+@pytest.mark.parametrize("preset", ["pix2pix", "paper-nyu", "paper-make3d"])
+def test_discriminators_see_the_papers_70x70_patches(preset):
+    # measured, not computed from the strides: the input pixels that reach one output logit
+    config = get_preset(preset).discriminator_config()
+    assert config.receptive_field == 70
+    torch.manual_seed(0)
+    d = build_discriminator(config).eval()
+    x = torch.randn(1, config.in_channels, 160, 160, requires_grad=True)
+    logits = d(x)
+    i, j = logits.shape[-2] // 2, logits.shape[-1] // 2
+    logits[0, 0, i, j].backward()
+    seen = x.grad.abs().sum(dim=(0, 1)) > 0
+    rows, cols = seen.any(dim=1).nonzero().flatten(), seen.any(dim=0).nonzero().flatten()
+    assert (int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1) == (70, 70)
 
 
 @pytest.mark.parametrize(

@@ -116,9 +116,9 @@ PRESETS: dict[str, Preset] = {
             encoder=("C256", "C512", "C512", "C512", "C512", "C256", "C256", "C256"),
             decoder=("CD384", "CD320", "C578", "C513", "C513", "C513", "C257"),
             disc_layers=("C1", "C1", "C1", "C1", "C1"),
-            # Five 4x4 layers cannot see exactly 70x70; strides 1,2,2,2,1 (+ the stride-1 output
-            # layer) give 73x73, the closest to the paper's stated patch size.
-            disc_strides=(1, 2, 2, 2, 1),
+            # The paper's 70x70 patch from five 4x4 layers (+ the stride-1 output layer): strides
+            # 2,2,1,1,2 are the one arrangement of 1s and 2s that sees exactly 70x70.
+            disc_strides=(2, 2, 1, 1, 2),
             kernel_size=3,
         ),
         Preset(
