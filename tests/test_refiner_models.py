@@ -28,6 +28,99 @@ def _meta_counts(preset: str, inputs: str) -> tuple[int, int]:
     return count_parameters(g), count_parameters(d)
 
 
+class _IsolaBlock(torch.nn.Module):
+    """Isola et al.'s ``UnetSkipConnectionBlock`` (pytorch-CycleGAN-and-pix2pix, networks.py),
+    written from its structure: pre-activation, in-place activations, ``cat([x, model(x)])``."""
+
+    def __init__(self, outer, inner, input_nc=None, sub=None, outermost=False, innermost=False, dropout=False):
+        super().__init__()
+        nn = torch.nn
+        self.outermost = outermost
+        downconv = nn.Conv2d(input_nc or outer, inner, 4, 2, 1, bias=False)
+        downrelu, uprelu = nn.LeakyReLU(0.2, True), nn.ReLU(True)
+        if outermost:
+            model = [downconv, sub, uprelu, nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
+        elif innermost:
+            model = [downrelu, downconv, uprelu, nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False),
+                     nn.BatchNorm2d(outer)]
+        else:
+            model = [downrelu, downconv, nn.BatchNorm2d(inner), sub, uprelu,
+                     nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
+            model += [nn.Dropout(0.5)] if dropout else []
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+def _isola_unet(ngf: int, num_downs: int) -> torch.nn.Module:
+    """Isola's ``UnetGenerator(1, 1, num_downs, ngf, use_dropout=True)``."""
+    block = _IsolaBlock(ngf * 8, ngf * 8, innermost=True)
+    for _ in range(num_downs - 5):
+        block = _IsolaBlock(ngf * 8, ngf * 8, sub=block, dropout=True)
+    block = _IsolaBlock(ngf * 4, ngf * 8, sub=block)
+    block = _IsolaBlock(ngf * 2, ngf * 4, sub=block)
+    block = _IsolaBlock(ngf, ngf * 2, sub=block)
+    return _IsolaBlock(1, ngf, input_nc=1, sub=block, outermost=True)
+
+
+def test_pix2pix_generator_computes_isolas_unet():
+    # the pix2pix preset's flags on Isola's layout at a small width (ngf 4, 6 levels): Isola's
+    # weights copied in (its concatenations put the skip first), the same output in eval mode
+    import dataclasses
+
+    from refinedepth.refiner.models import parse_layer
+
+    ngf, levels = 4, 6
+    torch.manual_seed(0)
+    ref = _isola_unet(ngf, levels).eval()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # running statistics that matter
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5), m.bias.data.uniform_(-0.5, 0.5)
+    preset = get_preset("pix2pix").generator_config()
+    widths = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (levels - 3)
+
+    encoder = tuple(f"C{w}" for w in widths)
+    # Isola's decoder: the innermost layer without dropout, then its dropout layers, then 256-128-64
+    decoder = tuple(("CD" if parse_layer(s)[1] else "C") + str(w)
+                    for s, w in zip(preset.decoder[:1] + preset.decoder[-(levels - 2):], widths[-2::-1]))
+    assert preset.skip_relu
+    ours = build_generator(dataclasses.replace(preset, encoder=encoder, decoder=decoder)).eval()
+
+    blocks, b = [], ref
+    while True:
+        blocks.append(b)
+        subs = [m for m in b.model if isinstance(m, _IsolaBlock)]
+        if not subs:
+            break
+        b = subs[0]
+    convs = lambda blk, kind: [m for m in blk.model if type(m) is kind]  # noqa: E731
+    bns = lambda blk: [m for m in blk.model if isinstance(m, torch.nn.BatchNorm2d)]  # noqa: E731
+    with torch.no_grad():
+        for i, blk in enumerate(blocks):  # encoder level i: Isola's block i, outermost first
+            ours.encoder[i][0].weight.copy_(convs(blk, torch.nn.Conv2d)[0].weight)
+            if 0 < i < levels - 1:
+                ours.encoder[i][1].load_state_dict(bns(blk)[0].state_dict())
+        for j, blk in enumerate(blocks[::-1][:-1]):  # decoder layer j: the up path of block n-1-j
+            up = convs(blk, torch.nn.ConvTranspose2d)[0].weight
+            if j > 0:  # Isola's input is cat(skip, decoder); ours cat(decoder, skip)
+                half = up.shape[0] // 2
+                up = torch.cat([up[half:], up[:half]])
+            ours.decoder[j][0].weight.copy_(up)
+            ours.decoder[j][1].load_state_dict(bns(blk)[-1].state_dict())
+        head = convs(blocks[0], torch.nn.ConvTranspose2d)[0]
+        half = head.weight.shape[0] // 2
+        ours.output_conv.weight.copy_(torch.cat([head.weight[half:], head.weight[:half]]))
+        ours.output_conv.bias.copy_(head.bias)
+        x = torch.randn(2, 1, 64, 64)
+        want = ref(x.clone())
+        got = ours(x)
+        assert (want - got).abs().max() < 1e-5
+        ours.config = dataclasses.replace(ours.config, skip_relu=False)  # the notation's reading differs
+        assert (want - ours(x)).abs().max() > 1e-2
+
+
 def test_pix2pix_parameter_counts_match_isola_unet256_and_basic_d():
     assert _meta_counts("pix2pix", "rough") == (54_407_809, 2_764_609)
     assert _meta_counts("pix2pix", "rough+rgb") == (54_410_881, 2_767_681)

@@ -23,7 +23,11 @@ fuse or convert them.
 Layer order note: Isola's reference code applies each activation before its convolution
 (pre-activation) and shares tensors in place; we build the blocks in the order the notation reads
 (conv, norm, dropout, activation). Layer shapes and parameter counts are identical, e.g.
-``pix2pix`` unet_256 for 1->1 channels has 54,407,809 parameters.
+``pix2pix`` unet_256 for 1->1 channels has 54,407,809 parameters. One difference in values
+remains: there, every decoder layer starts with a plain ReLU of its whole input, so the skips and
+the innermost code reach the decoder through ``relu``, where the notation's reading passes the
+encoder's leaky output. ``GeneratorConfig.skip_relu`` (on in the ``pix2pix`` preset) applies that
+ReLU; ``relu(leaky(x)) == relu(x)``, so the result equals Isola's network.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class GeneratorConfig:
             (``kernel_size`` transposed convolution, stride 2; the papers) or ``resize`` (bilinear
             x2, replication pad 1, 3x3 convolution; no checkerboard). Checkpoints written before
             this option existed load as ``transposed``.
+        skip_relu: pass the skips and the innermost code to the decoder through a plain ReLU, as
+            Isola's unet_256 does (its decoder layers begin with ``ReLU``); off: the encoder's leaky
+            output, as the notation reads. Checkpoints written before it existed load as off.
     """
 
     encoder: tuple[str, ...]
@@ -97,6 +104,7 @@ class GeneratorConfig:
     leaky_slope: float = 0.2
     zero_init_output: bool = False
     upsample: str = "transposed"
+    skip_relu: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", parse_layers(self.encoder))
@@ -269,6 +277,9 @@ class UNetGenerator(nn.Module):
         for block in self.encoder:
             x = block(x)
             skips.append(x)
+        if self.config.skip_relu:  # Isola's decoder layers begin with a ReLU of their whole input
+            skips = [torch.relu(s) for s in skips]
+            x = skips[-1]
         for j, block in enumerate(self.decoder):
             x = torch.cat([block(x), skips[-2 - j]], dim=1)
         return self.head(x)

@@ -42,6 +42,7 @@ class Preset:
             (bilinear x2 + 3x3 convolution, no checkerboard).
         head: ``none`` or ``guided`` (the full-resolution head, :mod:`refinedepth.refiner.head`).
         guide: what guides the head by default (``rgb``, ``gray``, ``none``).
+        skip_relu: see :class:`GeneratorConfig` (Isola's unet_256: on).
     """
 
     name: str
@@ -60,6 +61,7 @@ class Preset:
     upsample: str = "transposed"
     head: str = "none"
     guide: str = "rgb"
+    skip_relu: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder", parse_layers(self.encoder))
@@ -79,6 +81,7 @@ class Preset:
             dropout=self.dropout,
             zero_init_output=bool(residual),
             upsample=self.upsample,
+            skip_relu=self.skip_relu,
         )
 
     def discriminator_config(self, inputs: str = "rough") -> DiscriminatorConfig:
@@ -128,6 +131,7 @@ PRESETS: dict[str, Preset] = {
             # Isola's code puts dropout in the three 512-filter decoder layers after the innermost.
             decoder=("C512", "CD512", "CD512", "CD512", "C256", "C128", "C64"),
             disc_layers=("C64", "C128", "C256", "C512"),
+            skip_relu=True,  # Isola's decoder layers begin with ReLU(skip, decoder output)
         ),
         Preset(
             name="small",
