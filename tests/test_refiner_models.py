@@ -404,3 +404,14 @@ def test_the_guided_preset_upsamples_by_resize_convolution():
         g = build_generator(cfg)
     assert count_parameters(g) == _unet_parameters("guided", "resize")
     assert torch.nn.ConvTranspose2d not in [type(m) for m in g.modules()]
+
+
+def test_paper_presets_augment_as_the_paper_says():
+    # §4.2 expands the Make3D pairs by scale, flips and brightness; for NYU it names none
+    from refinedepth.config import TrainConfig
+
+    def resolved(preset):
+        return TrainConfig(train="t.h5", out="run", preset=preset).effective_augment
+
+    assert resolved("paper-make3d") == ("hflip", "scale", "brightness")
+    assert resolved("paper-nyu") == () and resolved("pix2pix") == ()

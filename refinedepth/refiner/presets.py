@@ -123,6 +123,9 @@ PRESETS: dict[str, Preset] = {
             # 2,2,1,1,2 are the one arrangement of 1s and 2s that sees exactly 70x70.
             disc_strides=(2, 2, 1, 1, 2),
             kernel_size=3,
+            # §4.2: the Make3D training pairs are expanded by scale, flips and brightness (for NYU
+            # the paper names no augmentation of the second stage's pairs)
+            augment=("hflip", "scale", "brightness"),
         ),
         Preset(
             name="pix2pix",
