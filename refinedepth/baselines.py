@@ -14,7 +14,11 @@ rough depth):
 * ``scale`` ``s = exp(mean(log gt - log d))``, the geometric mean of the ratios: it minimises the
   squared log error (what ``silog`` and ``rmse_log`` measure) and is not pulled by the few
   farthest pixels as a least-squares fit in depth is;
-* ``scale_shift`` ``(a, b)``: ordinary least squares of ``gt ~ a d + b`` over the pooled pixels.
+* ``scale_shift`` ``(a, b)``: ordinary least squares of ``gt ~ a d + b`` over the pooled pixels;
+  for disparity maps in inverse-depth space, ``1 / gt ~ a p + b`` with ``p = 1 / d`` the
+  disparity, applied as ``1 / (a p + b)`` (``space="disparity"``): the calibration of an
+  affine-invariant disparity model (MiDaS, Depth Anything) is a scale and shift of its
+  disparity, which a fit in depth cannot express (before 2026-12-07 it was fitted in depth).
 
 The fit streams: it keeps sums (float64), never the pixels.
 """
@@ -61,17 +65,24 @@ class Baselines:
                    str(d.get("space", "depth")))
 
     def apply(self, depth, which: str):
-        """``depth`` (rough depth, any array/tensor) calibrated by ``"scale"`` or ``"scale_shift"``."""
+        """``depth`` (rough depth, any array/tensor) calibrated by ``"scale"`` or ``"scale_shift"``
+        (in disparity, ``1 / (a / depth + b)``, when fitted there)."""
         if which == "scale":
             return depth * self.scale
         a, b = self.scale_shift
+        if self.space == "disparity":  # an infinitely far depth has disparity 0
+            return rough_depth(a / depth + b, "disparity")
         return depth * a + b
 
 
 class BaselineFit:
-    """Streaming least-squares / log-ratio sums; :meth:`update` with pairs, :meth:`result` at the end."""
+    """Streaming least-squares / log-ratio sums; :meth:`update` with pairs, :meth:`result` at the end.
+    ``space="disparity"``: the scale + shift is fitted on ``(1 / depth, 1 / gt)``."""
 
-    def __init__(self) -> None:
+    def __init__(self, space: str = "depth") -> None:
+        if space not in ("depth", "disparity"):
+            raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
+        self.space = space
         self.n = 0
         self.sum_log = 0.0
         self.sx = self.sy = self.sxx = self.sxy = 0.0
@@ -86,6 +97,8 @@ class BaselineFit:
         self.n += int(d.size)
         if d.size:
             self.sum_log += float(np.sum(np.log(g) - np.log(d)))
+            if self.space == "disparity":
+                d, g = 1.0 / d, 1.0 / g
             self.sx += float(d.sum())
             self.sy += float(g.sum())
             self.sxx += float(np.dot(d, d))
@@ -105,7 +118,7 @@ class BaselineFit:
         else:
             a = (self.sxy / self.n - mx * my) / var
             b = my - a * mx
-        return Baselines(scale, (float(a), float(b)), self.n, fitted_on)
+        return Baselines(scale, (float(a), float(b)), self.n, fitted_on, self.space)
 
 
 def rough_depth(rough, kind: str):
@@ -145,7 +158,7 @@ def fit_baselines(dataset, *, protocol: str = "none", fitted_on: str = "", limit
 
     proto = get_protocol(protocol)
     kind = dataset.output_kind
-    fit = BaselineFit()
+    fit = BaselineFit("disparity" if kind == "disparity" else "depth")
     n = len(dataset) if limit is None else min(limit, len(dataset))
     for i in range(n):
         item = dataset[i]

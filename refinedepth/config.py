@@ -42,7 +42,7 @@ GAN_MODES = ("vanilla", "lsgan", "none")
 LR_SCHEDULES = ("constant", "linear")
 OPTIMIZERS = ("sgd", "adam")
 PROTOCOLS = ("nyu", "make3d", "kitti", "none")
-# per image, before scoring; "auto": median scale for relative/disparity maps, none for metric ones
+# per image, before scoring; "auto": lstsq (scale and shift) for relative/disparity maps, none for metric ones
 ALIGNMENTS = ("auto", "none", "median", "lstsq")
 # "pixel" pools every pixel of every image (the metrics module calls it "pooled")
 AVERAGING = ("image", "pixel")
@@ -766,9 +766,9 @@ class EvaluateConfig(ConfigBase):
     )
     align: str = choice_option(
         "auto", choices=ALIGNMENTS,
-        help="Align predictions to GT per image: auto = median scale for relative/disparity stages, "
-        "none for metric ones; median or lstsq (scale and shift; for disparity fitted in inverse "
-        "depth) for every stage; none only for metric caches.",
+        help="Align predictions to GT per image: auto = lstsq for relative/disparity stages (scale and "
+        "shift; for disparity fitted in inverse depth, as MiDaS evaluates), none for metric ones; "
+        "lstsq or median for every stage; none only for metric caches.",
     )
     averaging: str = choice_option(
         "image", choices=AVERAGING,

@@ -218,7 +218,7 @@ def evaluate_cache(
     except ConfigError:
         raise ConfigError(
             f"cache {cache!r} holds {output_kind} rough maps, which have no metric scale: --align none "
-            "cannot score them; pass --align auto (median for them), median or lstsq"
+            "cannot score them; pass --align auto (lstsq for them), lstsq or median"
         ) from None
 
     dev = resolve_device(device)
@@ -255,7 +255,8 @@ def evaluate_cache(
     chain_names = chain.stage_names
     names = [chain_names[0], *([SCALE_ROW, SCALE_SHIFT_ROW] if baselines else []), *chain_names[1:]]
     shown_stages = [i for i, n in enumerate(names) if n not in (SCALE_ROW, SCALE_SHIFT_ROW)]
-    scorer = Scorer(names, protocol=protocol, align=align, averaging=averaging, boundary=boundary)
+    scorer = Scorer(names, protocol=protocol, align=align, averaging=averaging, boundary=boundary,
+                    max_depth=attrs.get("max_depth"))
     compared = ("abs_rel", "rmse", "silog", "dbe_acc")
     per_image_values: dict[str, dict[str, list[float]]] = {n: {k: [] for k in compared} for n in names}
 

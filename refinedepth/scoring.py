@@ -23,9 +23,12 @@ A prediction has a **kind** (the backbone's ``output_kind``, SPEC §3.1; refined
 * ``none``: no alignment. Only metric maps can be scored so: a relative or disparity map has no
   metric scale, and ``align="none"`` on one is a :class:`ConfigError`;
 * ``auto`` (the default of ``evaluate`` and refiner validation): ``none`` for metric maps and
-  ``median`` for the others, stage by stage. So a table over a disparity backbone's cache shows its
-  rough row median-scaled and the refined rows as the refiner predicts them (the refiner is meant
-  to lift relative depth to metres, which alignment would hide).
+  ``lstsq`` for the others, stage by stage: relative depth is defined up to a scale and a shift,
+  and affine-invariant disparity (MiDaS, Depth Anything) is evaluated with a scale and shift
+  fitted in inverse depth (Ranftl et al., 2020), so that is the first stage's own quality. A table
+  over a disparity backbone's cache shows its rough row so aligned and the refined rows as the
+  refiner predicts them (the refiner is meant to lift relative depth to metres, which alignment
+  would hide). Before 2026-12-07 ``auto`` median-scaled them, which cannot remove a shift.
 
 An explicit ``median`` or ``lstsq`` applies to every stage, metric ones included.
 
@@ -43,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ALIGNMENTS  # noqa: F401 (auto = none for metric maps, median for the others)
+from .config import ALIGNMENTS  # noqa: F401 (auto = none for metric maps, lstsq for the others)
 from .config import OUTPUT_KINDS as KINDS
 from .errors import ConfigError, ShapeError
 from .metrics import AVERAGING, MetricAccumulator, as_batch, get_protocol, valid_mask
@@ -59,11 +62,11 @@ def resolve_align(align: str, kind: str) -> str:
     if align not in ALIGNMENTS:
         raise ConfigError(f"unknown alignment {align!r}: expected one of {', '.join(ALIGNMENTS)}")
     if align == "auto":
-        return "none" if kind == "metric" else "median"
+        return "none" if kind == "metric" else "lstsq"
     if align == "none" and kind != "metric":
         raise ConfigError(
             f"{kind} maps have no metric scale and cannot be scored with align 'none': "
-            "pass --align auto (median for them), median or lstsq"
+            "pass --align auto (lstsq for them), lstsq or median"
         )
     return align
 
@@ -171,6 +174,10 @@ class Scorer:
         boundary: also compute the boundary metrics of :mod:`refinedepth.boundary` (``dbe_acc``,
             ``dbe_comp``, ``boundary_f1``; per-image means, on the scored pixels of the converted
             and aligned map). Needs scikit-image and scipy (the ``boundary`` extra).
+        max_depth: where a protocol has no upper depth bound (``none``), infinitely far
+            predictions (a disparity ``<= 0``) are scored at this depth, as MiDaS caps depth at
+            ``1 / max_depth``; ``evaluate`` and refiner validation pass the cache's ``max_depth``.
+            ``None``: they stay infinite (and so does any error they enter).
     """
 
     def __init__(
@@ -181,6 +188,7 @@ class Scorer:
         align: str = "none",
         averaging: str = "image",
         boundary: bool = False,
+        max_depth: float | None = None,
     ) -> None:
         self.stages = [str(s) for s in stages]
         if not self.stages or len(set(self.stages)) != len(self.stages):
@@ -193,6 +201,10 @@ class Scorer:
         if averaging not in AVERAGING:
             raise ConfigError(f"unknown averaging {averaging!r}: expected image, pixel or pooled")
         self.averaging = averaging
+        # the depth +inf predictions are scored at: the protocol's bound, else max_depth (if given)
+        self.far = self.protocol.max_depth
+        if not math.isfinite(self.far) and max_depth is not None and math.isfinite(float(max_depth)) and max_depth > 0:
+            self.far = float(max_depth)
         self._accs = {s: MetricAccumulator(self.protocol, "none", averaging) for s in self.stages}
         self.boundary = bool(boundary)
         self._bounds = {}
@@ -224,6 +236,8 @@ class Scorer:
                 raise ShapeError(f"valid {list(vb.shape)} and gt {list(g.shape)} differ in shape")
             mask &= vb
         depth = to_metric(p, kind, gt=g, valid=mask, align=align)
+        if math.isfinite(self.far):  # the accumulators clamp to the protocol's bound; `none` has none
+            depth = np.where(np.isposinf(depth), self.far, depth)
         return depth, np.where(mask, g, 0.0)
 
     def update(self, stage: str, pred, gt, *, kind: str = "metric", valid=None) -> dict[str, np.ndarray]:

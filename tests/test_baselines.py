@@ -48,23 +48,29 @@ def test_an_affine_rough_map_gives_its_scale_and_shift(tmp_path):
     assert b.scale == pytest.approx(float(np.exp(np.mean(np.log(gt.astype(np.float64)) - np.log(rough)))), rel=1e-6)
 
 
-def test_disparity_maps_are_fitted_in_depth_and_the_protocol_range_is_respected(tmp_path):
+def test_disparity_maps_are_fitted_in_inverse_depth_and_the_protocol_range_is_respected(tmp_path):
     gt = _gt(seed=2)
     gt[1, 0, 0] = 50.0  # beyond the nyu protocol's 10 m: not fitted
-    disparity = 2.0 / gt  # depth = 0.5 gt
+    disparity = 2.0 / gt + 0.4  # an affine-invariant disparity: 1/gt = 0.5 p - 0.2
     cache = write_cache(tmp_path / "c.h5", rough=disparity, gt=gt, max_depth=10.0, output_kind="disparity")
     b = fit_baselines(CacheDataset(cache), protocol="none")
-    assert b.scale == pytest.approx(2.0, rel=1e-6)
+    assert b.space == "disparity"
+    assert b.scale_shift == pytest.approx((0.5, -0.2), abs=1e-5)
+    np.testing.assert_allclose(b.apply(1.0 / disparity, "scale_shift"), gt, rtol=1e-4)  # calibrated exactly
+    # the scale: geometric mean of gt / depth, depth = 1 / p, computed independently
+    g64 = gt.astype(np.float64)
+    assert b.scale == pytest.approx(float(np.exp(np.mean(np.log(g64 * disparity)))), rel=1e-6)
     # pooled least squares over the nyu-valid pixels only, by hand with NumPy (no crop at 16x20:
     # the Eigen crop is defined at 480x640 and scaled; compare against the same mask)
     from refinedepth.metrics import get_protocol, valid_mask
 
-    m = valid_mask(gt.astype(np.float64), get_protocol("nyu"))
-    d, g = (0.5 * gt.astype(np.float64))[m], gt.astype(np.float64)[m]
-    A = np.stack([d, np.ones_like(d)], 1)
-    expected = np.linalg.lstsq(A, g, rcond=None)[0]
+    m = valid_mask(g64, get_protocol("nyu"))
+    noisy = disparity * (1.0 + 0.1 * np.random.default_rng(3).random(gt.shape)).astype(np.float32)
+    cache = write_cache(tmp_path / "n.h5", rough=noisy, gt=gt, max_depth=10.0, output_kind="disparity")
+    p = noisy.astype(np.float64)[m]
+    expected = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), 1.0 / g64[m], rcond=None)[0]
     got = fit_baselines(CacheDataset(cache), protocol="nyu").scale_shift
-    assert got == pytest.approx(tuple(expected), abs=1e-4)
+    assert got == pytest.approx(tuple(expected), rel=1e-4)
 
 
 def test_no_usable_pixel_is_a_one_line_error():
@@ -166,8 +172,10 @@ def test_disparity_baseline_rows_score_what_was_fitted_resized_before_inverting(
     b = ckpt.read_config(run / "best")["baselines"]
     assert b["scale"] == pytest.approx(float(np.exp(np.mean(np.log(gt) - np.log(depth_up)))), rel=1e-5)
     result = evaluate_cache(cache, [run / "best"], device="cpu", boundary=False, protocol="none")
-    for row, pred in (("rough x scale", b["scale"] * depth_up),
-                      ("rough x (scale, shift)", b["scale_shift"][0] * depth_up + b["scale_shift"][1])):
+    # the scale + shift acts on the disparity (fitted in inverse depth): depth = 1 / (a p + b)
+    shifted = 1.0 / (b["scale_shift"][0] / depth_up + b["scale_shift"][1])
+    assert b["space"] == "disparity" and (shifted > 0).all()
+    for row, pred in (("rough x scale", b["scale"] * depth_up), ("rough x (scale, shift)", shifted)):
         expected = np.mean([np.mean(np.abs(p - g) / g) for p, g in zip(pred, gt)])
         assert result.metrics(row)["abs_rel"] == pytest.approx(expected, rel=1e-4), row
 

@@ -77,13 +77,13 @@ def test_lstsq_alignment_on_a_relative_cache(tmp_path):
     # a relative backbone: depth up to an unknown scale and shift
     relative = (rough - 0.5) * 0.2
     path = write_cache(tmp_path / "rel.h5", rough=relative, gt=gt, output_kind="relative", max_depth=10.0)
-    scaled = evaluate_cache(path, device="cpu")  # align auto: median scaling for relative maps
-    aligned = evaluate_cache(path, align="lstsq", device="cpu")
-    assert scaled.align == "auto" and scaled.alignments == {"rough": "median"}
+    auto = evaluate_cache(path, device="cpu")  # align auto: scale and shift for relative maps
+    scaled = evaluate_cache(path, align="median", device="cpu")
+    assert auto.align == "auto" and auto.alignments == {"rough": "lstsq"}
     expected = _reference(relative, gt, align="lstsq")
-    assert aligned.metrics(0)["abs_rel"] == pytest.approx(expected["abs_rel"], rel=1e-6)
+    assert auto.metrics(0)["abs_rel"] == pytest.approx(expected["abs_rel"], rel=1e-6)
     assert scaled.metrics(0)["abs_rel"] == pytest.approx(_reference(relative, gt, align="median")["abs_rel"], rel=1e-6)
-    assert aligned.metrics(0)["abs_rel"] < scaled.metrics(0)["abs_rel"]  # median cannot undo a shift
+    assert auto.metrics(0)["abs_rel"] < scaled.metrics(0)["abs_rel"]  # median cannot undo a shift
 
 
 def test_per_sample_csv_and_limit(metric_cache, tmp_path):

@@ -83,13 +83,13 @@ def test_torch_in_torch_out_and_shapes():
 
 def test_align_auto_and_none():
     assert resolve_align("auto", "metric") == "none"
-    assert resolve_align("auto", "relative") == resolve_align("auto", "disparity") == "median"
+    assert resolve_align("auto", "relative") == resolve_align("auto", "disparity") == "lstsq"
     assert resolve_align("lstsq", "metric") == "lstsq"
     with pytest.raises(ConfigError) as err:
         to_metric(np.ones((4, 4)), "disparity")
     assert str(err.value) == (
         "disparity maps have no metric scale and cannot be scored with align 'none': "
-        "pass --align auto (median for them), median or lstsq"
+        "pass --align auto (lstsq for them), lstsq or median"
     )
     with pytest.raises(ConfigError, match="unknown alignment 'scale'"):
         Scorer(["rough"], align="scale")
@@ -138,7 +138,7 @@ def test_scorer_merge_and_state_equal_one_pass():
         for key, value in whole.compute()[stage].items():
             assert merged[stage][key] == pytest.approx(value, rel=1e-12), (stage, key)
             assert rebuilt[stage][key] == pytest.approx(value, rel=1e-12), (stage, key)
-    assert whole.alignments == {"a": "none", "b": "median"}
+    assert whole.alignments == {"a": "none", "b": "lstsq"}
 
 
 # -- acceptance: evaluate and refiner validation, one function, the same numbers ------------------------
@@ -157,7 +157,7 @@ def test_perfect_disparity_cache_scores_zero_in_evaluate_and_in_refiner_validati
     cache, _ = _disparity_cache(tmp_path / "disp.h5")
     runner = CliRunner()
     res = runner.invoke(
-        cli, ["evaluate", "--cache", str(cache), "--align", "median", "--json", str(tmp_path / "e.json"), "-q", "--device", "cpu"]
+        cli, ["evaluate", "--cache", str(cache), "--align", "lstsq", "--json", str(tmp_path / "e.json"), "-q", "--device", "cpu"]
     )
     assert res.exit_code == 0, res.output
     import json
@@ -172,8 +172,8 @@ def test_perfect_disparity_cache_scores_zero_in_evaluate_and_in_refiner_validati
         refiner.generator, CacheDataset(cache), norm=refiner.normalization, inputs=refiner.inputs,
         residual=refiner.residual, size=refiner.size, protocol="none", device=torch.device("cpu"), batch_size=2,
     )
-    assert validated["rough_align"] == "median" and evaluated.alignments == {
-        "rough": "median", "rough x scale": "none", "rough x (scale, shift)": "none", "+ ref": "none"
+    assert validated["rough_align"] == "lstsq" and evaluated.alignments == {
+        "rough": "lstsq", "rough x scale": "none", "rough x (scale, shift)": "none", "+ ref": "none"
     }
     assert validated["rough"]["abs_rel"] < 1e-6
     for key, value in validated["rough"].items():
@@ -205,7 +205,7 @@ def test_align_none_on_a_disparity_cache_is_one_line(tmp_path):
     lines = res.output.strip().splitlines()
     assert lines == [
         f"Error: cache {str(cache)!r} holds disparity rough maps, which have no metric scale: --align none "
-        "cannot score them; pass --align auto (median for them), median or lstsq"
+        "cannot score them; pass --align auto (lstsq for them), lstsq or median"
     ]
     # the default, auto, scores them (median-scaled)
     assert evaluate_cache(cache, device="cpu").metrics(0)["abs_rel"] < 1e-6
@@ -253,3 +253,34 @@ def test_all_reduce_over_two_gloo_processes_equals_one_process(tmp_path):
     one.update("rough", 3.0 / gt.clamp_min(0.5), gt, kind="disparity")
     expected = one.compute()["rough"]
     np.testing.assert_allclose(np.load(out), [expected["abs_rel"], expected["rmse"], 4], rtol=1e-12)
+
+
+def test_auto_alignment_removes_an_affine_disparity_error_as_midas_evaluates():
+    # disparity known up to scale and shift (MiDaS, Depth Anything): auto fits both in inverse depth
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(1.0, 9.0, size=(2, 48, 64))
+    disparity = 2.0 / gt + 0.3
+    auto = Scorer(["rough"], protocol="nyu", align="auto")
+    auto.update("rough", disparity, gt, kind="disparity")
+    assert auto.alignments["rough"] == "lstsq" and auto.compute()["rough"]["abs_rel"] < 1e-9
+    median = Scorer(["rough"], protocol="nyu", align="median")
+    median.update("rough", disparity, gt, kind="disparity")
+    assert median.compute()["rough"]["abs_rel"] > 0.05  # a scale cannot remove the shift
+
+
+def test_infinitely_far_predictions_are_scored_at_max_depth_where_the_protocol_has_no_bound():
+    # a disparity of 0 (e.g. the sky of a ReLU head) is infinitely far; under `none` it was an infinite error
+    gt = np.full((1, 8, 8), 4.0)
+    disparity = np.full((1, 8, 8), 0.25)
+    disparity[0, 0, :4] = 0.0
+    capped = Scorer(["rough"], protocol="none", max_depth=10.0)  # the converted depth, to isolate the cap
+    depth = np.where(disparity > 0, 1.0 / np.where(disparity > 0, disparity, 1.0), np.inf)
+    capped.update("rough", depth, gt)
+    want = 4 * abs(10.0 - 4.0) / 4.0 / 64  # four pixels at 10 m against 4 m, the rest exact
+    assert capped.compute()["rough"]["abs_rel"] == pytest.approx(want, rel=1e-12)
+    uncapped = Scorer(["rough"], protocol="none")
+    with np.errstate(over="ignore"):
+        uncapped.update("rough", depth, gt)
+        assert uncapped.compute()["rough"]["abs_rel"] > 1e300
+    nyu = Scorer(["rough"], protocol="nyu", max_depth=80.0)  # a protocol's own bound wins
+    assert nyu.far == 10.0

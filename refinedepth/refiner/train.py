@@ -172,9 +172,9 @@ def validate(
 
     Scored exactly as ``refinedepth evaluate`` scores a cache with ``--align auto`` (one function,
     :func:`refinedepth.scoring.score_dataset`): predictions are resized (bilinear) to the ground
-    truth's resolution; rough maps of relative/disparity backbones are median-aligned for their
-    row (they have no scale; disparity is inverted first); refined maps are scored as they are
-    (metric).
+    truth's resolution; rough maps of relative/disparity backbones get a per-image scale and shift
+    for their row (``align="auto"``: they have no scale; disparity is fitted in inverse depth);
+    refined maps are scored as they are (metric).
     """
     from ..scoring import Scorer, resolve_align, score_dataset
 
@@ -186,7 +186,7 @@ def validate(
     from ..baselines import SCALE_ROW, SCALE_SHIFT_ROW, baseline_depth
 
     names = ["rough", "refined"] + ([SCALE_ROW, SCALE_SHIFT_ROW] if baselines is not None else [])
-    scorer = Scorer(names, protocol=protocol, align="auto")
+    scorer = Scorer(names, protocol=protocol, align="auto", max_depth=norm.max_depth)
 
     def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str, out_size=None) -> list[torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
