@@ -276,6 +276,10 @@ def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device,
     from .training import sharding
 
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    if world > 1:  # every rank scores rank 0's model, the one saved (BatchNorm statistics included)
+        from .training.distributed import broadcast_buffers
+
+        broadcast_buffers(model)
     scorer = Scorer(["backbone"], protocol=protocol)
     batches = sharding.batches(sharding.shard(list(range(len(prepared))), rank, world, pad=False), batch_size)
     was_training = model.training

@@ -32,4 +32,17 @@ def test_torchrun_two_cpu_processes_train_one_run_directory(tmp_path):
     lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     assert [ln["epoch"] for ln in lines] == [1, 2]  # written once, by rank 0
     assert sorted(p.name for p in out.iterdir()) == ["backbone.safetensors", "config.json", "last", "log.jsonl"]
-    load_trained_backbone(out)
+    model = load_trained_backbone(out)
+
+    # the logged validation is the saved model's score: every rank scores rank 0's BatchNorm
+    # statistics (each rank's copy had moved with its own last batch: abs_rel differed by 5e-7)
+    from refinedepth.config import TrainBackboneConfig
+    from refinedepth.train_backbone import _open, _Prepared, validate
+
+    config = TrainBackboneConfig.from_dict(payload["train"])
+    val_ds = _open(config, config.val_split, config.val_limit)
+    prepared = _Prepared(val_ds, model.info.input_size, model.info.output_size, keep_native=True, cache=False)
+    again = validate(model, prepared, payload["dataset"]["protocol"], 2, "cpu")
+    logged = payload["history"][-1]["val"]
+    for key in ("abs_rel", "rmse", "d1", "silog"):
+        assert logged[key] == pytest.approx(again[key], rel=1e-9, abs=1e-12), key

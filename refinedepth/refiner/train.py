@@ -38,7 +38,7 @@ from ..augment import apply_params, draw_params
 from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig, nearest_multiple_size  # noqa: F401 (TrainConfig lives in config)
 from ..errors import ConfigError
 from ..progress import ProgressCallback
-from ..training.distributed import barrier, session
+from ..training.distributed import average_gradients, barrier, session
 from ..training.progress import inside
 from ..training.resume import check_resume
 from ..training.rundir import RunDir
@@ -580,6 +580,9 @@ def _train_step(
         loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, device=device)
         opt_h.zero_grad(set_to_none=True)
         loss_head.backward()
+        # under torchrun the head is not a DDP module: average its gradients as DDP does the U-Net's,
+        # or each rank trains its own head and rank 0 saves one that saw 1/W of the data
+        average_gradients(head)
         # the log-depth loss has rare large gradients (near-zero depths, new edges): clip the
         # head's gradient so one batch cannot undo the run
         torch.nn.utils.clip_grad_norm_(list(head.parameters()), HEAD_CLIP_NORM)

@@ -128,6 +128,38 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def average_gradients(module) -> None:
+    """Average ``module``'s gradients across ranks in place (no-op when not distributed): what
+    DDP does for the modules it wraps, for one trained beside them with its own optimiser. A
+    parameter without a gradient on this rank takes part with zeros, so every rank reduces the
+    same tensors."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(world)
+
+
+def broadcast_buffers(module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers (BatchNorm running statistics) in place (no-op when not
+    distributed): after a training step each rank's DDP replica has updated them with its own
+    batch, and a model evaluated on every rank must be the one rank ``src`` saves."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for b in module.buffers():
+        dist.broadcast(b, src=src)
+
+
 def cleanup() -> None:
     """Leave (destroy) the default process group, if there is one."""
     import torch.distributed as dist
@@ -139,6 +171,8 @@ def cleanup() -> None:
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
+    "average_gradients",
+    "broadcast_buffers",
     "barrier",
     "cleanup",
     "dist_info",
