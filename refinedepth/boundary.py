@@ -5,7 +5,8 @@ Two families, both per image, averaged over images by :class:`BoundaryAccumulato
 * **Depth boundary errors (DBE)** of iBims-1 (Koch et al., "Evaluation of CNN-based Single-Image
   Depth Estimation Methods", ECCV-W 2018). Depth edges are Canny edges
   (:func:`skimage.feature.canny`, ``sigma = sqrt(2)``, hysteresis thresholds 0.15 / 0.3 as the
-  iBims-1 evaluation uses) of the depth map min-max normalised to ``[0, 1]`` over the used pixels.
+  iBims-1 evaluation uses) of the depth map min-max normalised to ``[0, 1]`` over the used pixels,
+  in float32 as the iBims-1 code normalises.
   With ``D_gt`` / ``D_pred`` the Euclidean distance in pixels
   (:func:`scipy.ndimage.distance_transform_edt`) to the nearest ground-truth / predicted edge,
   truncated at ``theta = 10`` pixels:
@@ -141,7 +142,9 @@ def depth_edges(depth: np.ndarray, used: np.ndarray) -> np.ndarray:
     lo, hi = float(depth[used].min()), float(depth[used].max())
     if not hi > lo:
         return np.zeros(depth.shape, dtype=bool)
-    norm = np.where(used, (depth - lo) / (hi - lo), 0.0)
+    # float32, as the iBims-1 code normalises (`astype("f")`): on an exact two-value step the two
+    # columns beside it tie in float64 and Canny keeps both; float32 rounding keeps one, as there
+    norm = np.where(used, (depth - lo) / (hi - lo), 0.0).astype(np.float32)
     return feature.canny(
         norm, sigma=CANNY_SIGMA, low_threshold=CANNY_LOW, high_threshold=CANNY_HIGH, mask=used
     )

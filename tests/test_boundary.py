@@ -2,7 +2,8 @@
 
 Step edges are drawn with one intermediate pixel (``near | mid | far``) so the step is centred on a
 pixel and Canny marks exactly that column: then every distance is an integer known by hand. A pure
-two-value step is centred between two columns and Canny marks both (checked below as well).
+two-value step is centred between two columns; there the iBims-1 code's own edges (float32
+normalisation) are the reference (checked below as well).
 """
 
 from __future__ import annotations
@@ -60,12 +61,27 @@ def test_shifted_edge_errors_are_truncated_at_theta(k):
     assert m["dbe_comp"] == pytest.approx(10.0)
 
 
-def test_two_value_step_marks_two_columns():
-    # edges at columns {29, 30} vs {29 + k, 30 + k}: distances k - 1 and k, mean k - 1/2
-    k = 4
-    acc, comp = depth_boundary_errors(step(30 + k, mid=False), step(30, mid=False))
-    assert acc == pytest.approx(k - 0.5)
-    assert comp == pytest.approx(k - 0.5)
+@pytest.mark.parametrize("k", [1, 4])
+def test_two_value_step_gives_the_ibims1_codes_edges_and_errors(k):
+    # A pure two-value step is centred between two columns; their Canny strengths tie, and the
+    # iBims-1 code, which normalises in float32 (`astype('f')`) and runs Canny without a mask,
+    # keeps one pixel per row as float32 rounds. Its edges and brute-force truncated distances:
+    from skimage import feature
+
+    def ibims_edges(d):
+        n = ((d - d.min()) / (d.max() - d.min())).astype("f")
+        return feature.canny(n, sigma=np.sqrt(2), low_threshold=0.15, high_threshold=0.3)
+
+    gt, pred = step(30, mid=False), step(30 + k, mid=False)
+    eg, ep = np.argwhere(ibims_edges(gt)), np.argwhere(ibims_edges(pred))
+    assert len(eg) == len(ep) == H - 2  # one pixel per row but the border rows
+
+    def chamfer(a, b):
+        return np.minimum(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)).min(1), 10.0).mean()
+
+    acc, comp = depth_boundary_errors(pred, gt)
+    assert acc == pytest.approx(chamfer(ep, eg)) and comp == pytest.approx(chamfer(eg, ep))
+    assert k - 1 < acc <= k  # (float64 normalisation kept both columns: k - 1/2 with k = 4)
 
 
 def test_spurious_far_edge_counts_theta_in_accuracy():
@@ -163,8 +179,8 @@ def test_chamfer_distances_against_brute_force():
     pred = gt * np.exp(0.02 * rng.standard_normal(gt.shape))
     pred[4:18, 6:17] = 2.2
 
-    def edges(d):
-        return canny((d - d.min()) / (d.max() - d.min()), sigma=np.sqrt(2), low_threshold=0.15,
+    def edges(d):  # normalised in float32, as the iBims-1 code does
+        return canny(((d - d.min()) / (d.max() - d.min())).astype("f"), sigma=np.sqrt(2), low_threshold=0.15,
                      high_threshold=0.3, mask=np.ones(d.shape, dtype=bool))
 
     eg, ep = np.argwhere(edges(gt)), np.argwhere(edges(pred))
