@@ -134,6 +134,21 @@ def test_per_sample_percentiles_are_exact_on_a_large_map():
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
 
+def test_a_maps_percentiles_do_not_depend_on_its_batch(monkeypatch):
+    # the limit is per map: a batch above it in total still gets each map's exact percentiles
+    from refinedepth.refiner import normalize
+
+    monkeypatch.setattr(normalize, "QUANTILE_LIMIT", 500)
+    rng = np.random.default_rng(4)
+    x = rng.gamma(2.0, 1.0, (4, 1, 20, 20)).astype(np.float32)  # 400 per map, 1600 in the batch
+    rel = Normalization(output_kind="relative", max_depth=10.0)
+    got = rel.rough_to_unit(torch.from_numpy(x)).numpy()
+    for i in range(4):
+        lo, hi = np.percentile(x[i].astype(np.float64), [rel.low_percentile, rel.high_percentile])
+        np.testing.assert_allclose(got[i], np.clip((x[i] - lo) / (hi - lo) * 2 - 1, -1, 1), atol=2e-6)
+        np.testing.assert_array_equal(got[i], rel.rough_to_unit(torch.from_numpy(x[i : i + 1])).numpy()[0])
+
+
 def test_optimize_hook_runs_inference_through_the_returned_module(run_dir):
     calls = []
 

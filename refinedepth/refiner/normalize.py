@@ -111,11 +111,12 @@ QUANTILE_LIMIT = 2**24
 def _per_sample_unit(x: torch.Tensor, low: float, high: float, reference: torch.Tensor | None = None) -> torch.Tensor:
     flat = (x if reference is None else reference).reshape(x.shape[0], -1)
     q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
-    if flat.numel() > QUANTILE_LIMIT:  # older torch refuses larger inputs; a strided subsample is plenty
-        flat_q = flat[:, :: math.ceil(flat.numel() / QUANTILE_LIMIT)]
-    else:
-        flat_q = flat
-    lo_hi = torch.quantile(flat_q, q, dim=1)  # [2, B]
+    if flat.numel() <= QUANTILE_LIMIT:
+        lo_hi = torch.quantile(flat, q, dim=1)  # [2, B]
+    else:  # sample by sample, so a map's quantiles never depend on the batch it came in
+        # older torch refuses inputs above the limit; for one map that large a strided subsample is plenty
+        step = math.ceil(flat.shape[1] / QUANTILE_LIMIT)
+        lo_hi = torch.stack([torch.quantile(row[::step], q) for row in flat], dim=1)
     lo = lo_hi[0].view(-1, 1, 1, 1)
     span = (lo_hi[1].view(-1, 1, 1, 1) - lo).clamp_min(1e-6)
     return ((x - lo) / span * 2 - 1).clamp(-1, 1)
