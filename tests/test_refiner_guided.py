@@ -233,3 +233,27 @@ def test_head_options_and_errors(caches, tmp_path):
     assert res.exit_code == 0, res.output
     r = Refiner.from_pretrained(run)
     assert r.head is not None and not r.needs_rgb and r.preset == "small"
+
+
+def test_bf16_validation_runs_the_generator_alone_in_bf16_as_evaluate_does(caches):
+    # --bf16 validation (CUDA in training; amp=True here on CPU) must score what
+    # `evaluate --precision bf16` scores: autocast around the generator only, head in float32
+    from refinedepth.evaluate import evaluate_cache
+    from refinedepth.refiner.train import validate
+
+    from ._helpers_guided import guided_refiner
+
+    path = guided_refiner()
+    refiner = Refiner.from_pretrained(path, optimize=None)
+    val = caches["val"]
+    validated = validate(
+        refiner.generator, CacheDataset(val, with_rgb=True), norm=refiner.normalization, inputs=refiner.inputs,
+        residual=refiner.residual, size=refiner.size, protocol="none", device=torch.device("cpu"),
+        batch_size=1, amp=True, head=refiner.head,
+    )
+    evaluated = evaluate_cache(val, [path], precision="bf16", device="cpu", boundary=False, any_backbone=True)
+    fp32 = evaluate_cache(val, [path], device="cpu", boundary=False, any_backbone=True)
+    for key in ("abs_rel", "rmse", "silog"):
+        got, want = validated["refined"][key], evaluated.metrics(-1)[key]
+        assert got == pytest.approx(want, rel=1e-4), key
+    assert validated["refined"]["abs_rel"] != fp32.metrics(-1)["abs_rel"]  # bf16 did run

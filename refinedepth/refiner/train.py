@@ -188,20 +188,26 @@ def validate(
     names = ["rough", "refined"] + ([SCALE_ROW, SCALE_SHIFT_ROW] if baselines is not None else [])
     scorer = Scorer(names, protocol=protocol, align="auto", max_depth=norm.max_depth)
 
+    from .api import _Autocast
+
+    # bf16 runs the generator alone in autocast, as Refiner(precision="bf16") and evaluate do: the
+    # head, the normalisation and the resizes stay float32 (all in autocast, a guided refiner's
+    # validation differed from evaluate's by 0.04 m)
+    net = _Autocast(generator) if amp else generator
+
     def stages(rough: torch.Tensor, rgb: torch.Tensor | None, kind: str, out_size=None) -> list[torch.Tensor]:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            refined = refine_full(
-                generator,
-                rough if inputs != "rgb" else None,
-                rgb,
-                norm=norm,
-                inputs=inputs,
-                residual=residual,
-                size=size,
-                kind=kind,
-                out_size=tuple(out_size) if (head is not None and out_size) else tuple(rough.shape[-2:]),
-                head=head,
-            )
+        refined = refine_full(
+            net,
+            rough if inputs != "rgb" else None,
+            rgb,
+            norm=norm,
+            inputs=inputs,
+            residual=residual,
+            size=size,
+            kind=kind,
+            out_size=tuple(out_size) if (head is not None and out_size) else tuple(rough.shape[-2:]),
+            head=head,
+        )
         if baselines is None:
             return [rough, refined.float()]
         depth = baseline_depth(rough, kind, out_size)  # at the gt's size, as fitted
