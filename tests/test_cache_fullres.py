@@ -170,3 +170,35 @@ def test_a_shrunk_rough_map_is_antialiased_as_pil_resizes(kinect_like, tmp_path)
         for i, p in enumerate(pred):
             expected = np.asarray(Image.fromarray(p.astype(np.float32), mode="F").resize((80, 60), Image.BILINEAR))
             np.testing.assert_allclose(reader.read(i)["rough"][0], expected, atol=2e-4)
+
+
+def test_cache_refiner_gives_an_rgb_conditioned_refiner_the_image_at_the_cache_rgb_size(kinect_like, tmp_path):
+    """A rough+rgb refiner in ``cache --refiner`` sees the image at the cache's RGB size, as
+    evaluate gives it the stored RGB; shrinking it to the rough size first changed the maps."""
+    import torch
+
+    from refinedepth.geometry import resize_rgb
+    from refinedepth.refiner import Refiner
+
+    from ._helpers_evaluate import tiny_refiner
+
+    root, _, _ = kinect_like
+    kw = dict(backbone="files", backbone_args={"root": str(root / "pred")}, dataset=f"folder:{root / 'data'}",
+              split="all", device="cpu", batch_size=2, size=(30, 40), gt_size=(120, 160), with_rgb=True, rgb_size="gt")
+    build_cache(tmp_path / "rough.h5", **kw)
+    ref = tiny_refiner(tmp_path / "ref", tmp_path / "rough.h5", inputs="rough+rgb", steps=2)
+    r = Refiner.from_pretrained(ref)
+    with torch.no_grad():  # a correction that depends on the RGB enough to tell its resolution
+        r.generator.output_conv.weight.mul_(50.0)
+    r.save_pretrained(tmp_path / "ref-loud")
+    build_cache(tmp_path / "refined.h5", refiners=[tmp_path / "ref-loud"], **kw)
+    r = Refiner.from_pretrained(tmp_path / "ref-loud")
+    with open_cache(tmp_path / "rough.h5") as plain, open_cache(tmp_path / "refined.h5") as refined:
+        for i in range(3):
+            image = np.asarray(Image.open(root / "data" / "rgb" / f"f{i}.png").convert("RGB"))
+            image = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
+            rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
+            expected = r.refine_tensor(rough, resize_rgb(image, (120, 160))[None], output_kind="metric")[0].numpy()
+            np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)
+            shrunk = r.refine_tensor(rough, resize_rgb(image, (30, 40))[None], output_kind="metric")[0].numpy()
+            assert np.abs(shrunk - expected).max() > 1e-3  # the resolution of the RGB shows
