@@ -82,21 +82,22 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
     folder, _ = images
     predict_images([folder / "b.jpg"], toy, tmp_path / "o", refiners=[ref, ref], device="cpu")
     got = np.load(tmp_path / "o" / "b_depth.npy")
-    # independently: the toy's output at its native size, refined twice, resized to the image
+    # independently: the toy's output at its native size, refined twice, the last refiner's
+    # correction resized to the image's size (Refiner.refine(out_size=) semantics)
     import torch.nn.functional as F
 
     rgb = torch.from_numpy(np.array(Image.open(folder / "b.jpg").convert("RGB"))).permute(2, 0, 1)[None].float() / 255
     x = F.interpolate(rgb, size=(32, 48), mode="bilinear", align_corners=False, antialias=True)
     rough = 1.0 + 4.0 * F.avg_pool2d(x.mean(1, keepdim=True), 2)
     r = Refiner.from_pretrained(ref)
-    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
-    expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
+    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric", out_size=(45, 60))
+    expected = twice[0, 0].numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # detail-only: the same chain with each refiner's large scales from its rough x scale
     predict_images([folder / "b.jpg"], toy, tmp_path / "d", refiners=[ref, ref], device="cpu", detail_sigma=3.0)
     r.set_detail(3.0)
-    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
-    expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
+    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric", out_size=(45, 60))
+    expected = twice[0, 0].numpy()
     detail = np.load(tmp_path / "d" / "b_depth.npy")
     np.testing.assert_allclose(detail, expected, atol=1e-5)
     assert not np.allclose(detail, got, atol=1e-3)
@@ -104,8 +105,8 @@ def test_refiners_chain_in_predict(toy, images, tmp_path):
     predict_images([folder / "b.jpg"], toy, tmp_path / "i", refiners=[ref, ref], device="cpu", detail_sigma=3.0,
                    detail_scale="image")
     r.set_detail(3.0, scale="image")
-    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric")
-    expected = F.interpolate(twice, size=(45, 60), mode="bilinear", align_corners=False)[0, 0].numpy()
+    twice = r.refine_tensor(r.refine_tensor(rough, output_kind="metric"), output_kind="metric", out_size=(45, 60))
+    expected = twice[0, 0].numpy()
     image = np.load(tmp_path / "i" / "b_depth.npy")
     np.testing.assert_allclose(image, expected, atol=1e-5)
     assert not np.allclose(image, detail, atol=1e-3)

@@ -207,12 +207,16 @@ class RefinerChain:
         """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` ``[B,1,h,w]`` of ``kind``
         (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned or guided by it); each refined
         map is metric depth ``[B,1,h,w]`` float32 on ``rough``'s device (computed without
-        gradients). Refiners with a full-resolution head output at ``out_size`` (e.g. the ground
-        truth's resolution) when it is given; the others at their input's size."""
+        gradients). Refiners with a full-resolution head, and the last refiner, output at
+        ``out_size`` (e.g. the ground truth's resolution) when it is given, as
+        ``Refiner.refine(out_size=)`` does: their correction is resized from the model size to it
+        directly (through the rough map's grid, a 128x128 correction lost its detail to a 32x48
+        map); the others at their input's size, which the next refiner takes."""
         stages = [rough]
         current = rough
-        for refiner in self.refiners:
-            size = out_size if getattr(refiner, "head", None) is not None else None
+        last = len(self.refiners) - 1
+        for k, refiner in enumerate(self.refiners):
+            size = out_size if (getattr(refiner, "head", None) is not None or k == last) else None
             current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind, out_size=size)  # no_grad inside
             kind = "metric"
             stages.append(current)

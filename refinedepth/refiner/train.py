@@ -205,7 +205,7 @@ def validate(
             residual=residual,
             size=size,
             kind=kind,
-            out_size=tuple(out_size) if (head is not None and out_size) else tuple(rough.shape[-2:]),
+            out_size=tuple(out_size) if out_size else tuple(rough.shape[-2:]),  # as evaluate's chain
             head=head,
         )
         if baselines is None:
