@@ -81,6 +81,35 @@ def test_resume_continues_exactly(caches, tmp_path):
     _assert_same(_weights(straight), _weights(split))
 
 
+def test_runs_started_before_new_config_fields_resume_exactly(caches, tmp_path):
+    # a checkpoint written before GeneratorConfig.skip_relu and training_resolved existed
+    kw = dict(train=str(caches["tiny"]), val=None, batch_size=2)
+    straight = tmp_path / "straight"
+    train_refiner(_cfg(caches, straight, epochs=2, **kw))
+    split = tmp_path / "split"
+    train_refiner(_cfg(caches, split, epochs=1, **kw))
+    path = split / "last" / "config.json"
+    meta = json.loads(path.read_text())
+    del meta["refiner"]["generator"]["skip_relu"], meta["training_resolved"]
+    path.write_text(json.dumps(meta))
+    train_refiner(_cfg(caches, split, epochs=2, resume=True, **kw))
+    _assert_same(_weights(straight), _weights(split))
+
+
+def test_resume_compares_the_options_as_they_resolved_when_the_run_started(caches, tmp_path):
+    # a preset's default may change between the start and the resume: the run keeps its own
+    kw = dict(train=str(caches["tiny"]), val=None, batch_size=2)
+    run = tmp_path / "run"
+    train_refiner(_cfg(caches, run, epochs=1, **kw))
+    path = run / "last" / "config.json"
+    meta = json.loads(path.read_text())
+    assert meta["training_resolved"]["augment"] == ["hflip", "scale", "brightness"]  # small's default
+    meta["training_resolved"]["augment"] = []  # as if small had had no augmentation then
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"augment was \[\] in the checkpoint, this run asks for \['hflip'"):
+        train_refiner(_cfg(caches, run, epochs=2, resume=True, **kw))
+
+
 def test_resume_from_the_middle_of_an_epoch_is_exact(caches, tmp_path):
     kw = dict(train=str(caches["tiny"]), val=None, epochs=2)
     straight = tmp_path / "straight"

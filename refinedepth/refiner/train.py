@@ -45,7 +45,13 @@ from ..training.rundir import RunDir
 from ..training.seeding import preserve_global_rng, rng_state, set_rng_state
 from ..training.sharding import epoch_indices
 from . import checkpoint as ckpt
-from .models import build_discriminator, build_generator, count_parameters
+from .models import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    build_discriminator,
+    build_generator,
+    count_parameters,
+)
 from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
 from .presets import get_preset
 
@@ -392,6 +398,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         "refinedepth_version": __version__,
         "refiner": refiner_meta,
         "training": config.to_dict(),
+        "training_resolved": config.resolved_dict(),
         "source": {
             "train": list(config.train),
             "val": config.val,
@@ -695,11 +702,19 @@ def _resume(
 ) -> dict[str, Any]:
     meta = ckpt.read_config(last_dir)
     where = repr(str(last_dir))
+    stored = dict(meta.get("refiner", {}))
+    # read back as the configs they are: a field added since (e.g. skip_relu) takes the default the
+    # checkpoint was trained with, as loading it does, instead of counting as a difference
+    for key, cls in (("generator", GeneratorConfig), ("discriminator", DiscriminatorConfig)):
+        if isinstance(stored.get(key), dict):
+            stored[key] = cls.from_dict(stored[key]).to_dict()
     check_resume(
-        meta.get("refiner", {}), json.loads(json.dumps(refiner_meta)), where=where, what="refiner",
+        json.loads(json.dumps(stored)), json.loads(json.dumps(refiner_meta)), where=where, what="refiner",
         advice="use the same preset/inputs/residual/size/cache, or --overwrite to start again",
     )
-    stored_train = TrainConfig.from_dict(meta.get("training", {})).resolved_dict()
+    # the options as they resolved when the run started (a preset's defaults may change since);
+    # checkpoints written before this was stored resolve them against today's presets
+    stored_train = meta.get("training_resolved") or TrainConfig.from_dict(meta.get("training", {})).resolved_dict()
     check_resume(
         stored_train, config.resolved_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val"),
         advice="only epochs, max_steps, workers, device, log_every and val_limit may change (and the run "
