@@ -135,7 +135,7 @@ def test_an_old_cache_without_rgb_size_still_reads_verifies_and_evaluates(tmp_pa
 def test_cache_refiner_guides_its_head_with_the_image_at_the_cache_size(kinect_like, tmp_path):
     """``cache --refiner`` with a guided head and ``--size gt``: the head runs at the cache's size,
     guided by the original image resized once to that size (not by the backbone's 24x32 input
-    upscaled)."""
+    upscaled), in 8-bit levels."""
     import torch
 
     from refinedepth.geometry import resize_rgb
@@ -156,6 +156,7 @@ def test_cache_refiner_guides_its_head_with_the_image_at_the_cache_size(kinect_l
         for i in range(3):
             rgb = np.asarray(Image.open(root / "data" / "rgb" / f"f{i}.png").convert("RGB"))
             rgb = resize_rgb(torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255, size)[None]
+            rgb = (rgb * 255).round() / 255  # in 8-bit levels, as evaluate reads stored RGB
             rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
             expected = r.refine_tensor(rough, rgb, output_kind="metric")[0].numpy()
             np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)
@@ -179,6 +180,7 @@ def test_cache_refiner_gives_an_rgb_conditioned_refiner_the_image_at_the_cache_r
 
     from refinedepth.geometry import resize_rgb
     from refinedepth.refiner import Refiner
+    from refinedepth.refiner.chain import RefinerChain
 
     from ._helpers_evaluate import tiny_refiner
 
@@ -198,7 +200,10 @@ def test_cache_refiner_gives_an_rgb_conditioned_refiner_the_image_at_the_cache_r
             image = np.asarray(Image.open(root / "data" / "rgb" / f"f{i}.png").convert("RGB"))
             image = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
             rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
-            expected = r.refine_tensor(rough, resize_rgb(image, (120, 160))[None], output_kind="metric")[0].numpy()
+            # evaluate's path: the chain on the stored (uint8) RGB, at the rough map's size
+            stored = torch.from_numpy(plain.read(i)["rgb"]).permute(2, 0, 1)[None].float() / 255
+            chain = RefinerChain.load([tmp_path / "ref-loud"], torch.device("cpu"))
+            expected = chain(rough, stored, kind="metric")[-1][0].numpy()
             np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)
             shrunk = r.refine_tensor(rough, resize_rgb(image, (30, 40))[None], output_kind="metric")[0].numpy()
             assert np.abs(shrunk - expected).max() > 1e-3  # the resolution of the RGB shows

@@ -105,8 +105,8 @@ class _BackboneInputs:
         rgb = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div_(255.0)
         item: dict[str, Any] = {"index": index, "id": str(sample.id)}
         item["rgb_in"] = resize_rgb(rgb, self.input_size)
-        if self.refine_size is not None:
-            item["rgb_refine"] = resize_rgb(rgb, self.refine_size)
+        if self.refine_size is not None:  # 8-bit levels, as the stored RGB evaluate reads
+            item["rgb_refine"] = resize_rgb(rgb, self.refine_size).mul_(255.0).round_().clamp_(0, 255).div_(255.0)
         depth = np.where(np.isfinite(sample.depth) & (sample.depth > 0), sample.depth, 0).astype(np.float32)
         gt = torch.from_numpy(depth)
         if self.strict_gt_size and tuple(gt.shape) != self.gt_size:
