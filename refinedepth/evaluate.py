@@ -170,8 +170,8 @@ def evaluate_cache(
         cache: an HDF5 cache written by ``refinedepth cache``.
         refiners: refiner checkpoint directories, applied in order (several = chained stages).
         protocol: ``nyu``, ``make3d``, ``kitti`` or ``none``; default: the cache's own.
-        align: ``auto`` (default: median scaling for relative/disparity stages, none for metric
-            ones), ``none`` (metric caches only), ``median`` or ``lstsq`` (scale and shift; for
+        align: ``auto`` (default: scale and shift for relative/disparity stages, fitted in inverse
+            depth for disparity, none for metric ones), ``none`` (metric caches only), ``median`` or ``lstsq`` (scale and shift; for
             disparity fitted in inverse depth) for every stage; see :mod:`refinedepth.scoring`.
         averaging: ``image`` (mean of per-image metrics) or ``pixel`` (= ``pooled``: over all
             pixels of all images, as FCRN's MATLAB code).

@@ -14,9 +14,10 @@ the same output, or an output that is one of the inputs, are refused always.
 
 Images are resized to the backbone's ``info.input_size`` and run in batches through the backbone,
 then through the :class:`~refinedepth.refiner.chain.RefinerChain` (refiners in order) with the
-image as loaded: a refiner with a full-resolution head outputs at the image's own size directly
-(its head guided by the full-resolution image), and any other last stage is resized to the image's
-size (all resizing with :mod:`refinedepth.geometry`).
+image as loaded: the last refiner, and any refiner with a full-resolution head, outputs at the
+image's own size directly (its correction resized there from the model size; a head guided by the
+full-resolution image); without refiners the rough map is resized to the image's size (all
+resizing with :mod:`refinedepth.geometry`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from the input's shape in the graph: the same triangle filter (support scaled by
 shrinking, pixel-centre aligned), so the exported model matches PyTorch to float rounding.
 Per-sample percentiles (relative/disparity refiners) are computed by sorting, like
 ``torch.quantile``'s linear interpolation (PyTorch's are exact up to
-:data:`~refinedepth.refiner.normalize.QUANTILE_LIMIT` elements per batch, then taken on a
+:data:`~refinedepth.refiner.normalize.QUANTILE_LIMIT` elements per map, then taken on a
 strided subsample, where the two differ by about 1e-4 of the depth range).
 """
 
