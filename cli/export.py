@@ -20,8 +20,9 @@ def export(refiner: str, fmt: str, out: str, which: str) -> None:
     """Export a trained refiner (a run or checkpoint directory) with its normalisation inside.
 
     The ONNX model takes 'rough' [B,1,H,W] (metres, or the kind the refiner was trained on)
-    and, for rough+rgb refiners, 'rgb' [B,3,H',W'] in [0,1], and returns 'depth' [B,1,H,W] in
-    metres; batch and size are dynamic. It matches the PyTorch refiner to float rounding.
+    and, for refiners that read RGB, 'rgb' [B,3,H',W'] in [0,1], and returns 'depth' [B,1,H,W] in
+    metres ([B,1,H',W'], the image's size, for a refiner with an RGB-guided full-resolution
+    head); batch and size are dynamic. It matches the PyTorch refiner to float rounding.
 
     \b
     Example:

@@ -63,8 +63,11 @@ def run_both(refiner: Refiner, path, sizes, rgb_sizes=None):
             rgb = torch.rand(b, 3, rh, rw, generator=g)
             feeds["rgb"] = rgb.numpy()
         (onnx_out,) = sess.run(None, feeds)
-        ref = refiner.refine_tensor(rough, rgb=rgb).numpy()
-        assert onnx_out.shape == ref.shape == (b, 1, h, w)
+        # a guided head outputs at the image's (the RGB's) size; every other refiner at the rough map's
+        guided = refiner.head is not None and refiner.head.config.guide != "none"
+        out = tuple(rgb.shape[-2:]) if guided else (h, w)
+        ref = refiner.refine_tensor(rough, rgb=rgb, out_size=out).numpy()
+        assert onnx_out.shape == ref.shape == (b, 1, *out)
         worst = max(worst, float((np.abs(onnx_out - ref) / np.maximum(np.abs(ref), 1.0)).max()))
     return worst
 
@@ -101,7 +104,9 @@ def test_guided_preset_with_its_head_matches_pytorch_on_two_sizes(tmp_path, guid
     meta = dict(base.meta)
     meta["refiner"] = {**meta["refiner"], "head": head.config.to_dict()}
     refiner = Refiner(base.generator, meta, head=head)
-    worst = run_both(refiner, tmp_path / "guided.onnx", [(1, 64, 64), (2, 150, 200)], rgb_sizes=[(64, 64), (75, 100)])
+    # the image larger than the rough map, as in use, and smaller
+    worst = run_both(refiner, tmp_path / "guided.onnx", [(1, 64, 64), (2, 75, 100), (1, 150, 200)],
+                     rgb_sizes=[(64, 64), (150, 200), (75, 100)])
     assert worst < TOL
     plain = Refiner(base.generator, base.meta).refine_tensor(torch.full((1, 1, 64, 64), 3.0))
     rgb = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))

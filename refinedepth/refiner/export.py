@@ -3,7 +3,10 @@
 The exported graph takes what :meth:`Refiner.refine_tensor` takes — ``rough`` ``[B,1,H,W]`` in
 the refiner's trained kind (metres for metric refiners) and, for RGB-conditioned refiners,
 ``rgb`` ``[B,3,H',W']`` in [0,1] — and returns refined metric depth ``[B,1,H,W]`` in metres. Batch
-and spatial size are dynamic: the graph resizes to the model's size and back itself.
+and spatial size are dynamic: the graph resizes to the model's size and back itself. A refiner
+with a full-resolution head guided by the image returns ``[B,1,H',W']``, the RGB's size: its
+detail at the image's resolution, as ``refine_tensor(..., out_size=(H', W'))`` and ``predict``
+give it (pass RGB at the rough map's size for output at that size).
 
 The PyTorch path resizes with ``F.interpolate(..., antialias=True)`` when shrinking, which the
 TorchScript ONNX exporter cannot express, and ONNX Runtime's antialiased ``Resize`` uses another
@@ -100,7 +103,8 @@ class OnnxRefiner(nn.Module):
         return t_lo + (unit + 1) * 0.5 * (t_hi - t_lo)
 
     def forward(self, rough: torch.Tensor, rgb: torch.Tensor | None = None) -> torch.Tensor:
-        out_size = (rough.shape[-2], rough.shape[-1])
+        at_rgb = self.head is not None and self.guide != "none"  # a guided head outputs at the image's size
+        out_size = (rgb.shape[-2], rgb.shape[-1]) if at_rgb else (rough.shape[-2], rough.shape[-1])
         rough_unit_full = self._rough_to_unit(rough.float())
         parts = []
         if self.inputs != "rgb":
@@ -110,8 +114,9 @@ class OnnxRefiner(nn.Module):
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         y = self.generator(x).float()
         refined = resize_bilinear(y, out_size)
+        rough_unit_out = resize_bilinear(rough_unit_full, out_size) if at_rgb else rough_unit_full
         if self.residual:
-            refined = rough_unit_full + refined
+            refined = rough_unit_out + refined
         depth = (refined + 1) * 0.5 * self.max_depth
         depth = torch.clamp(depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
         if self.head is None:
@@ -121,7 +126,7 @@ class OnnxRefiner(nn.Module):
         guide = None
         if self.guide != "none":
             guide = guide_from_rgb(torch.clamp(resize_bilinear(rgb.float(), out_size), 0.0, 1.0), self.guide)
-        signal = torch.clamp((rough_unit_full + 1) * 0.5 * self.max_depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
+        signal = torch.clamp((rough_unit_out + 1) * 0.5 * self.max_depth, MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
         delta = self.head(torch.log(signal / self.max_depth), resize_bilinear(y, out_size), guide)
         delta = torch.clamp(delta, -LOG_DELTA_LIMIT, LOG_DELTA_LIMIT)
         return torch.clamp(signal * torch.exp(delta), MIN_DEPTH_FRACTION * self.max_depth, self.max_depth)
@@ -146,6 +151,8 @@ def export_onnx(refiner, out: str | os.PathLike, *, example_size: tuple[int, int
         args = (rough, torch.rand(1, 3, h, w, generator=gen))
         names.append("rgb")
         dynamic["rgb"] = {0: "batch", 2: "rgb_height", 3: "rgb_width"}
+        if module.head is not None and module.guide != "none":  # output at the RGB's size
+            dynamic["depth"] = {0: "batch", 2: "rgb_height", 3: "rgb_width"}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
