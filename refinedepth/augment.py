@@ -10,6 +10,10 @@ The operations are those of Eigen et al. that FCRN and the paper use:
   so metric and relative depth are divided by ``s`` and disparity is multiplied by ``s``;
 * ``brightness`` — RGB times a global factor drawn from [0.8, 1.2], clamped to [0, 1].
 
+Left out of Eigen et al.'s set, on purpose: rotation by [-5, 5] degrees, translation by random
+crops at ``s = 1`` (the zoom window moves only when ``s > 1``), and a colour factor per channel
+(Eigen draws ``c`` in [0.8, 1.2]^3; here one factor for all three channels).
+
 and one of refinedepth's own, for refiners:
 
 * ``gain`` — the first stage's map alone (``rough``) times a factor ``g`` whose logarithm is drawn
