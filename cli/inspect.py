@@ -117,7 +117,8 @@ def _emit(report: dict, as_json: bool) -> None:
     cfg = report["config"]
     attrs = report["attributes"]
     lines = [
-        ("file", f"{report['path']} ({report['file_bytes'] / 1e6:.1f} MB{', virtual: joins shards' if report['virtual'] else ''})"),
+        ("file", f"{report['path']} ({report['file_bytes'] / 1e6:.1f} MB{', virtual: joins shards' if report['virtual'] else ''})"
+         + (f"  (MISSING SHARDS: {', '.join(report['missing_shards'])}; readers refuse it)" if report.get("missing_shards") else "")),
         ("samples", f"{report['done']} of {report['samples']} done" + ("" if report["complete"] else "  (INCOMPLETE: still being written, or re-run the same command to finish it)")
          if report["done"] is not None else f"{report['samples']}, done bitmap DAMAGED"),
         ("backbone", f"{cfg['backbone']} {json.dumps(cfg['backbone_config'])}"),

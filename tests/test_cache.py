@@ -340,6 +340,17 @@ def test_verify_reports_a_missing_shard(tmp_path):
     assert not report["ok"]
     assert "shard m.shards/m-00002-of-00002.h5 (relative to" in report["problems"][0]
     assert report["empty_gt"] == 2  # HDF5 fills a missing source with zeros
+    # every reader refuses it: HDF5 would give the missing shard's samples as zeros (wrong metrics)
+    from refinedepth.cache import CacheDataset
+    from refinedepth.evaluate import evaluate_cache
+
+    expected = (f"{out}: shard m.shards/m-00002-of-00002.h5 (relative to {tmp_path}) is missing, and its samples "
+                "would read as zeros; put the shard files back beside the merged file (the same relative paths) "
+                "or re-create the cache with 'refinedepth cache ... --overwrite'")
+    for read in (open_cache, CacheDataset, lambda path: evaluate_cache(path, device="cpu")):
+        with pytest.raises(CacheError) as err:
+            read(out)
+        assert str(err.value) == expected
 
 
 def test_reader_opens_a_file_while_it_is_being_written(tmp_path):
@@ -395,3 +406,21 @@ def test_export_ab_refuses_a_limit_that_is_not_a_positive_count(tmp_path, limit)
     with pytest.raises(ConfigError, match=f"--limit must be a positive number of samples, got {limit}"):
         export_ab(cache, tmp_path / "ab", limit=limit)
     assert not (tmp_path / "ab").exists()
+
+
+def test_inspect_names_a_missing_shard(tmp_path):
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    r, g, _ = _arrays(n=4)
+    cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
+    out = tmp_path / "m.h5"
+    for k in range(2):
+        with CacheWriter.create(shard_path(out, k, 2), cfg, shard=(k, 2)) as w:
+            idx = list(range(w.start, w.stop))
+            w.write_batch(idx, rough=r[idx], gt=g[idx])
+    merge_shards(out)
+    shard_path(out, 0, 2).unlink()
+    res = CliRunner().invoke(cli, ["inspect", str(out)])
+    assert "(MISSING SHARDS: m.shards/m-00001-of-00002.h5; readers refuse it)" in res.output

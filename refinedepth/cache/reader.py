@@ -29,7 +29,7 @@ class CacheReader:
     :class:`~refinedepth.errors.CacheError` naming the file and the sample, never an ``OSError``.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, check_shards: bool = True) -> None:
         self.path = Path(path)
         self._f = open_h5(self.path, "r")
         try:
@@ -50,6 +50,8 @@ class CacheReader:
                 self._rough_size = tuple(int(s) for s in self._rough.shape[-2:])
                 self._gt_size = tuple(int(s) for s in self._gt.shape[-2:])
                 self._virtual = bool(self._rough.is_virtual)
+                if self._virtual and check_shards:  # HDF5 would read a missing shard's samples as zeros
+                    self._check_shards()
             except READ_ERRORS as exc:
                 if isinstance(exc, CacheError):
                     raise
@@ -63,6 +65,18 @@ class CacheReader:
         except BaseException:
             self._f.close()
             raise
+
+    def _check_shards(self) -> None:
+        import json
+
+        missing = [s for s in json.loads(self.attrs.get("shards", "[]") or "[]") if not (self.path.parent / s).exists()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CacheError(
+                f"{self.path}: shard {missing[0]} (relative to {self.path.parent}) is missing{more}, and its "
+                "samples would read as zeros; put the shard files back beside the merged file (the same "
+                "relative paths) or re-create the cache with 'refinedepth cache ... --overwrite'"
+            )
 
     # -- metadata ----------------------------------------------------------------------------
 
@@ -183,10 +197,12 @@ class CacheReader:
         self.close()
 
 
-def open_cache(path: str | os.PathLike) -> CacheReader:
+def open_cache(path: str | os.PathLike, *, check_shards: bool = True) -> CacheReader:
     """Open a cache for reading; raises :class:`CacheError` with a one-line reason if ``path`` is
-    missing, not HDF5, truncated or not a refinedepth cache."""
-    return CacheReader(path)
+    missing, not HDF5, truncated or not a refinedepth cache, or is a merged file one of whose
+    shards is missing (``check_shards=False``: open it anyway, as ``inspect --verify`` does to list
+    the damage)."""
+    return CacheReader(path, check_shards=check_shards)
 
 
 __all__ = ["CacheReader", "open_cache", "damaged_sample"]

@@ -17,7 +17,7 @@ from .reader import open_cache
 def describe_cache(path: str | os.PathLike, *, value_ranges: bool = True, max_samples: int = 64) -> dict[str, Any]:
     """Attributes, datasets, counts and (from up to ``max_samples`` done samples spread over the
     file) value ranges of a cache, as a JSON-able dict."""
-    with open_cache(path) as r:
+    with open_cache(path, check_shards=False) as r:  # a missing shard is reported by verify_cache
         try:
             done = r.done
         except CacheError as exc:  # a damaged bitmap: describe the rest, verify_cache names it
@@ -41,6 +41,9 @@ def describe_cache(path: str | os.PathLike, *, value_ranges: bool = True, max_sa
         report["checksums"] = checksum_state(report["datasets"])
         if damage:
             report["damaged"] = damage
+        if r.is_virtual:  # readers refuse such a file; the description says why
+            shards = json.loads(r.attrs.get("shards", "[]") or "[]")
+            report["missing_shards"] = [s for s in shards if not (r.path.parent / s).exists()]
         if value_ranges and done.any():
             picks = np.flatnonzero(done)
             if len(picks) > max_samples:
@@ -123,7 +126,7 @@ def verify_cache(path: str | os.PathLike, *, progress=None) -> dict[str, Any]:
         if counts[kind] <= _PER_KIND:
             lines.setdefault(kind, []).append(text)
 
-    with open_cache(path) as r:
+    with open_cache(path, check_shards=False) as r:  # missing shards are listed below
         cfg = r.config
         n = len(r)
         expect = {"rough": (n, 1, *cfg.rough_size), "gt": (n, *cfg.gt_size)}
