@@ -143,6 +143,22 @@ def test_describe_checkpoint_reads_config_and_headers(tmp_path):
     assert info["encoder"] == ["C4", "C8", "C8"] and info["files"]["generator.safetensors"]["ok"]
     json.dumps(info)
 
+    # a damaged header (same size) is described, not a traceback
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    f = run / "best" / "generator.safetensors"
+    data = bytearray(f.read_bytes())
+    data[:4] = b"XXXX"
+    f.write_bytes(bytes(data))
+    info = ckpt.describe_checkpoint(run)
+    entry = info["files"]["generator.safetensors"]
+    assert entry["ok"] is False and entry["damaged"].startswith("unreadable safetensors header (")
+    assert "generator" not in info["parameters"]
+    res = CliRunner().invoke(cli, ["inspect", str(run)])
+    assert res.exit_code == 0 and "Traceback" not in res.output and "unreadable safetensors header" in res.output
+
 
 def test_presets_state_dict_matches_module_after_load(tmp_path):
     # pix2pix-sized files are big; the paper presets' small cousin checks BN buffers round trip

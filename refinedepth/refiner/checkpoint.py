@@ -150,19 +150,25 @@ def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     params = {}
     for name, info in meta.get("files", {}).items():
         f = ckpt / name
+        # "ok": the size recorded in config.json (not hashed here: `inspect --verify` hashes)
         entry = {"bytes": info.get("bytes"), "ok": f.is_file() and f.stat().st_size == info.get("bytes")}
         out["files"][name] = entry
         if entry["ok"] and name in (GENERATOR_FILE, DISCRIMINATOR_FILE):
-            with safe_open(str(f), framework="pt") as sf:
-                n = 0
-                for key in sf.keys():
-                    if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
-                        continue
-                    shape = sf.get_slice(key).get_shape()
-                    count = 1
-                    for s in shape:
-                        count *= int(s)
-                    n += count
+            try:
+                with safe_open(str(f), framework="pt") as sf:
+                    n = 0
+                    for key in sf.keys():
+                        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                            continue
+                        shape = sf.get_slice(key).get_shape()
+                        count = 1
+                        for s in shape:
+                            count *= int(s)
+                        n += count
+            except Exception as exc:  # a damaged header: described, not a traceback
+                entry["ok"] = False
+                entry["damaged"] = f"unreadable safetensors header ({' '.join(str(exc).split())}); copy the checkpoint again or re-train it"
+                continue
             params[name.split(".")[0]] = n
     out["parameters"] = params
     if ckpt != root:
