@@ -271,11 +271,13 @@ def predict_images(
                     "and the refiners"
                 )
             plan["npy"].parent.mkdir(parents=True, exist_ok=True)
-            np.save(plan["npy"], d)
             limit = (PNG_MAX - 1) / png_scale
             result.clipped_pixels += int((d > limit).sum())
-            write_depth_png(plan["png"], np.clip(d, 0.0, limit), scale=png_scale)
-            _save_rgb(plan["color"], colorize_depth(d))
+            # each file written beside its name and renamed: an interrupted run leaves no half file
+            # under an output's name, and --overwrite replaces a file only with a complete one
+            _write_atomically(plan["npy"], np.save, d)
+            _write_atomically(plan["png"], write_depth_png, np.clip(d, 0.0, limit), scale=png_scale)
+            _write_atomically(plan["color"], _save_rgb, colorize_depth(d))
             result.outputs.append(
                 {
                     "image": str(path),
@@ -303,6 +305,21 @@ def _randomly_initialised(model: Any, weights: Any, options: dict[str, Any] | No
         return False
     parameters = getattr(model, "parameters", None)
     return callable(parameters) and any(True for _ in parameters())
+
+
+def _write_atomically(path: Path, write, *args: Any, **kwargs: Any) -> None:
+    """``write(tmp, *args, **kwargs)`` to a hidden temporary file beside ``path`` (same suffix, so
+    writers that go by the extension still do), then rename it to ``path``; on any failure the
+    temporary is removed and ``path`` is left as it was."""
+    from .contract import replace_file
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp, *args, **kwargs)
+        replace_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _save_rgb(path: Path, img) -> None:

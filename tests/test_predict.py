@@ -312,3 +312,27 @@ def test_untrained_backbone_warns_once(toy, tmp_path):
     ]
     quiet = _run(folder, "--backbone", toy, "--out", tmp_path / "o2")  # no parameters: nothing to warn about
     assert quiet.exit_code == 0 and "warning" not in quiet.output
+
+
+def test_an_interrupted_overwrite_leaves_every_output_whole(toy, images, tmp_path, monkeypatch):
+    # a failure while a file is written (as a kill would) leaves the previous file under its name
+    # and no half-written file beside it
+    from refinedepth import predict as P
+
+    folder, _ = images
+    out = tmp_path / "out"
+    predict_images([folder / "a.png"], toy, out, device="cpu")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["a_depth.npy", "a_depth.png", "a_depth_color.png"]
+
+    def torn(path, img):  # writes half a file, then dies
+        open(path, "wb").write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P, "_save_rgb", torn)
+    with pytest.raises(KeyboardInterrupt):
+        predict_images([folder / "a.png"], toy, out, device="cpu", overwrite=True)
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before)  # no temporary left behind
+    assert after["a_depth_color.png"] == before["a_depth_color.png"]
+    Image.open(out / "a_depth_color.png").load()  # still a whole PNG
