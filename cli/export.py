@@ -16,7 +16,8 @@ from ._common import console
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. refiner.onnx).")
 @click.option("--which", type=click.Choice(RUN_CHECKPOINTS), default=RUN_CHECKPOINTS[0], show_default=True,
               help="Checkpoint of a run directory to export.")
-def export(refiner: str, fmt: str, out: str, which: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (refused otherwise).")
+def export(refiner: str, fmt: str, out: str, which: str, overwrite: bool) -> None:
     """Export a trained refiner (a run or checkpoint directory) with its normalisation inside.
 
     The ONNX model takes 'rough' [B,1,H,W] (metres, or the kind the refiner was trained on)
@@ -29,6 +30,8 @@ def export(refiner: str, fmt: str, out: str, which: str) -> None:
       refinedepth export runs/nyu --out nyu-refiner.onnx
       python -c "import onnxruntime as ort; print(ort.InferenceSession('nyu-refiner.onnx').get_inputs())"
     """
+    from pathlib import Path
+
     from refinedepth.errors import ConfigError
     from refinedepth.refiner.api import Refiner
 
@@ -39,6 +42,8 @@ def export(refiner: str, fmt: str, out: str, which: str) -> None:
     from refinedepth.refiner.export import export_onnx
 
     model = Refiner.from_pretrained(refiner, which=which, optimize=None)
+    if Path(out).exists() and not overwrite:
+        raise ConfigError(f"output {out!r} already exists; pass --overwrite to replace it or choose another --out")
     path = export_onnx(model, out)
     console().print(f"wrote {path} ({model.preset}, inputs {model.inputs}, {model.output_kind} rough maps)", highlight=False)
     click.echo(str(path))

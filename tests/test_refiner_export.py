@@ -137,3 +137,8 @@ def test_cli_export_writes_a_model_that_runs(tmp_path):
     assert np.abs(got - refiner.refine_tensor(rough).numpy()).max() < 1e-4
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(out)])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+    # an existing file is never replaced silently (an image passed as --out by mistake survives)
+    again = CliRunner().invoke(cli, ["export", str(run), "--out", str(out)])
+    assert again.exit_code == 1 and again.output.strip().splitlines()[-1] == (
+        f"Error: output {str(out)!r} already exists; pass --overwrite to replace it or choose another --out")
+    assert CliRunner().invoke(cli, ["export", str(run), "--out", str(out), "--overwrite"]).exit_code == 0
