@@ -110,6 +110,34 @@ def test_resume_compares_the_options_as_they_resolved_when_the_run_started(cache
         train_refiner(_cfg(caches, run, epochs=2, resume=True, **kw))
 
 
+def test_a_run_killed_before_its_best_copy_gets_best_repaired_on_resume(caches, tmp_path, monkeypatch):
+    # last/ saved as the best, killed before the copy to best/: --resume copies it
+    kw = dict(train=str(caches["tiny"]), val=None, batch_size=2)  # without --val every epoch is the best
+    straight = tmp_path / "straight"
+    train_refiner(_cfg(caches, straight, epochs=2, **kw))
+    run = tmp_path / "run"
+    calls = []
+    real = ckpt.copy_checkpoint
+
+    def killed_on_the_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(ckpt, "copy_checkpoint", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train_refiner(_cfg(caches, run, epochs=2, **kw))
+    monkeypatch.undo()
+    stale = ckpt.read_config(run / "best")["state"]
+    assert stale["epoch"] == 1 and ckpt.read_config(run / "last")["state"]["best_step"] == 6
+    train_refiner(_cfg(caches, run, epochs=2, resume=True, **kw))
+    assert ckpt.read_config(run / "best")["state"]["step"] == 6
+    best = {n: ckpt.load_tensors(run / "best", n) for n in (ckpt.GENERATOR_FILE,)}
+    want = {n: ckpt.load_tensors(straight / "best", n) for n in (ckpt.GENERATOR_FILE,)}
+    _assert_same(want, best)
+
+
 def test_resume_from_the_middle_of_an_epoch_is_exact(caches, tmp_path):
     kw = dict(train=str(caches["tiny"]), val=None, epochs=2)
     straight = tmp_path / "straight"

@@ -356,13 +356,19 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         opt_h = fast.adam(head.parameters(), lr=config.head_lr, betas=HEAD_BETAS)
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
-    state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None}
+    state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None, "best_step": None}
     resuming = run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main)
     barrier()  # rank 0 has finished an interrupted swap before anyone reads last/
     if resuming:
         state = _resume(
             config, last_dir, refiner_meta, generator, discriminator, opt_g, opt_d, aug_gen, device, head, opt_h
         )
+        if dist.is_main and state["best_step"] is not None and state["best_step"] == state["step"]:
+            # last/ is the best checkpoint: a run killed between saving it and copying it to best/
+            # left an older best/ behind; copy it now
+            held = ckpt.read_config(best_dir).get("state", {}) if (best_dir / ckpt.CONFIG_NAME).is_file() else {}
+            if held.get("step") != state["step"]:
+                ckpt.copy_checkpoint(last_dir, best_dir)
         if dist.is_main:  # lines logged after the checkpoint are replayed now: drop them
             run.trim_log(lambda e: int(e.get("step", 0)) <= state["step"])
         if dist.rank > 0:  # the stored RNG states are rank 0's; keep other ranks' draws distinct
@@ -470,6 +476,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         elif val_ds is None:
             improved = True  # without validation, best is the latest
         entry["best"] = improved
+        if improved:  # the step best/ holds: a resume can tell whether the copy to best/ happened
+            state["best_step"] = step
         history.append(entry)
         log(entry)
         if complete:
@@ -739,4 +747,5 @@ def _resume(
         "step": int(s.get("step", 0)),
         "best_value": s.get("best_value"),
         "best_epoch": s.get("best_epoch"),
+        "best_step": s.get("best_step"),
     }
