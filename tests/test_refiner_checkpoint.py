@@ -125,6 +125,11 @@ def test_interrupted_swap_is_recovered(tmp_path):
     last = ckpt.save_checkpoint(tmp_path / "last", config=_meta(g), generator=g)
     last.rename(tmp_path / ".last.old")  # crash between the two renames
     assert Refiner.from_pretrained(tmp_path, which="last").path == str(tmp_path / ".last.old")  # read as is
+    import torch
+
+    from refinedepth.refiner.chain import RefinerChain  # evaluate/predict's --refiner RUN/last too
+
+    assert RefinerChain.load([tmp_path / "last"], torch.device("cpu")).refiners[0].path == str(tmp_path / ".last.old")
     ckpt.recover(tmp_path / "last")  # what the next save or --resume does
     assert Refiner.from_pretrained(tmp_path / "last").path == str(tmp_path / "last")
 

@@ -97,6 +97,15 @@ def test_mistyped_local_path_is_reported_as_a_missing_directory(tmp_path, monkey
         "and 'runs/zzz' could not be fetched from the Hugging Face Hub either "
         "(RepositoryNotFoundError); pass the directory written by 'refinedepth train-refiner --out DIR'"
     )
+    # a run killed between the two renames of a checkpoint save, its twin incomplete: the error says so
+    (tmp_path / "runs" / ".last.old").mkdir(parents=True)
+    with pytest.raises(CheckpointError) as info:
+        Refiner.from_pretrained("runs/last")
+    assert str(info.value).startswith(
+        "refiner directory 'runs/last' does not exist (the local directory 'runs' has no 'last'; a "
+        "checkpoint save was interrupted: 'runs/.last.old' holds it, 'refinedepth train-refiner ... --resume' "
+        "puts it back, and 'runs' itself loads it meanwhile)"
+    )
     # an id whose first part is not a local directory is still a Hub problem
     with pytest.raises(CheckpointError, match=r"^cannot get refiner 'org/zzz' from the Hugging Face Hub"):
         Refiner.from_pretrained("org/zzz")

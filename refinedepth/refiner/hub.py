@@ -31,7 +31,9 @@ ALLOW_PATTERNS = ["*.json", "*.safetensors", "README.md"]
 def is_hub_id(value: str | os.PathLike) -> bool:
     """True for ``org/name`` (or ``org/name@rev``) that is not an existing local path."""
     text = str(value)
-    return bool(_HUB_ID.match(text)) and not Path(text).exists() and not text.startswith((".", "/"))
+    p = Path(text)
+    interrupted = (p.parent / f".{p.name}.old" / "config.json").is_file()  # a save killed mid-swap: local
+    return bool(_HUB_ID.match(text)) and not p.exists() and not interrupted and not text.startswith((".", "/"))
 
 
 def _local_parent(text: str) -> Path | None:
@@ -51,6 +53,9 @@ def _missing_local(text: str, parent: Path) -> str:
         entries = []
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f"; did you mean {str(parent / close[0])!r}?" if close else ""
+    if (parent / f".{name}.old").is_dir():  # a checkpoint swap killed between its two renames
+        hint = (f"; a checkpoint save was interrupted: {str(parent / f'.{name}.old')!r} holds it, 'refinedepth "
+                f"train-refiner ... --resume' puts it back, and {str(parent)!r} itself loads it meanwhile")
     return (
         f"refiner directory {text!r} does not exist (the local directory {str(parent)!r} has no "
         f"{name!r}{hint})"
