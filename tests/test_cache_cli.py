@@ -475,3 +475,39 @@ def test_inspect_weights_line_says_where_weights_came_from(tmp_path):
         assert result.exit_code == 0, result.output
         line = next(line for line in result.output.splitlines() if line.startswith("weights"))
         assert line.split(None, 1)[1] == expected, config
+
+
+def test_an_interrupted_overwrite_leaves_the_old_cache_whole(tmp_path, monkeypatch):
+    # --overwrite writes the new cache beside the old one and renames it only when complete
+    from refinedepth.cache import build as B
+
+    out = tmp_path / "c.h5"
+    assert _invoke(["cache", *COMMON, "--limit", "3", "--workers", "0", "--out", str(out)]).exit_code == 0
+    with open_cache(out) as c:
+        before = [c.read(i)["rough"] for i in range(3)]
+    real = B.CacheWriter.write_batch
+    calls = []
+
+    def dies_on_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(B.CacheWriter, "write_batch", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        B.build_cache(out, backbone="fcrn", dataset="synthetic", split="train", limit=3, batch_size=1,
+                      backbone_args={"encoder": "resnet18", "encoder_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
+                                     "input_size": [64, 80]},
+                      dataset_args={"size": [48, 64]}, seed=1, device="cpu", overwrite=True)
+    monkeypatch.undo()
+    with open_cache(out) as c:  # the old cache, complete and unchanged
+        assert c.complete and c.config.seed == 0
+        for i in range(3):
+            np.testing.assert_array_equal(c.read(i)["rough"], before[i])
+    # the same overwrite again completes and replaces it
+    result = _invoke(["cache", *COMMON, "--limit", "3", "--workers", "0", "--seed", "1", "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    with open_cache(out) as c:
+        assert c.complete and c.config.seed == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]  # the staged file took its name

@@ -290,6 +290,16 @@ def build_cache(
         result.shard = target
     else:
         target, shard = out, None
+    # --overwrite of an existing file (one process): the new cache is written beside it and takes
+    # its name only when complete, so an interrupted overwrite leaves the old file as it was
+    staged = not dist.enabled and overwrite and out.exists()
+    if staged:
+        from .writer import _hold_shared_lock
+
+        lock = _hold_shared_lock(out, exclusive=True)  # never replace a file being written
+        if lock is not None:
+            lock.close()
+        target = out.with_name(out.name + ".replacing")
 
     writer = CacheWriter.open(target, config, overwrite=overwrite, compression=compression, shard=shard)
     t_load = t_backbone = t_write = 0.0
@@ -364,6 +374,8 @@ def build_cache(
                 progress(done, total, desc="cache" if not dist.enabled else f"cache rank {dist.rank}")
     finally:
         writer.close()
+    if staged:
+        os.replace(target, out)
 
     if dist.enabled:
         counts = all_reduce_sum(torch.tensor([result.written, result.already_done], dtype=torch.int64))
