@@ -478,11 +478,16 @@ def test_inspect_weights_line_says_where_weights_came_from(tmp_path):
 
 
 def test_an_interrupted_overwrite_leaves_the_old_cache_whole(tmp_path, monkeypatch):
-    # --overwrite writes the new cache beside the old one and renames it only when complete
+    # --overwrite writes the new cache beside the old one and renames it only when complete; the
+    # same command again resumes the replacement
     from refinedepth.cache import build as B
 
     out = tmp_path / "c.h5"
-    assert _invoke(["cache", *COMMON, "--limit", "3", "--workers", "0", "--out", str(out)]).exit_code == 0
+    kw = dict(backbone="fcrn", dataset="synthetic", split="train", limit=3, batch_size=1, size=(32, 40),
+              backbone_args={"encoder": "resnet18", "encoder_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
+                             "input_size": [64, 80]},
+              dataset_args={"size": [48, 64]}, device="cpu")
+    B.build_cache(out, seed=0, **kw)
     with open_cache(out) as c:
         before = [c.read(i)["rough"] for i in range(3)]
     real = B.CacheWriter.write_batch
@@ -496,18 +501,20 @@ def test_an_interrupted_overwrite_leaves_the_old_cache_whole(tmp_path, monkeypat
 
     monkeypatch.setattr(B.CacheWriter, "write_batch", dies_on_the_second)
     with pytest.raises(KeyboardInterrupt):
-        B.build_cache(out, backbone="fcrn", dataset="synthetic", split="train", limit=3, batch_size=1,
-                      backbone_args={"encoder": "resnet18", "encoder_args": {"channels": [8, 16, 32, 64], "stem_width": 8},
-                                     "input_size": [64, 80]},
-                      dataset_args={"size": [48, 64]}, seed=1, device="cpu", overwrite=True)
+        B.build_cache(out, seed=1, overwrite=True, **kw)
     monkeypatch.undo()
     with open_cache(out) as c:  # the old cache, complete and unchanged
         assert c.complete and c.config.seed == 0
         for i in range(3):
             np.testing.assert_array_equal(c.read(i)["rough"], before[i])
-    # the same overwrite again completes and replaces it
-    result = _invoke(["cache", *COMMON, "--limit", "3", "--workers", "0", "--seed", "1", "--out", str(out), "--overwrite"])
-    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.h5.replacing").is_file()
+    again = B.build_cache(out, seed=1, overwrite=True, **kw)
+    assert again.already_done == 1 and again.written == 2  # resumed where the replacement stopped
     with open_cache(out) as c:
         assert c.complete and c.config.seed == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]  # the staged file took its name
+    # a replacement that fails before writing anything leaves nothing beside the old file
+    monkeypatch.setattr(B.CacheWriter, "write_batch", lambda self, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        B.build_cache(out, seed=2, overwrite=True, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.h5"]

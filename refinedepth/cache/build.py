@@ -291,8 +291,10 @@ def build_cache(
     else:
         target, shard = out, None
     # --overwrite of an existing file (one process): the new cache is written beside it and takes
-    # its name only when complete, so an interrupted overwrite leaves the old file as it was
+    # its name only when complete, so an interrupted overwrite leaves the old file as it was; the
+    # same command run again resumes the replacement
     staged = not dist.enabled and overwrite and out.exists()
+    writer = None
     if staged:
         from .writer import _hold_shared_lock
 
@@ -300,8 +302,13 @@ def build_cache(
         if lock is not None:
             lock.close()
         target = out.with_name(out.name + ".replacing")
-
-    writer = CacheWriter.open(target, config, overwrite=overwrite, compression=compression, shard=shard)
+        if target.exists():
+            try:
+                writer = CacheWriter.open(target, config, compression=compression)  # this very request's
+            except CacheError:
+                writer = None  # another request's leftover: start it again
+    if writer is None:
+        writer = CacheWriter.open(target, config, overwrite=overwrite, compression=compression, shard=shard)
     t_load = t_backbone = t_write = 0.0
     try:
         pending = writer.pending()
@@ -372,10 +379,21 @@ def build_cache(
             result.written = done
             if progress is not None:
                 progress(done, total, desc="cache" if not dist.enabled else f"cache rank {dist.rank}")
-    finally:
+    except BaseException:
         writer.close()
+        if staged and result.written == 0 and result.already_done == 0:
+            target.unlink(missing_ok=True)  # nothing to resume: no debris beside the old file
+        raise
+    writer.close()
     if staged:
-        os.replace(target, out)
+        from .writer import _hold_shared_lock
+
+        lock = _hold_shared_lock(out, exclusive=True) if out.exists() else None  # not while another writes it
+        try:
+            os.replace(target, out)
+        finally:
+            if lock is not None:
+                lock.close()
 
     if dist.enabled:
         counts = all_reduce_sum(torch.tensor([result.written, result.already_done], dtype=torch.int64))
