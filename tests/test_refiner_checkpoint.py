@@ -130,6 +130,11 @@ def test_interrupted_swap_is_recovered(tmp_path):
     from refinedepth.refiner.chain import RefinerChain  # evaluate/predict's --refiner RUN/last too
 
     assert RefinerChain.load([tmp_path / "last"], torch.device("cpu")).refiners[0].path == str(tmp_path / ".last.old")
+    from refinedepth.cache.config import sha256_path
+    from refinedepth.refiner.chain import refiner_records
+
+    # what a cache records of it: the twin's content, the same as once last/ is back
+    assert refiner_records([tmp_path / "last"])[0]["sha256"] == sha256_path(tmp_path / ".last.old")
     ckpt.recover(tmp_path / "last")  # what the next save or --resume does
     assert Refiner.from_pretrained(tmp_path / "last").path == str(tmp_path / "last")
 

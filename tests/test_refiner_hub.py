@@ -102,9 +102,9 @@ def test_mistyped_local_path_is_reported_as_a_missing_directory(tmp_path, monkey
     with pytest.raises(CheckpointError) as info:
         Refiner.from_pretrained("runs/last")
     assert str(info.value).startswith(
-        "refiner directory 'runs/last' does not exist (the local directory 'runs' has no 'last'; a "
-        "checkpoint save was interrupted: 'runs/.last.old' holds it, 'refinedepth train-refiner ... --resume' "
-        "puts it back, and 'runs' itself loads it meanwhile)"
+        "refiner directory 'runs/last' does not exist (the local directory 'runs' has no 'last'; "
+        "'runs/.last.old' is an incomplete checkpoint left by an interrupted save: use the run's other "
+        "checkpoint ('runs' loads best/) or train again)"
     )
     # an id whose first part is not a local directory is still a Hub problem
     with pytest.raises(CheckpointError, match=r"^cannot get refiner 'org/zzz' from the Hugging Face Hub"):

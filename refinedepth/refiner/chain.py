@@ -85,14 +85,16 @@ def _local(path: str | os.PathLike) -> Path:
 
     if is_hub_id(path):
         return resolve(path)
+    p = Path(path)
+    twin = p.parent / f".{p.name}.old"
+    if not p.exists() and (twin / "config.json").is_file():
+        return twin  # a save killed between its two renames: its complete twin (resolve_checkpoint)
     _check_directory(path)
-    return Path(path)
+    return p
 
 
 def _check_directory(path: str | os.PathLike) -> None:
     p = Path(path)
-    if not p.exists() and (p.parent / f".{p.name}.old" / "config.json").is_file():
-        return  # a save killed between its two renames: the complete twin loads (resolve_checkpoint)
     if not p.exists():
         raise CheckpointError(
             f"refiner checkpoint {str(path)!r} does not exist: expected a directory written by "

@@ -53,9 +53,9 @@ def _missing_local(text: str, parent: Path) -> str:
         entries = []
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f"; did you mean {str(parent / close[0])!r}?" if close else ""
-    if (parent / f".{name}.old").is_dir():  # a checkpoint swap killed between its two renames
-        hint = (f"; a checkpoint save was interrupted: {str(parent / f'.{name}.old')!r} holds it, 'refinedepth "
-                f"train-refiner ... --resume' puts it back, and {str(parent)!r} itself loads it meanwhile")
+    if (parent / f".{name}.old").is_dir():  # a save killed mid-swap whose twin lacks its config.json
+        hint = (f"; {str(parent / f'.{name}.old')!r} is an incomplete checkpoint left by an interrupted save: "
+                f"use the run's other checkpoint ({str(parent)!r} loads best/) or train again")
     return (
         f"refiner directory {text!r} does not exist (the local directory {str(parent)!r} has no "
         f"{name!r}{hint})"
