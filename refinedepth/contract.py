@@ -46,6 +46,21 @@ def replace_file(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def write_atomically(path: str | os.PathLike, write, *args: Any, **kwargs: Any) -> Path:
+    """``write(tmp, *args, **kwargs)`` to a hidden temporary file beside ``path`` (same suffix, so
+    writers that go by the extension still do), then :func:`replace_file` it to ``path``; on any
+    failure the temporary is removed and ``path`` is left as it was. Returns ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp, *args, **kwargs)
+        replace_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _unwrap(model: Any) -> Any:
     """The module inside a (Distributed)DataParallel wrapper, else ``model``."""
     from torch import nn

@@ -203,6 +203,7 @@ def predict_images(
     import numpy as np
     import torch
 
+    from .contract import write_atomically
     from .data.io import write_depth_png
     from .device import resolve_device
     from .geometry import resize_rgb, resize_smooth
@@ -275,9 +276,9 @@ def predict_images(
             result.clipped_pixels += int((d > limit).sum())
             # each file written beside its name and renamed: an interrupted run leaves no half file
             # under an output's name, and --overwrite replaces a file only with a complete one
-            _write_atomically(plan["npy"], np.save, d)
-            _write_atomically(plan["png"], write_depth_png, np.clip(d, 0.0, limit), scale=png_scale)
-            _write_atomically(plan["color"], _save_rgb, colorize_depth(d))
+            write_atomically(plan["npy"], np.save, d)
+            write_atomically(plan["png"], write_depth_png, np.clip(d, 0.0, limit), scale=png_scale)
+            write_atomically(plan["color"], _save_rgb, colorize_depth(d))
             result.outputs.append(
                 {
                     "image": str(path),
@@ -305,21 +306,6 @@ def _randomly_initialised(model: Any, weights: Any, options: dict[str, Any] | No
         return False
     parameters = getattr(model, "parameters", None)
     return callable(parameters) and any(True for _ in parameters())
-
-
-def _write_atomically(path: Path, write, *args: Any, **kwargs: Any) -> None:
-    """``write(tmp, *args, **kwargs)`` to a hidden temporary file beside ``path`` (same suffix, so
-    writers that go by the extension still do), then rename it to ``path``; on any failure the
-    temporary is removed and ``path`` is left as it was."""
-    from .contract import replace_file
-
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp, *args, **kwargs)
-        replace_file(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _save_rgb(path: Path, img) -> None:

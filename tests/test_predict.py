@@ -329,7 +329,7 @@ def test_an_interrupted_overwrite_leaves_every_output_whole(toy, images, tmp_pat
         open(path, "wb").write(b"\x89PNG half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(P, "_save_rgb", torn)
+    monkeypatch.setattr(P, "_save_rgb", torn)  # inside write_atomically, as a kill mid-file
     with pytest.raises(KeyboardInterrupt):
         predict_images([folder / "a.png"], toy, out, device="cpu", overwrite=True)
     after = {p.name: p.read_bytes() for p in out.iterdir()}

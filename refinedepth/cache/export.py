@@ -60,6 +60,7 @@ def export_ab(
     """
     import torch
 
+    from ..contract import write_atomically
     from ..data.io import write_depth_png
 
     if at not in EXPORT_AT:
@@ -98,7 +99,9 @@ def export_ab(
             a = np.clip(a, 0.0, top)
             b = np.where(b <= top, b, 0.0)  # gt beyond the range is marked invalid, not clipped
             name = _safe_name(int(i), s["id"])
-            write_depth_png(split_dir / name, np.concatenate([a, b], axis=1).astype(np.float32), scale=scale)
+            # beside its name, then renamed: an interrupted --overwrite leaves no half-written pair
+            write_atomically(split_dir / name, write_depth_png, np.concatenate([a, b], axis=1).astype(np.float32),
+                             scale=scale)
             files.append({"file": f"{split_dir.name}/{name}", "id": s["id"], "index": int(i)})
             if progress is not None:
                 progress(k + 1, len(picks), desc="export")
