@@ -41,9 +41,9 @@ def export(refiner: str, fmt: str, out: str, which: str, overwrite: bool) -> Non
         raise ConfigError("export --format onnx needs the onnx package: pip install 'refinedepth[onnx]'") from None
     from refinedepth.refiner.export import export_onnx
 
-    model = Refiner.from_pretrained(refiner, which=which, optimize=None)
-    if Path(out).exists() and not overwrite:
+    if Path(out).exists() and not overwrite:  # before loading (which may download from the Hub)
         raise ConfigError(f"output {out!r} already exists; pass --overwrite to replace it or choose another --out")
+    model = Refiner.from_pretrained(refiner, which=which, optimize=None)
     path = export_onnx(model, out)
     console().print(f"wrote {path} ({model.preset}, inputs {model.inputs}, {model.output_kind} rough maps)", highlight=False)
     click.echo(str(path))

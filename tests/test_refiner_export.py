@@ -135,7 +135,7 @@ def test_cli_export_writes_a_model_that_runs(tmp_path):
     rough = 0.5 + 5 * torch.rand(1, 1, 70, 90, generator=torch.Generator().manual_seed(5))
     (got,) = sess.run(None, {"rough": rough.numpy()})
     assert np.abs(got - refiner.refine_tensor(rough).numpy()).max() < 1e-4
-    missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(out)])
+    missing = CliRunner().invoke(cli, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "other.onnx")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
     # an existing file is never replaced silently (an image passed as --out by mistake survives)
     again = CliRunner().invoke(cli, ["export", str(run), "--out", str(out)])

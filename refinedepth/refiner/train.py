@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from .. import __version__
 from ..augment import apply_params, draw_params
 from ..config import GAN_MODES, LR_SCHEDULES, TrainConfig, nearest_multiple_size  # noqa: F401 (TrainConfig lives in config)
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..progress import ProgressCallback
 from ..training.distributed import average_gradients, barrier, session
 from ..training.progress import inside
@@ -366,7 +366,10 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         if dist.is_main and state["best_step"] is not None and state["best_step"] == state["step"]:
             # last/ is the best checkpoint: a run killed between saving it and copying it to best/
             # left an older best/ behind; copy it now
-            held = ckpt.read_config(best_dir).get("state", {}) if (best_dir / ckpt.CONFIG_NAME).is_file() else {}
+            try:
+                held = ckpt.read_config(best_dir).get("state", {}) if (best_dir / ckpt.CONFIG_NAME).is_file() else {}
+            except CheckpointError:  # an unreadable best/: replaced below
+                held = {}
             if held.get("step") != state["step"]:
                 ckpt.copy_checkpoint(last_dir, best_dir)
         if dist.is_main:  # lines logged after the checkpoint are replayed now: drop them
