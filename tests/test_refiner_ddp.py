@@ -57,7 +57,8 @@ T._head_loss = recording
 T.train_refiner(TrainConfig(train=(train,), val=val, out=out, preset="small", head="guided", guide="none",
                             size=(64, 64), crop=(32, 32), epochs=2, device="cpu"))
 rank = int(os.environ["RANK"])
-torch.save({k: v.detach().clone() for k, v in heads[-1].state_dict().items()}, f"{out}-head-rank{rank}.pt")
+from safetensors.torch import save_file
+save_file({k: v.detach().clone().contiguous() for k, v in heads[-1].state_dict().items()}, f"{out}-head-rank{rank}.safetensors")
 """
 
 
@@ -77,7 +78,9 @@ def test_torchrun_trains_one_guided_head_not_one_per_rank(tmp_path):
            str(script), str(train), str(val), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    heads = [torch.load(f"{out}-head-rank{r}.pt") for r in (0, 1)]
+    from safetensors.torch import load_file
+
+    heads = [load_file(f"{out}-head-rank{r}.safetensors") for r in (0, 1)]
     assert heads[0].keys() == heads[1].keys() and len(heads[0]) > 0
     for key in heads[0]:
         assert torch.equal(heads[0][key], heads[1][key]), key
