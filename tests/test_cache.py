@@ -326,7 +326,8 @@ def test_merge_shards_virtual_dataset_survives_moving(tmp_path):
         os.chdir(cwd)
 
 
-def test_verify_reports_a_missing_shard(tmp_path):
+def _merged_without_a_shard(tmp_path, missing: int):
+    """``m.h5`` merged from two shards of four samples, shard ``missing`` (0 or 1) then deleted."""
     r, g, _ = _arrays(n=4)
     cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
     out = tmp_path / "m.h5"
@@ -335,7 +336,12 @@ def test_verify_reports_a_missing_shard(tmp_path):
             idx = list(range(w.start, w.stop))
             w.write_batch(idx, rough=r[idx], gt=g[idx])
     merge_shards(out)
-    shard_path(out, 1, 2).unlink()
+    shard_path(out, missing, 2).unlink()
+    return out
+
+
+def test_verify_reports_a_missing_shard(tmp_path):
+    out = _merged_without_a_shard(tmp_path, missing=1)
     report = verify_cache(out)
     assert not report["ok"]
     assert "shard m.shards/m-00002-of-00002.h5 (relative to" in report["problems"][0]
@@ -413,14 +419,6 @@ def test_inspect_names_a_missing_shard(tmp_path):
 
     from refinedepth.cli.main import cli
 
-    r, g, _ = _arrays(n=4)
-    cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
-    out = tmp_path / "m.h5"
-    for k in range(2):
-        with CacheWriter.create(shard_path(out, k, 2), cfg, shard=(k, 2)) as w:
-            idx = list(range(w.start, w.stop))
-            w.write_batch(idx, rough=r[idx], gt=g[idx])
-    merge_shards(out)
-    shard_path(out, 0, 2).unlink()
+    out = _merged_without_a_shard(tmp_path, missing=0)
     res = CliRunner().invoke(cli, ["inspect", str(out)])
     assert "(MISSING SHARDS: m.shards/m-00001-of-00002.h5; readers refuse it)" in res.output

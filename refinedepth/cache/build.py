@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ from ..geometry import parse_hw, resize_depth, resize_rgb, resize_smooth
 from .config import CacheConfig, mismatch_message, sha256_path
 from .reader import open_cache
 from .shards import merge_shards, shard_path
-from .writer import CacheWriter
+from .writer import CacheWriter, no_writer
 
 
 @dataclass
@@ -296,11 +297,8 @@ def build_cache(
     staged = not dist.enabled and overwrite and out.exists()
     writer = None
     if staged:
-        from .writer import _hold_shared_lock
-
-        lock = _hold_shared_lock(out, exclusive=True)  # never replace a file being written
-        if lock is not None:
-            lock.close()
+        with no_writer(out):  # never replace a file being written
+            pass
         target = out.with_name(out.name + ".replacing")
         if target.exists():
             try:
@@ -386,14 +384,8 @@ def build_cache(
         raise
     writer.close()
     if staged:
-        from .writer import _hold_shared_lock
-
-        lock = _hold_shared_lock(out, exclusive=True) if out.exists() else None  # not while another writes it
-        try:
+        with no_writer(out) if out.exists() else contextlib.nullcontext():  # not while another writes it
             os.replace(target, out)
-        finally:
-            if lock is not None:
-                lock.close()
 
     if dist.enabled:
         counts = all_reduce_sum(torch.tensor([result.written, result.already_done], dtype=torch.int64))

@@ -50,7 +50,7 @@ class CacheReader:
                 self._rough_size = tuple(int(s) for s in self._rough.shape[-2:])
                 self._gt_size = tuple(int(s) for s in self._gt.shape[-2:])
                 self._virtual = bool(self._rough.is_virtual)
-                if self._virtual and check_shards:  # HDF5 would read a missing shard's samples as zeros
+                if check_shards:  # HDF5 would read a missing shard's samples as zeros
                     self._check_shards()
             except READ_ERRORS as exc:
                 if isinstance(exc, CacheError):
@@ -66,10 +66,17 @@ class CacheReader:
             self._f.close()
             raise
 
-    def _check_shards(self) -> None:
+    def missing_shards(self) -> list[str]:
+        """The shard files (relative to the merged file) a merged cache refers to and that are
+        not there; ``[]`` for an ordinary cache."""
         import json
 
-        missing = [s for s in json.loads(self.attrs.get("shards", "[]") or "[]") if not (self.path.parent / s).exists()]
+        if not self._virtual:
+            return []
+        return [s for s in json.loads(self.attrs.get("shards", "[]") or "[]") if not (self.path.parent / s).exists()]
+
+    def _check_shards(self) -> None:
+        missing = self.missing_shards()
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise CacheError(

@@ -3,7 +3,6 @@ and :func:`verify_cache` (read every sample, report every problem)."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -42,8 +41,7 @@ def describe_cache(path: str | os.PathLike, *, value_ranges: bool = True, max_sa
         if damage:
             report["damaged"] = damage
         if r.is_virtual:  # readers refuse such a file; the description says why
-            shards = json.loads(r.attrs.get("shards", "[]") or "[]")
-            report["missing_shards"] = [s for s in shards if not (r.path.parent / s).exists()]
+            report["missing_shards"] = r.missing_shards()
         if value_ranges and done.any():
             picks = np.flatnonzero(done)
             if len(picks) > max_samples:
@@ -138,10 +136,8 @@ def verify_cache(path: str | os.PathLike, *, progress=None) -> dict[str, Any]:
                 file_problems.append(f"dataset {name!r} is missing")
             elif tuple(datasets[name]["shape"]) != shape:
                 file_problems.append(f"dataset {name!r} has shape {datasets[name]['shape']}, expected {list(shape)}")
-        if r.is_virtual:
-            for s in json.loads(r.attrs.get("shards", "[]")):
-                if not (r.path.parent / s).exists():
-                    file_problems.append(f"shard {s} (relative to {r.path.parent}) is missing")
+        for s in r.missing_shards():
+            file_problems.append(f"shard {s} (relative to {r.path.parent}) is missing")
         stored = [name for name, info in datasets.items() if not info["virtual"] and info["chunks"]]
         checksums = checksum_state(datasets)
 

@@ -10,6 +10,7 @@ next writer continue it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from collections.abc import Mapping, Sequence
@@ -133,7 +134,8 @@ class CacheWriter:
         if path.exists() and not overwrite:
             raise CacheError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
         if path.exists():
-            _hold_shared_lock(path, exclusive=True).close()  # never replace a file being written
+            with no_writer(path):
+                pass
         filters = dataset_filters(compression, checksums)
         start, stop = (0, config.num_samples) if shard is None else shard_range(config.num_samples, *shard)
         n = stop - start
@@ -366,6 +368,18 @@ class CacheWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def no_writer(path: str | os.PathLike):
+    """Hold an exclusive lock on the existing cache ``path`` for the ``with`` block: a one-line
+    :class:`CacheError` if a writer holds it, so a file being written is never replaced."""
+    fh = _hold_shared_lock(Path(path), exclusive=True)
+    try:
+        yield
+    finally:
+        if fh is not None:
+            fh.close()
 
 
 def _hold_shared_lock(path: Path, exclusive: bool = False):

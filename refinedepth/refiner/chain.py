@@ -81,16 +81,16 @@ def refiner_records(paths: Sequence[str | os.PathLike]) -> list[dict[str, str]]:
 
 def _local(path: str | os.PathLike) -> Path:
     """The local directory of a refiner: ``path`` itself (checked), or a Hub id's snapshot."""
+    from ..training.checkpoint import complete_twin
     from .hub import is_hub_id, resolve
 
     if is_hub_id(path):
         return resolve(path)
-    p = Path(path)
-    twin = p.parent / f".{p.name}.old"
-    if not p.exists() and (twin / "config.json").is_file():
-        return twin  # a save killed between its two renames: its complete twin (resolve_checkpoint)
+    twin = complete_twin(path)  # a save killed between its two renames (as resolve_checkpoint reads it)
+    if twin is not None:
+        return twin
     _check_directory(path)
-    return p
+    return Path(path)
 
 
 def _check_directory(path: str | os.PathLike) -> None:

@@ -85,8 +85,9 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     progress right now in another process), the complete ``.NAME.old`` twin is used as it is.
     """
     path = Path(path)
-    if not path.exists() and (_old_path(path) / CONFIG_NAME).is_file():
-        return _old_path(path)
+    twin = _base.complete_twin(path)
+    if twin is not None:
+        return twin
     if not path.exists():
         raise CheckpointError(
             f"refiner checkpoint {str(path)!r} does not exist: expected a directory written by "

@@ -30,10 +30,12 @@ ALLOW_PATTERNS = ["*.json", "*.safetensors", "README.md"]
 
 def is_hub_id(value: str | os.PathLike) -> bool:
     """True for ``org/name`` (or ``org/name@rev``) that is not an existing local path."""
+    from ..training.checkpoint import complete_twin
+
     text = str(value)
-    p = Path(text)
-    interrupted = (p.parent / f".{p.name}.old" / "config.json").is_file()  # a save killed mid-swap: local
-    return bool(_HUB_ID.match(text)) and not p.exists() and not interrupted and not text.startswith((".", "/"))
+    if not _HUB_ID.match(text) or text.startswith((".", "/")) or Path(text).exists():
+        return False
+    return complete_twin(text) is None  # a local checkpoint whose save was killed mid-swap is local
 
 
 def _local_parent(text: str) -> Path | None:
@@ -53,8 +55,11 @@ def _missing_local(text: str, parent: Path) -> str:
         entries = []
     close = difflib.get_close_matches(name, entries, n=1)
     hint = f"; did you mean {str(parent / close[0])!r}?" if close else ""
-    if (parent / f".{name}.old").is_dir():  # a save killed mid-swap whose twin lacks its config.json
-        hint = (f"; {str(parent / f'.{name}.old')!r} is an incomplete checkpoint left by an interrupted save: "
+    from ..training.checkpoint import old_path
+
+    twin = old_path(parent / name)
+    if twin.is_dir():  # a save killed mid-swap whose twin lacks its config (a complete one loads)
+        hint = (f"; {str(twin)!r} is an incomplete checkpoint left by an interrupted save: "
                 f"use the run's other checkpoint ({str(parent)!r} loads best/) or train again")
     return (
         f"refiner directory {text!r} does not exist (the local directory {str(parent)!r} has no "

@@ -171,6 +171,14 @@ def old_path(path: str | os.PathLike) -> Path:
     return path.parent / f".{path.name}.old"
 
 
+def complete_twin(path: str | os.PathLike) -> Path | None:
+    """For a checkpoint directory ``path`` that is missing because a save was interrupted between
+    its two renames: its ``.old`` twin when that is a complete checkpoint (it has its config);
+    else ``None``."""
+    path, twin = Path(path), old_path(path)
+    return twin if not path.exists() and (twin / CONFIG_NAME).is_file() else None
+
+
 def recover(path: str | os.PathLike) -> None:
     """Finish an interrupted swap: if ``path`` is missing but its ``.old`` twin exists, restore it."""
     path = Path(path)
