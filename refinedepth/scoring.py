@@ -236,7 +236,7 @@ class Scorer:
                 raise ShapeError(f"valid {list(vb.shape)} and gt {list(g.shape)} differ in shape")
             mask &= vb
         depth = to_metric(p, kind, gt=g, valid=mask, align=align)
-        if math.isfinite(self.far):  # the accumulators clamp to the protocol's bound; `none` has none
+        if self.far != self.protocol.max_depth:  # the accumulators clamp to a protocol's own bound
             depth = np.where(np.isposinf(depth), self.far, depth)
         return depth, np.where(mask, g, 0.0)
 
