@@ -161,14 +161,13 @@ def test_the_head_trains_on_the_gain_of_the_model_view(caches):
     gain = torch.tensor([1.2, 0.9], dtype=torch.float64)
     p = AugmentParams(flip=torch.zeros(2, dtype=torch.bool), scale=torch.ones(2, dtype=torch.float64),
                       top=torch.zeros(2), left=torch.zeros(2), brightness=torch.ones(2), gain=gain)
-    model_rough = batch["rough"] * gain.float().view(2, 1, 1, 1)
     head = build_head(HeadConfig(), seed=0)
-    loss = _head_loss(batch, torch.zeros(2, 1, 64, 64), model_rough, head, p,
+    loss = _head_loss(batch, torch.zeros(2, 1, 64, 64), None, head, p,
                       norm=Normalization(max_depth=10.0), kind="metric", device=torch.device("cpu"))
     want = float((torch.log(gain) ** 2).mean())
     assert float(loss.detach()) == pytest.approx(want, rel=1e-4)
     unchanged = AugmentParams(**{**p.__dict__, "gain": torch.ones(2, dtype=torch.float64)})
-    assert float(_head_loss(batch, torch.zeros(2, 1, 64, 64), batch["rough"], head, unchanged,
+    assert float(_head_loss(batch, torch.zeros(2, 1, 64, 64), None, head, unchanged,
                             norm=Normalization(max_depth=10.0), kind="metric", device=torch.device("cpu")).detach()) < 1e-10
 
 

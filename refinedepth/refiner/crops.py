@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import resize_depth, resize_mask, resize_rgb, resize_smooth
+from .normalize import Normalization
 
 
 class CropDataset:
@@ -72,6 +73,10 @@ class CropDataset:
         if "rgb" in item:
             out["crop_rgb"] = resize_rgb(item["rgb"][None], full)[0][window].contiguous()
         out["crop_box"] = torch.tensor([top, left, full[0], full[1]], dtype=torch.int64)
+        if self.dataset.output_kind != "metric":
+            # a relative map's range as inference takes it, of the whole map at its stored size
+            norm = Normalization(output_kind=self.dataset.output_kind, max_depth=self.dataset.max_depth)
+            out["rough_quantiles"] = norm.rough_quantiles(item["rough"][None])[0]
         # the model view at the model size, made here so that nothing image-sized reaches the step
         out["rough"] = resize_smooth(item["rough"][None].float(), self.model_size)[0]
         if "rgb" in item:

@@ -62,35 +62,57 @@ class Normalization:
 
     # -- rough maps ---------------------------------------------------------------------------
     def rough_to_unit(
-        self, rough: torch.Tensor, kind: str | None = None, reference: torch.Tensor | None = None
+        self, rough: torch.Tensor, kind: str | None = None, quantiles: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``[B,1,h,w]`` rough map of ``kind`` (default: the trained kind) -> ``[-1, 1]``.
 
-        ``reference``: for relative/disparity maps, the maps whose percentiles set each sample's
-        range (default: ``rough`` itself); a crop passes its whole image here."""
+        ``quantiles``: for relative/disparity maps, each sample's range as ``[B,2]`` (low, high)
+        from :meth:`rough_quantiles` of the whole map at its stored size (default: ``rough``'s
+        own). Training passes them for a crop or a resized copy, so that a sample is mapped as
+        inference maps it: percentiles of a map shrunk to the model size are narrower (up to 5%
+        of the range on the kitchen frames at 64x64)."""
+        kind = self._check_kind(kind)
+        if self.output_kind == "metric":
+            rough = torch.nan_to_num(rough.float(), nan=0.0, posinf=0.0, neginf=0.0)
+            return (rough.clamp(0, self.max_depth) / self.max_depth * 2 - 1).clamp(-1, 1)
+        x = self._as_trained(rough, kind)
+        if quantiles is None:
+            quantiles = _quantiles(x, self.low_percentile, self.high_percentile)
+        lo = quantiles[:, 0].to(x).view(-1, 1, 1, 1)
+        span = (quantiles[:, 1].to(x).view(-1, 1, 1, 1) - lo).clamp_min(1e-6)
+        unit = ((x - lo) / span * 2 - 1).clamp(-1, 1)
+        if self.output_kind == "disparity":
+            unit = -unit
+        lo_m = -1.0 if self.target_low is None else self.target_low / self.max_depth * 2 - 1
+        hi_m = 1.0 if self.target_high is None else self.target_high / self.max_depth * 2 - 1
+        return lo_m + (unit + 1) * 0.5 * (hi_m - lo_m)
+
+    def rough_quantiles(self, rough: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Each sample's (low, high) percentiles, ``[B,2]``, that :meth:`rough_to_unit` maps a
+        relative/disparity map's range from (in the space of the trained kind)."""
+        kind = self._check_kind(kind)
+        if self.output_kind == "metric":
+            raise ConfigError("metric rough maps are mapped by max_depth and have no per-sample range")
+        return _quantiles(self._as_trained(rough, kind), self.low_percentile, self.high_percentile)
+
+    def _check_kind(self, kind: str | None) -> str:
         kind = kind or self.output_kind
         if kind not in OUTPUT_KINDS:
             raise ConfigError(f"unknown output kind {kind!r}: expected one of {', '.join(OUTPUT_KINDS)}")
+        if self.output_kind == "metric" and kind != "metric":
+            raise ConfigError(
+                f"this refiner was trained on metric rough maps (max depth {self.max_depth:g} m) "
+                f"but received {kind!r} ones; use a refiner trained on a {kind} backbone's cache"
+            )
+        return kind
+
+    def _as_trained(self, rough: torch.Tensor, kind: str) -> torch.Tensor:
+        """A relative/disparity map in the space the refiner was trained in (finite)."""
         rough = torch.nan_to_num(rough.float(), nan=0.0, posinf=0.0, neginf=0.0)
-        if self.output_kind == "metric":
-            if kind != "metric":
-                raise ConfigError(
-                    f"this refiner was trained on metric rough maps (max depth {self.max_depth:g} m) "
-                    f"but received {kind!r} ones; use a refiner trained on a {kind} backbone's cache"
-                )
-            return (rough.clamp(0, self.max_depth) / self.max_depth * 2 - 1).clamp(-1, 1)
-        if reference is not None:
-            reference = torch.nan_to_num(reference.float(), nan=0.0, posinf=0.0, neginf=0.0)
         if self.output_kind == "disparity" and kind != "disparity":
             # Depth given to a disparity-trained refiner (e.g. chained after a metric stage).
             rough = 1.0 / rough.clamp_min(1e-6)
-            reference = None if reference is None else 1.0 / reference.clamp_min(1e-6)
-        unit = _per_sample_unit(rough, self.low_percentile, self.high_percentile, reference)
-        if self.output_kind == "disparity":
-            unit = -unit
-        lo = -1.0 if self.target_low is None else self.target_low / self.max_depth * 2 - 1
-        hi = 1.0 if self.target_high is None else self.target_high / self.max_depth * 2 - 1
-        return lo + (unit + 1) * 0.5 * (hi - lo)
+        return rough
 
     # -- depth maps (targets and outputs) -----------------------------------------------------
     def depth_to_unit(self, depth: torch.Tensor) -> torch.Tensor:
@@ -108,18 +130,16 @@ class Normalization:
 #: exact, as the ONNX export's sort computes them
 QUANTILE_LIMIT = 2**24
 
-def _per_sample_unit(x: torch.Tensor, low: float, high: float, reference: torch.Tensor | None = None) -> torch.Tensor:
-    flat = (x if reference is None else reference).reshape(x.shape[0], -1)
+def _quantiles(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Each sample's ``low`` and ``high`` percentiles of ``x`` ``[B,...]`` as ``[B,2]``."""
+    flat = x.reshape(x.shape[0], -1)
     q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
     if flat.numel() <= QUANTILE_LIMIT:
-        lo_hi = torch.quantile(flat, q, dim=1)  # [2, B]
-    else:  # sample by sample, so a map's quantiles never depend on the batch it came in
-        # older torch refuses inputs above the limit; for one map that large a strided subsample is plenty
-        step = math.ceil(flat.shape[1] / QUANTILE_LIMIT)
-        lo_hi = torch.stack([torch.quantile(row[::step], q) for row in flat], dim=1)
-    lo = lo_hi[0].view(-1, 1, 1, 1)
-    span = (lo_hi[1].view(-1, 1, 1, 1) - lo).clamp_min(1e-6)
-    return ((x - lo) / span * 2 - 1).clamp(-1, 1)
+        return torch.quantile(flat, q, dim=1).T  # [B, 2]
+    # sample by sample, so a map's quantiles never depend on the batch it came in; older torch
+    # refuses inputs above the limit, and for one map that large a strided subsample is plenty
+    step = math.ceil(flat.shape[1] / QUANTILE_LIMIT)
+    return torch.stack([torch.quantile(row[::step], q) for row in flat])
 
 
 def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:

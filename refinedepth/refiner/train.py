@@ -580,7 +580,8 @@ def _train_step(
     With a full-resolution ``head``, a head step follows: its own Adam on the masked squared error of log
     depth on the batch's full-resolution crops (refiner/crops.py), the U-Net's upsampled
     correction an input it does not train."""
-    rough = resize(batch["rough"].to(device).float(), size)
+    full_rough = batch["rough"].to(device).float()
+    rough = resize(full_rough, size)
     gt = batch["gt"].to(device).float()
     valid = batch["valid"].to(device) & torch.isfinite(gt) & (gt > 0)
     rgb = resize(batch["rgb"].to(device).float(), size) if "rgb" in batch else None
@@ -588,7 +589,8 @@ def _train_step(
     if params is not None:
         aug = apply_params({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, params, kind=kind)
         rough, gt, valid, rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
-    rough_unit = norm.rough_to_unit(rough) if config.inputs != "rgb" else None
+    quantiles = _rough_quantiles(batch, full_rough, params, norm=norm, kind=kind) if kind != "metric" else None
+    rough_unit = norm.rough_to_unit(rough, quantiles=quantiles) if config.inputs != "rgb" else None
     gt_unit = norm.depth_to_unit(gt)
     x = generator_input(rough_unit, rgb_to_unit(rgb) if rgb is not None else None, config.inputs)
     residual = config.effective_residual
@@ -601,7 +603,7 @@ def _train_step(
         # The head learns from its own loss, given the U-Net's (detached) correction as a feature:
         # trained jointly through the correction, the U-Net's larger L1 and GAN gradients set the
         # pace and the head learned only a constant (degraded-sensor benchmark, docs/results.md).
-        loss_head = _head_loss(batch, out, rough, head, params, norm=norm, kind=kind, device=device)
+        loss_head = _head_loss(batch, out, quantiles, head, params, norm=norm, kind=kind, device=device)
         opt_h.zero_grad(set_to_none=True)
         loss_head.backward()
         # under torchrun the head is not a DDP module: average its gradients as DDP does the U-Net's,
@@ -678,7 +680,25 @@ def gan_step(
     return losses, out.detach()
 
 
-def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, kind: str, device):
+def _rough_quantiles(batch, full_rough, params, *, norm: Normalization, kind: str) -> torch.Tensor:
+    """Each relative/disparity sample's percentiles as inference takes them: of the whole map at
+    its stored size (``refine_full`` normalises before resizing), augmented as the model view is.
+    A crop dataset's batch brings them from the loader (its rough map arrives at the model size),
+    where only the gain is still to apply; otherwise the stored-size map is here."""
+    from ..augment import apply_params
+
+    if "rough_quantiles" in batch:
+        q = batch["rough_quantiles"].to(full_rough.device).float()
+        if params is not None and params.gain is not None:
+            g = params.gain.to(q).view(-1, 1)
+            q = q / g if kind == "disparity" else q * g
+        return q
+    if params is not None:
+        full_rough = apply_params({"rough": full_rough}, params, kind=kind)["rough"]
+    return norm.rough_quantiles(full_rough)
+
+
+def _head_loss(batch, out, quantiles, head, params, *, norm: Normalization, kind: str, device):
     """Masked mean squared error of log depth (Eigen et al. 2014's loss without its
     scale-invariant term) of the head's refinement of the batch's crops. Squared, not absolute:
     the errors to fix are large and few (at edges), and on the degraded-sensor benchmark the
@@ -698,7 +718,7 @@ def _head_loss(batch, out, rough_model, head, params, *, norm: Normalization, ki
         boxes = flip_boxes(boxes, params.flip, crop_rough.shape[-1])
     crop = tuple(crop_rough.shape[-2:])
     up = upsample_crop(out, boxes, crop)
-    rough_unit = norm.rough_to_unit(crop_rough, reference=rough_model)
+    rough_unit = norm.rough_to_unit(crop_rough, quantiles=quantiles)
     start = norm.unit_to_depth(rough_unit)  # the head refines the rough map, given the U-Net's correction
     guide = guide_from_rgb(crop_rgb, head.config.guide) if head.config.guide != "none" else None
     refined = apply_head(head, start, up, guide, max_depth=norm.max_depth, tile=None)

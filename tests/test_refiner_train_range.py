@@ -1,0 +1,122 @@
+"""A relative/disparity rough map reaches the generator in training as it does at inference.
+
+Inference (``refine_full``) maps a relative map to the generator's units by the percentiles of the
+whole map at its stored size, then resizes it to the model size. Training used to resize first and
+take the percentiles of the shrunk map, which are narrower (averaging pulls the tails in): the
+refiner trained on one mapping and ran on another. The references here are NumPy percentiles of
+the stored map, and the generator input that inference builds for the same sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from refinedepth.augment import AugmentParams
+from refinedepth.cache import CacheDataset, write_cache
+from refinedepth.refiner.crops import CropDataset
+from refinedepth.refiner.normalize import Normalization, refine_full
+from refinedepth.refiner.train import (
+    TrainConfig,
+    _rough_quantiles,
+    ground_truth_range,
+    train_refiner,
+)
+
+from ._helpers_refiner import one_torch_thread  # noqa: F401
+
+STORED = (128, 192)
+MODEL = (64, 64)
+
+
+def _relative_map(seed: int, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ramp with pixel noise: its tails are what a shrinking resize averages away."""
+    rng = np.random.default_rng(seed)
+    h, w = STORED
+    gt = (1.0 + 3.0 * np.mgrid[0:h, 0:w][1] / w + 0.3 * rng.standard_normal((h, w))).clip(0.5, 8.0)
+    gt = gt.astype(np.float32)
+    rough = (1.0 / gt if kind == "disparity" else 0.2 * gt + 0.1).astype(np.float32)
+    rgb = (np.clip(gt[..., None] / 8, 0, 1) * 255 * np.ones(3)).astype(np.uint8)
+    return gt, rough, rgb
+
+
+def test_the_range_is_the_stored_maps_percentiles_augmented_as_the_model_view():
+    _, rough, _ = _relative_map(0, "relative")
+    full = torch.from_numpy(np.stack([rough, rough[:, ::-1].copy() * 3]))[:, None]
+    norm = Normalization(output_kind="relative", max_depth=10.0)
+    got = _rough_quantiles({}, full, None, norm=norm, kind="relative").numpy()
+    want = np.stack([np.percentile(m, [2, 98]) for m in full[:, 0].numpy()])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+    # flipped and gained as the model view is: a flip keeps the percentiles, a gain scales them
+    # (a disparity map is divided by it)
+    gain = torch.tensor([1.2, 0.8], dtype=torch.float64)
+    p = AugmentParams(flip=torch.tensor([True, False]), scale=torch.ones(2, dtype=torch.float64),
+                      top=torch.zeros(2), left=torch.zeros(2), brightness=torch.ones(2), gain=gain)
+    got = _rough_quantiles({}, full, p, norm=norm, kind="relative").numpy()
+    np.testing.assert_allclose(got, want * gain.numpy()[:, None], rtol=1e-5)
+    # from the loader (a crop dataset's batch): only the gain is left to apply
+    loader = {"rough_quantiles": torch.from_numpy(want).float()}
+    np.testing.assert_allclose(_rough_quantiles(loader, full, p, norm=norm, kind="disparity").numpy(),
+                               want / gain.numpy()[:, None], rtol=1e-5)
+
+
+def test_the_crop_dataset_brings_the_stored_maps_range(tmp_path):
+    gt, rough, rgb = _relative_map(0, "relative")
+    path = write_cache(tmp_path / "rel.h5", rough=rough[None], gt=gt[None], rgb=rgb[None], max_depth=10.0,
+                       output_kind="relative")
+    item = CropDataset(CacheDataset(path, with_rgb=True), MODEL, (32, 48), seed=0)[0]
+    assert tuple(item["rough"].shape[-2:]) == MODEL  # the model view arrives shrunk ...
+    np.testing.assert_allclose(item["rough_quantiles"].numpy(), np.percentile(rough, [2, 98]), rtol=1e-6)
+    metric = write_cache(tmp_path / "m.h5", rough=gt[None], gt=gt[None], max_depth=10.0)
+    assert "rough_quantiles" not in CropDataset(CacheDataset(metric), MODEL, (32, 48), seed=0)[0]
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["relative", "disparity"])
+@pytest.mark.parametrize("preset", ["small", "guided"])
+def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch, preset, kind):
+    import refinedepth.refiner.train as train_module
+
+    gt, rough, rgb = _relative_map(1, kind)
+    path = write_cache(tmp_path / "c.h5", rough=rough[None], gt=gt[None], rgb=rgb[None], max_depth=10.0,
+                       output_kind=kind)
+    seen = {}
+
+    def first_step(generator, discriminator, opt_g, opt_d, x, *args, **kwargs):
+        seen["x"] = x.detach().clone()
+        raise _Stop
+
+    monkeypatch.setattr(train_module, "gan_step", first_step)
+    cfg = TrainConfig(train=str(path), out=str(tmp_path / "run"), preset=preset, size=MODEL, crop=(32, 48),
+                      batch_size=1, gan_mode="none", device="cpu", seed=0, augment=())
+    with pytest.raises(_Stop):
+        train_refiner(cfg)
+    trained = seen["x"][:, :1]
+
+    # where the range is placed, in metres, as training measured it (on the model view's ground truth)
+    low, high = ground_truth_range(CacheDataset(path, target_size=MODEL), 10.0)
+    norm = Normalization(output_kind=kind, max_depth=10.0, target_low=low, target_high=high)
+
+    def record(x):
+        seen["inference"] = x.detach().clone()
+        return torch.zeros_like(x[:, :1])
+
+    rough_t = torch.from_numpy(rough)[None, None]
+    rgb_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    refine_full(record, rough_t, rgb_t, norm=norm, inputs="rough+rgb" if preset == "guided" else "rough",
+                residual=True, size=MODEL, kind=kind)
+    inferred = seen["inference"][:, :1]
+
+    # inference clamps the map to its percentile range before shrinking it, training after: they
+    # agree wherever the shrinking kernel saw no clamped pixel
+    q = np.percentile(rough, [2, 98])
+    inside = torch.from_numpy(((rough > q[0]) & (rough < q[1])).astype(np.float32))[None, None]
+    untouched = F.interpolate(inside, size=MODEL, mode="bilinear", align_corners=False, antialias=True) > 1 - 1e-6
+    assert int(untouched.sum()) > 100
+    torch.testing.assert_close(trained[untouched], inferred[untouched], atol=1e-5, rtol=0)
