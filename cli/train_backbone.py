@@ -15,7 +15,7 @@ from ._options import config_from_params, config_options
 @click.command("train-backbone")
 @config_options(TrainBackboneConfig)
 @click.option("--resume", is_flag=True, help="Continue the run in --out after its last completed epoch.")
-@click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a run (replaces its files).")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --out holds a run (kept in OUT/.replaced/ until the new run's first checkpoint; an interrupted start gives it back).")
 @quiet_option
 def train_backbone(resume: bool, overwrite: bool, quiet: bool, **params) -> None:
     """Train a first-stage backbone (default: fcrn) with the berHu loss; writes safetensors.

@@ -479,7 +479,9 @@ class TrainConfig(ConfigBase):
     workers: int = _workers()
     max_steps: int | None = int_option(None, minimum=1, help="Stop after N steps in total (smoke tests).")
     resume: bool = bool_option(False, help="Continue the run in --out from its last checkpoint.")
-    overwrite: bool = bool_option(False, help="Start again even if --out already holds a run.")
+    overwrite: bool = bool_option(
+        False, help="Start again even if --out already holds a run (kept in OUT/.replaced/ until the new run's first checkpoint; an interrupted start gives it back)."
+    )
     val_limit: int | None = int_option(None, minimum=1, help="Validate on the first N samples only.")
     select_metric: str = str_option(
         "abs_rel", cli=False, help="Validation metric (lower is better) that picks best/."

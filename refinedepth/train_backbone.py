@@ -422,6 +422,7 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
                 {**description, "state": {"epoch": epoch, "history": history}},
                 format=CHECKPOINT_FORMAT,
             )
+            run.committed()  # an --overwrite's previous run goes only now
             publish(epoch)
             run.log(row)
         barrier()

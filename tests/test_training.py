@@ -128,6 +128,7 @@ def test_run_directory_gate(tmp_path):
     run.log({"step": 1})
     assert run.start(resume=False, overwrite=True) is False
     assert not run.last.exists() and not run.log_path.exists()
+    run.committed()  # as a new run's first checkpoint does: the run set aside is deleted
     (run.root / "weights.bin").write_bytes(b"")  # e.g. weights of an older layout: kept, not resumed
     with pytest.raises(CheckpointError, match=r"holds no last/ checkpoint to resume from"):
         run.start(resume=True, overwrite=False)
@@ -178,3 +179,73 @@ def test_cli_resumes_with_paths_spelled_differently(tmp_path, monkeypatch):
                                      "--resume", *common])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["steps"] == 2
+
+
+def _tree(root):
+    """Every file under ``root`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_an_interrupted_overwrite_gives_the_previous_run_back(tmp_path):
+    run = RunDir(tmp_path / "r", scratch=("about.json",))
+    run.start(resume=False, overwrite=False)
+    ckpt.save_checkpoint_dir(run.last, {"w.safetensors": {"w": torch.ones(3)}}, {"state": {"step": 7}}, format="t")
+    ckpt.copy_checkpoint(run.last, run.best)
+    run.log({"step": 7})
+    (run.root / "about.json").write_text('{"run": "old"}')
+    before = _tree(run.root)
+
+    # --overwrite sets the old run aside; the new run logs and describes itself, then is killed
+    assert run.start(resume=False, overwrite=True) is False
+    assert not run.last.exists() and not run.best.exists() and not run.log_path.exists()
+    run.log({"step": 1})
+    (run.root / "about.json").write_text('{"run": "new"}')
+    # the next start, of any kind, finds the old run where it was, byte for byte
+    with pytest.raises(CheckpointError, match=r"already holds a training run"):
+        RunDir(tmp_path / "r", scratch=("about.json",)).start(resume=False, overwrite=False)
+    assert _tree(run.root) == before
+
+    # killed half way through setting it aside: given back too
+    aside = run.root / ".replaced"
+    aside.mkdir()
+    os.replace(run.log_path, aside / run.log_path.name)
+    os.replace(run.best, aside / "best")
+    assert run.start(resume=True, overwrite=False) is True
+    assert _tree(run.root) == before
+
+    # once the new run has a checkpoint, the old one is gone, also when the kill came between the
+    # checkpoint and its removal
+    run.start(resume=False, overwrite=True)
+    ckpt.save_checkpoint_dir(run.last, {"w.safetensors": {"w": torch.zeros(3)}}, {"state": {"step": 1}}, format="t")
+    assert (aside / "last" / "config.json").is_file()  # not yet committed
+    assert run.start(resume=True, overwrite=False) is True
+    assert not aside.exists() and ckpt.read_config(run.last, format="t")["state"]["step"] == 1
+    run.start(resume=False, overwrite=True)
+    ckpt.save_checkpoint_dir(run.last, {}, {"state": {"step": 2}}, format="t")
+    run.committed()
+    assert not aside.exists() and ckpt.read_config(run.last, format="t")["state"]["step"] == 2
+
+
+def test_train_refiner_overwrite_killed_before_its_first_checkpoint_loses_nothing(tmp_path, monkeypatch):
+    import refinedepth.refiner.train as train_module
+
+    make_degraded_cache(tmp_path / "c.h5", 4, "train")
+    kw = dict(train=str(tmp_path / "c.h5"), out=str(tmp_path / "r"), val=None, preset="small", size=(64, 64),
+              device="cpu", epochs=1, max_steps=1, augment=())
+    train_refiner(TrainConfig(**kw))
+    before = _tree(tmp_path / "r")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.ckpt, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_refiner(TrainConfig(**kw, overwrite=True, seed=1))
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"already holds"):
+        train_refiner(TrainConfig(**kw))
+    assert _tree(tmp_path / "r") == before
+    Refiner.from_pretrained(tmp_path / "r")  # loads as before
+    train_refiner(TrainConfig(**kw, overwrite=True, seed=1))  # and a completed overwrite replaces it
+    assert not (tmp_path / "r" / ".replaced").exists()
+    assert _tree(tmp_path / "r")["last/config.json"] != before["last/config.json"]

@@ -452,6 +452,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
             )
             if improved:
                 ckpt.copy_checkpoint(last_dir, best_dir)
+            run.committed()  # an --overwrite's previous run goes only now
         barrier()
 
     def end_of_segment(epoch: int, epoch_step: int, complete: bool) -> None:

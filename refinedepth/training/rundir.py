@@ -11,6 +11,11 @@
 holds a run is continued only with ``resume``, replaced only with ``overwrite``. On resume the log
 is cut back to what the checkpoint has seen, so lines written after it (and replayed now) are
 not duplicated.
+
+``overwrite`` does not delete the previous run at once: its files move to ``OUT/.replaced/`` and
+are deleted when the new run has written its first checkpoint (:meth:`RunDir.committed`). A new
+run stopped before that point gives the previous one back: the next start of any kind moves its
+files home again (and discards the new run's log), so an interrupted ``--overwrite`` loses nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 
 LOG_NAME = "log.jsonl"
+REPLACED = ".replaced"  # an --overwrite's previous run, until the new run's first checkpoint
+_SET_ASIDE = ".complete"  # in REPLACED: every file of the previous run is in it
 
 
 class RunDir:
@@ -70,6 +77,7 @@ class RunDir:
             ckpt.recover(self.last)
             ckpt.recover(self.best)
             ckpt.remove_debris(self.root)
+            self._settle_replaced()
         if resume and self._has_checkpoint():
             return True
         if resume and self.holds_run():
@@ -79,22 +87,62 @@ class RunDir:
             )
         if overwrite or not self.holds_run():
             if is_main:
-                self.clear()
+                if self.holds_run():
+                    self._set_aside()
+                else:
+                    self.clear()
             return False
         raise CheckpointError(
             f"{str(self.root)!r} already holds a {self.what} (last/ checkpoint): pass --resume to continue "
             "it, --overwrite to start again, or choose another --out"
         )
 
+    def _files(self) -> list[Path]:
+        """The run's own files and directories, the checkpoints last."""
+        files = [self.log_path, *(self.root / e for e in self.extra + self.scratch)]
+        return files + [self.best, ckpt.old_path(self.best), ckpt.old_path(self.last), self.last]
+
     def clear(self) -> None:
         """Remove the previous run's checkpoints, log, extra and scratch files."""
-        for d in (self.last, self.best, ckpt.old_path(self.last), ckpt.old_path(self.best)):
-            shutil.rmtree(d, ignore_errors=True)
-        for f in (self.log_path, *(self.root / e for e in self.extra + self.scratch)):
-            if f.is_dir():
+        for f in self._files():
+            if f.is_dir() and not f.is_symlink():
                 shutil.rmtree(f, ignore_errors=True)
             else:
                 f.unlink(missing_ok=True)
+
+    def _set_aside(self) -> None:
+        """``overwrite``: move the previous run's files to ``.replaced/`` (marked complete once all
+        are there), to be deleted by :meth:`committed` or given back by the next start."""
+        aside = self.root / REPLACED
+        aside.mkdir(exist_ok=True)
+        for f in self._files():
+            if f.exists() or f.is_symlink():
+                os.replace(f, aside / f.name)
+        (aside / _SET_ASIDE).touch()
+        ckpt.fsync_dir(aside)
+        ckpt.fsync_dir(self.root)
+
+    def _settle_replaced(self) -> None:
+        """A previous run set aside by ``overwrite``: deleted if the new run has a checkpoint (it was
+        stopped before :meth:`committed`), given back otherwise (with the new run's files gone)."""
+        aside = self.root / REPLACED
+        if not aside.is_dir():
+            return
+        complete = (aside / _SET_ASIDE).exists()
+        if complete and self._has_checkpoint():
+            shutil.rmtree(aside, ignore_errors=True)
+            return
+        if complete:  # everything in the root is the new run's, which never reached a checkpoint
+            self.clear()
+        for f in aside.iterdir():
+            if f.name != _SET_ASIDE:
+                os.replace(f, self.root / f.name)
+        shutil.rmtree(aside, ignore_errors=True)
+        ckpt.fsync_dir(self.root)
+
+    def committed(self) -> None:
+        """The run has written a checkpoint: a previous run set aside by ``overwrite`` is deleted."""
+        shutil.rmtree(self.root / REPLACED, ignore_errors=True)
 
     def log(self, entry: dict[str, Any]) -> None:
         """Append one line to ``log.jsonl``."""
@@ -131,4 +179,4 @@ class RunDir:
         os.replace(tmp, self.log_path)
 
 
-__all__ = ["LOG_NAME", "RunDir"]
+__all__ = ["LOG_NAME", "REPLACED", "RunDir"]
