@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -422,3 +423,30 @@ def test_inspect_names_a_missing_shard(tmp_path):
     out = _merged_without_a_shard(tmp_path, missing=0)
     res = CliRunner().invoke(cli, ["inspect", str(out)])
     assert "(MISSING SHARDS: m.shards/m-00001-of-00002.h5; readers refuse it)" in res.output
+
+
+@pytest.mark.parametrize("kind", ["relative", "disparity"])
+def test_export_ab_gives_a_relative_or_disparity_map_as_depth_like_values(tmp_path, kind):
+    """A is min-max normalised to [0, max_depth]; a disparity map is also flipped, so that in A as in
+    B (and in the refiner's input) near is low. Reference: the formula on the cached arrays."""
+    from refinedepth.cache import write_cache
+    from refinedepth.cache.export import export_ab
+    from refinedepth.data.io import read_depth_png
+
+    yy, xx = np.mgrid[0:8, 0:12]
+    gt = (1.0 + 0.25 * xx + 0.1 * yy).astype(np.float32)[None]
+    rough = (1.0 / gt) if kind == "disparity" else 0.5 * gt + 0.2  # perfect maps of their kind
+    cache = write_cache(tmp_path / "c.h5", rough=rough, gt=gt, max_depth=10.0, output_kind=kind)
+    export_ab(cache, tmp_path / "ab")
+    pair = read_depth_png(next((tmp_path / "ab" / "all").glob("*.png")))
+    a, b = pair[:, :12], pair[:, 12:]
+    r = rough[0].astype(np.float64)
+    want = (r - r.min()) / (r.max() - r.min()) * 10.0
+    if kind == "disparity":
+        want = 10.0 - want
+    np.testing.assert_allclose(a, want, atol=0.51e-3)  # millimetre PNG
+    np.testing.assert_allclose(b, gt[0], atol=0.51e-3)
+    order = np.argsort(b.ravel(), kind="stable")
+    assert np.all(np.diff(a.ravel()[order]) > -1e-3)  # farther in B is never nearer in A
+    summary = json.loads((tmp_path / "ab" / "pairs_all.json").read_text())
+    assert summary["rough_flipped"] is (kind == "disparity")

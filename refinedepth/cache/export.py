@@ -88,13 +88,15 @@ def export_ab(
             s = reader.read(int(i), with_rgb=False)
             rough = torch.from_numpy(s["rough"])[None]
             gt = torch.from_numpy(s["gt"])[None, None]
-            rough = resize_smooth(rough, size, antialias=False)
+            rough = resize_smooth(rough, size)  # antialiased when shrinking, as the scorer resizes
             gt = resize_depth(gt, size)
             a = rough[0, 0].numpy().astype(np.float64)
             b = gt[0, 0].numpy().astype(np.float64)
             if cfg.output_kind != "metric":
                 lo, hi = np.nanmin(a), np.nanmax(a)
                 a = (a - lo) / (hi - lo) * cfg.max_depth if hi > lo else np.zeros_like(a)
+                if cfg.output_kind == "disparity":  # near is low, like the depth in B (and the refiner's input)
+                    a = cfg.max_depth - a
             clipped += int((a > top).sum())
             a = np.clip(a, 0.0, top)
             b = np.where(b <= top, b, 0.0)  # gt beyond the range is marked invalid, not clipped
@@ -113,6 +115,7 @@ def export_ab(
         "image_size": [size[0], 2 * size[1]],
         "output_kind": cfg.output_kind,
         "rough_normalised": cfg.output_kind != "metric",
+        "rough_flipped": cfg.output_kind == "disparity",
         "max_depth": cfg.max_depth,
         "clipped_rough_pixels": clipped,
         "count": len(files),
