@@ -83,26 +83,36 @@ class BaselineFit:
         if space not in ("depth", "disparity"):
             raise ValueError(f"space must be 'depth' or 'disparity', got {space!r}")
         self.space = space
-        self.n = 0
+        self.n = 0  # pixels of the scale (finite depth)
+        self.n_fit = 0  # pixels of the scale + shift
         self.sum_log = 0.0
         self.sx = self.sy = self.sxx = self.sxy = 0.0
 
     def update(self, depth: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> None:
-        """Add the pixels where ``mask`` holds (and ``depth`` is finite and positive)."""
+        """Add the pixels where ``mask`` holds and ``depth`` is positive: finite for the scale (a
+        log ratio) and, in depth space, the scale + shift; in disparity space an infinitely far
+        depth (a disparity <= 0, :func:`rough_depth`) counts as disparity 0, the value
+        :meth:`Baselines.apply` gives it, as the per-image fit counts every pixel."""
         d = np.asarray(depth, dtype=np.float64)
         g = np.asarray(gt, dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            use = np.asarray(mask, dtype=bool) & np.isfinite(d) & (d > 0) & np.isfinite(g) & (g > 0)
-        d, g = d[use], g[use]
-        self.n += int(d.size)
-        if d.size:
-            self.sum_log += float(np.sum(np.log(g) - np.log(d)))
-            if self.space == "disparity":
-                d, g = 1.0 / d, 1.0 / g
-            self.sx += float(d.sum())
-            self.sy += float(g.sum())
-            self.sxx += float(np.dot(d, d))
-            self.sxy += float(np.dot(d, g))
+            base = np.asarray(mask, dtype=bool) & (d > 0) & np.isfinite(g) & (g > 0)
+        finite = base & np.isfinite(d)
+        self.n += int(finite.sum())
+        if finite.any():
+            self.sum_log += float(np.sum(np.log(g[finite]) - np.log(d[finite])))
+        if self.space == "disparity":
+            use = base  # +inf included: its disparity is 0
+            x, y = 1.0 / d[use], 1.0 / g[use]
+        else:
+            use = finite
+            x, y = d[use], g[use]
+        self.n_fit += int(use.sum())
+        if x.size:
+            self.sx += float(x.sum())
+            self.sy += float(y.sum())
+            self.sxx += float(np.dot(x, x))
+            self.sxy += float(np.dot(x, y))
 
     def result(self, fitted_on: str = "") -> Baselines:
         if self.n == 0:
@@ -111,12 +121,13 @@ class BaselineFit:
                 "ground truth and a positive rough depth; check the cache"
             )
         scale = math.exp(self.sum_log / self.n)
-        mx, my = self.sx / self.n, self.sy / self.n
-        var = self.sxx / self.n - mx * mx
+        n = self.n_fit
+        mx, my = self.sx / n, self.sy / n
+        var = self.sxx / n - mx * mx
         if var <= 1e-12 * max(mx * mx, 1e-12):  # a constant rough map: the shift carries it all
             a, b = 0.0, my
         else:
-            a = (self.sxy / self.n - mx * my) / var
+            a = (self.sxy / n - mx * my) / var
             b = my - a * mx
         return Baselines(scale, (float(a), float(b)), self.n, fitted_on, self.space)
 

@@ -73,6 +73,27 @@ def test_disparity_maps_are_fitted_in_inverse_depth_and_the_protocol_range_is_re
     assert got == pytest.approx(tuple(expected), rel=1e-4)
 
 
+def test_a_zero_disparity_is_fitted_as_the_zero_the_baseline_row_gives_it(tmp_path):
+    """A ReLU head outputs disparity 0 where it sees the sky; where the ground truth is valid there
+    (Make3D), the scale + shift is fitted on those pixels too, at the disparity 0 that the row applies,
+    as the per-image fit counts every pixel. Reference: NumPy least squares over all valid pixels."""
+    gt = _gt(n=2, seed=4)
+    disparity = (2.0 / gt - 0.55).clip(0.0, None)  # disparity 0 beyond 3.6 m
+    assert 0.2 < (disparity == 0).mean() < 0.6
+    cache = write_cache(tmp_path / "c.h5", rough=disparity, gt=gt, max_depth=10.0, output_kind="disparity")
+    b = fit_baselines(CacheDataset(cache), protocol="none")
+    p, g = disparity.astype(np.float64).ravel(), gt.astype(np.float64).ravel()
+    expected = np.linalg.lstsq(np.stack([p, np.ones_like(p)], 1), 1.0 / g, rcond=None)[0]
+    assert b.scale_shift == pytest.approx(tuple(expected), rel=1e-5)
+    with np.errstate(divide="ignore"):
+        row = b.apply(np.where(p > 0, 1.0 / np.where(p > 0, p, 1.0), np.inf), "scale_shift")
+    np.testing.assert_allclose(row, 1.0 / (expected[0] * p + expected[1]), rtol=1e-5)
+    # the scale, a log ratio, needs a finite depth: the zeros stay out of it
+    finite = p > 0
+    assert b.scale == pytest.approx(float(np.exp(np.mean(np.log(g[finite] * p[finite])))), rel=1e-6)
+    assert b.pixels == int(finite.sum())
+
+
 def test_no_usable_pixel_is_a_one_line_error():
     with pytest.raises(DataError, match="no pixel has both a valid ground truth"):
         BaselineFit().result("train.h5")
