@@ -353,7 +353,9 @@ def build_cache(
                     rgb_refine = batch.get("rgb_refine")
                     if rgb_refine is not None:
                         rgb_refine = rgb_refine.to(torch_device, non_blocking=True)
-                    rough = chain(rough, rgb_refine, kind=info.output_kind)[-1]
+                    # at the ground truth's size, as evaluate and predict run it (a head gives its
+                    # detail at the size it runs at), then stored at the cache's size
+                    rough = resize_smooth(chain(rough, rgb_refine, kind=info.output_kind, out_size=gt_size)[-1], size)
                 rough = rough.float().cpu()
             finite = torch.isfinite(rough).flatten(1).all(1)
             if not bool(finite.all()):
