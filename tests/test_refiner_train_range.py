@@ -1,10 +1,12 @@
-"""A relative/disparity rough map reaches the generator in training as it does at inference.
+"""A rough map reaches the generator in training as it does at inference.
 
-Inference (``refine_full``) maps a relative map to the generator's units by the percentiles of the
-whole map at its stored size, then resizes it to the model size. Training used to resize first and
-take the percentiles of the shrunk map, which are narrower (averaging pulls the tails in): the
-refiner trained on one mapping and ran on another. The references here are NumPy percentiles of
-the stored map, and the generator input that inference builds for the same sample.
+Inference (``refine_full``) maps a rough map to the generator's units at its stored size, clipping
+it to ``[0, max_depth]`` (metric) or to its 2nd..98th percentiles (relative/disparity), then resizes
+it to the model size. Training used to resize first: a metric map's values beyond max_depth (the
+sky) bled into their neighbours, and a relative map's percentiles were those of the shrunk map,
+which are narrower (averaging pulls the tails in): the refiner trained on one mapping and ran on
+another. The references: NumPy percentiles of the stored map, and the generator input that
+inference builds for the same sample.
 """
 
 from __future__ import annotations
@@ -12,18 +14,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from refinedepth.augment import AugmentParams
 from refinedepth.cache import CacheDataset, write_cache
 from refinedepth.refiner.crops import CropDataset
 from refinedepth.refiner.normalize import Normalization, refine_full
-from refinedepth.refiner.train import (
-    TrainConfig,
-    _rough_quantiles,
-    ground_truth_range,
-    train_refiner,
-)
+from refinedepth.refiner.train import TrainConfig, _model_rough, ground_truth_range, train_refiner
 
 from ._helpers_refiner import one_torch_thread  # noqa: F401
 
@@ -46,21 +42,29 @@ def test_the_range_is_the_stored_maps_percentiles_augmented_as_the_model_view():
     _, rough, _ = _relative_map(0, "relative")
     full = torch.from_numpy(np.stack([rough, rough[:, ::-1].copy() * 3]))[:, None]
     norm = Normalization(output_kind="relative", max_depth=10.0)
-    got = _rough_quantiles({}, full, None, norm=norm, kind="relative").numpy()
+    model, got = _model_rough({}, full, None, norm=norm, kind="relative", size=MODEL)
     want = np.stack([np.percentile(m, [2, 98]) for m in full[:, 0].numpy()])
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    assert tuple(model.shape[-2:]) == MODEL
+    assert float(model[0].min()) >= want[0, 0] - 1e-5 and float(model[0].max()) <= want[0, 1] + 1e-5  # clipped
 
     # flipped and gained as the model view is: a flip keeps the percentiles, a gain scales them
     # (a disparity map is divided by it)
     gain = torch.tensor([1.2, 0.8], dtype=torch.float64)
     p = AugmentParams(flip=torch.tensor([True, False]), scale=torch.ones(2, dtype=torch.float64),
                       top=torch.zeros(2), left=torch.zeros(2), brightness=torch.ones(2), gain=gain)
-    got = _rough_quantiles({}, full, p, norm=norm, kind="relative").numpy()
-    np.testing.assert_allclose(got, want * gain.numpy()[:, None], rtol=1e-5)
-    # from the loader (a crop dataset's batch): only the gain is left to apply
-    loader = {"rough_quantiles": torch.from_numpy(want).float()}
-    np.testing.assert_allclose(_rough_quantiles(loader, full, p, norm=norm, kind="disparity").numpy(),
-                               want / gain.numpy()[:, None], rtol=1e-5)
+    _, got = _model_rough({}, full, p, norm=norm, kind="relative", size=MODEL)
+    np.testing.assert_allclose(got.numpy(), want * gain.numpy()[:, None], rtol=1e-5)
+    # from the loader (a crop dataset's batch): only the flip and the gain are left to apply
+    loader = {"rough_limits": torch.from_numpy(want).float()}
+    small = torch.rand(2, 1, *MODEL)
+    flipped, got = _model_rough(loader, small, p, norm=norm, kind="disparity", size=MODEL)
+    np.testing.assert_allclose(got.numpy(), want / gain.numpy()[:, None], rtol=1e-5)
+    torch.testing.assert_close(flipped[0], small[0].flip(-1) / 1.2)
+    # metric maps: no range to pass on (max_depth maps them), but clipped to [0, max_depth]
+    metric = Normalization(output_kind="metric", max_depth=2.0)
+    model, got = _model_rough({}, full, None, norm=metric, kind="metric", size=MODEL)
+    assert got is None and float(model.max()) <= 2.0 + 1e-5
 
 
 def test_the_crop_dataset_brings_the_stored_maps_range(tmp_path):
@@ -69,22 +73,31 @@ def test_the_crop_dataset_brings_the_stored_maps_range(tmp_path):
                        output_kind="relative")
     item = CropDataset(CacheDataset(path, with_rgb=True), MODEL, (32, 48), seed=0)[0]
     assert tuple(item["rough"].shape[-2:]) == MODEL  # the model view arrives shrunk ...
-    np.testing.assert_allclose(item["rough_quantiles"].numpy(), np.percentile(rough, [2, 98]), rtol=1e-6)
+    q = np.percentile(rough, [2, 98])
+    np.testing.assert_allclose(item["rough_limits"].numpy(), q, rtol=1e-6)  # ... with the stored map's range
+    assert float(item["crop_rough"].min()) >= q[0] - 1e-6 and float(item["crop_rough"].max()) <= q[1] + 1e-6
+    # a metric map is clipped to the refiner's max_depth (given, or the cache's) before the resizes
     metric = write_cache(tmp_path / "m.h5", rough=gt[None], gt=gt[None], max_depth=10.0)
-    assert "rough_quantiles" not in CropDataset(CacheDataset(metric), MODEL, (32, 48), seed=0)[0]
+    item = CropDataset(CacheDataset(metric), MODEL, (32, 48), seed=0, max_depth=4.0)[0]
+    np.testing.assert_array_equal(item["rough_limits"].numpy(), [0.0, 4.0])
+    assert float(item["crop_rough"].max()) <= 4.0 + 1e-5 and float(item["rough"].max()) <= 4.0 + 1e-5
 
 
 class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("kind", ["relative", "disparity"])
+@pytest.mark.parametrize("kind", ["metric", "relative", "disparity"])
 @pytest.mark.parametrize("preset", ["small", "guided"])
 def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch, preset, kind):
     import refinedepth.refiner.train as train_module
 
     gt, rough, rgb = _relative_map(1, kind)
-    path = write_cache(tmp_path / "c.h5", rough=rough[None], gt=gt[None], rgb=rgb[None], max_depth=10.0,
+    max_depth = 4.0 if kind == "metric" else 10.0  # a metric map beyond it in places, like the sky
+    if kind == "metric":
+        rough = gt * 1.1
+        assert (rough > max_depth).mean() > 0.05
+    path = write_cache(tmp_path / "c.h5", rough=rough[None], gt=gt[None], rgb=rgb[None], max_depth=max_depth,
                        output_kind=kind)
     seen = {}
 
@@ -100,8 +113,11 @@ def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch,
     trained = seen["x"][:, :1]
 
     # where the range is placed, in metres, as training measured it (on the model view's ground truth)
-    low, high = ground_truth_range(CacheDataset(path, target_size=MODEL), 10.0)
-    norm = Normalization(output_kind=kind, max_depth=10.0, target_low=low, target_high=high)
+    if kind == "metric":
+        norm = Normalization(output_kind=kind, max_depth=max_depth)
+    else:
+        low, high = ground_truth_range(CacheDataset(path, target_size=MODEL), max_depth)
+        norm = Normalization(output_kind=kind, max_depth=max_depth, target_low=low, target_high=high)
 
     def record(x):
         seen["inference"] = x.detach().clone()
@@ -111,12 +127,4 @@ def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch,
     rgb_t = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
     refine_full(record, rough_t, rgb_t, norm=norm, inputs="rough+rgb" if preset == "guided" else "rough",
                 residual=True, size=MODEL, kind=kind)
-    inferred = seen["inference"][:, :1]
-
-    # inference clamps the map to its percentile range before shrinking it, training after: they
-    # agree wherever the shrinking kernel saw no clamped pixel
-    q = np.percentile(rough, [2, 98])
-    inside = torch.from_numpy(((rough > q[0]) & (rough < q[1])).astype(np.float32))[None, None]
-    untouched = F.interpolate(inside, size=MODEL, mode="bilinear", align_corners=False, antialias=True) > 1 - 1e-6
-    assert int(untouched.sum()) > 100
-    torch.testing.assert_close(trained[untouched], inferred[untouched], atol=1e-5, rtol=0)
+    torch.testing.assert_close(trained, seen["inference"][:, :1], atol=2e-6, rtol=0)

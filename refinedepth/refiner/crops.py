@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import resize_depth, resize_mask, resize_rgb, resize_smooth
-from .normalize import Normalization
+from .normalize import Normalization, clip_to_limits
 
 
 class CropDataset:
@@ -35,9 +35,11 @@ class CropDataset:
     ``target_size``). Keys are sample positions or ``(position, epoch)`` pairs."""
 
     def __init__(
-        self, dataset, model_size: tuple[int, int], crop: tuple[int, int], seed: int = 0, zoom: bool = False
+        self, dataset, model_size: tuple[int, int], crop: tuple[int, int], seed: int = 0, zoom: bool = False,
+        max_depth: float | None = None,
     ) -> None:
         self.dataset = dataset
+        self.refiner_max_depth = max_depth  # the refiner's (default: the cache's), for the metric clip
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.crop = (int(crop[0]), int(crop[1]))
         self.seed = int(seed)
@@ -66,19 +68,21 @@ class CropDataset:
         left = int(torch.randint(0, full[1] - cw + 1, (1,), generator=g))
         window = (slice(None), slice(top, top + ch), slice(left, left + cw))
         out = dict(item)
-        rough_full = resize_smooth(item["rough"][None].float(), full)[0]
+        # clipped to the range the normalisation maps onto [-1, 1] before resizing, as inference
+        # normalises the stored map before resizing it (train.py's _model_rough)
+        norm = Normalization(output_kind=self.dataset.output_kind, max_depth=self.refiner_max_depth or self.dataset.max_depth)
+        limits = norm.rough_limits(item["rough"][None])
+        out["rough_limits"] = limits[0]
+        stored = clip_to_limits(item["rough"][None], limits)
+        rough_full = resize_smooth(stored, full)[0]
         out["crop_rough"] = rough_full[window].contiguous()
         out["crop_gt"] = gt[window].contiguous()
         out["crop_valid"] = valid[window].contiguous()
         if "rgb" in item:
             out["crop_rgb"] = resize_rgb(item["rgb"][None], full)[0][window].contiguous()
         out["crop_box"] = torch.tensor([top, left, full[0], full[1]], dtype=torch.int64)
-        if self.dataset.output_kind != "metric":
-            # a relative map's range as inference takes it, of the whole map at its stored size
-            norm = Normalization(output_kind=self.dataset.output_kind, max_depth=self.dataset.max_depth)
-            out["rough_quantiles"] = norm.rough_quantiles(item["rough"][None])[0]
         # the model view at the model size, made here so that nothing image-sized reaches the step
-        out["rough"] = resize_smooth(item["rough"][None].float(), self.model_size)[0]
+        out["rough"] = resize_smooth(stored, self.model_size)[0]
         if "rgb" in item:
             out["rgb"] = resize_rgb(item["rgb"][None], self.model_size)[0]
         if full != self.model_size:  # the targets, as CacheDataset(target_size=...) resizes them

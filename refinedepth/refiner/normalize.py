@@ -95,6 +95,17 @@ class Normalization:
             raise ConfigError("metric rough maps are mapped by max_depth and have no per-sample range")
         return _quantiles(self._as_trained(rough, kind), self.low_percentile, self.high_percentile)
 
+    def rough_limits(self, rough: torch.Tensor, kind: str | None = None) -> torch.Tensor:
+        """Each sample's ``[B,2]`` range that :meth:`rough_to_unit` maps onto ``[-1, 1]`` (values
+        beyond it are clipped): ``[0, max_depth]`` for metric maps, :meth:`rough_quantiles` for
+        relative/disparity ones. Training clips the stored map to it before resizing, as inference
+        clips (normalises) before resizing."""
+        kind = self._check_kind(kind)
+        if self.output_kind == "metric":
+            row = torch.tensor([0.0, self.max_depth], dtype=torch.float32, device=rough.device)
+            return row.expand(rough.shape[0], 2)
+        return self.rough_quantiles(rough, kind)
+
     def _check_kind(self, kind: str | None) -> str:
         kind = kind or self.output_kind
         if kind not in OUTPUT_KINDS:
@@ -140,6 +151,14 @@ def _quantiles(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
     # refuses inputs above the limit, and for one map that large a strided subsample is plenty
     step = math.ceil(flat.shape[1] / QUANTILE_LIMIT)
     return torch.stack([torch.quantile(row[::step], q) for row in flat])
+
+
+def clip_to_limits(x: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B,C,h,w]`` clipped to each sample's ``limits`` ``[B,2]`` (low, high)."""
+    x = torch.nan_to_num(x.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    lo = limits[:, 0].to(x).view(-1, 1, 1, 1)
+    hi = limits[:, 1].to(x).view(-1, 1, 1, 1)
+    return torch.minimum(torch.maximum(x, lo), hi)
 
 
 def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,14 @@ from .models import (
     build_generator,
     count_parameters,
 )
-from .normalize import Normalization, generator_input, refine_full, resize, rgb_to_unit
+from .normalize import (
+    Normalization,
+    clip_to_limits,
+    generator_input,
+    refine_full,
+    resize,
+    rgb_to_unit,
+)
 from .presets import get_preset
 
 HEAD_CLIP_NORM = 1.0  # gradient-norm clip of the full-resolution head's step
@@ -304,7 +311,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         # the crop dataset zooms whole samples (both views); the step only flips and brightens
         train_ds = CropDataset(
             _open_training_caches(config.train, with_rgb=with_rgb), size, config.crop, seed=config.seed,
-            zoom="scale" in aug_ops,
+            zoom="scale" in aug_ops, max_depth=config.max_depth,
         )
         aug_ops = tuple(op for op in aug_ops if op != "scale")
     else:
@@ -581,16 +588,15 @@ def _train_step(
     With a full-resolution ``head``, a head step follows: its own Adam on the masked squared error of log
     depth on the batch's full-resolution crops (refiner/crops.py), the U-Net's upsampled
     correction an input it does not train."""
-    full_rough = batch["rough"].to(device).float()
-    rough = resize(full_rough, size)
+    stored_rough = batch["rough"].to(device).float()
     gt = batch["gt"].to(device).float()
     valid = batch["valid"].to(device) & torch.isfinite(gt) & (gt > 0)
     rgb = resize(batch["rgb"].to(device).float(), size) if "rgb" in batch else None
-    params = draw_params(rough.shape[0], aug_ops, aug_gen) if aug_ops else None
+    params = draw_params(stored_rough.shape[0], aug_ops, aug_gen) if aug_ops else None
+    rough, quantiles = _model_rough(batch, stored_rough, params, norm=norm, kind=kind, size=size)
     if params is not None:
-        aug = apply_params({"rough": rough, "gt": gt, "valid": valid, "rgb": rgb}, params, kind=kind)
-        rough, gt, valid, rgb = aug["rough"], aug["gt"], aug["valid"], aug.get("rgb")
-    quantiles = _rough_quantiles(batch, full_rough, params, norm=norm, kind=kind) if kind != "metric" else None
+        aug = apply_params({"gt": gt, "valid": valid, "rgb": rgb}, params, kind=kind)
+        gt, valid, rgb = aug["gt"], aug["valid"], aug.get("rgb")
     rough_unit = norm.rough_to_unit(rough, quantiles=quantiles) if config.inputs != "rgb" else None
     gt_unit = norm.depth_to_unit(gt)
     x = generator_input(rough_unit, rgb_to_unit(rgb) if rgb is not None else None, config.inputs)
@@ -681,22 +687,30 @@ def gan_step(
     return losses, out.detach()
 
 
-def _rough_quantiles(batch, full_rough, params, *, norm: Normalization, kind: str) -> torch.Tensor:
-    """Each relative/disparity sample's percentiles as inference takes them: of the whole map at
-    its stored size (``refine_full`` normalises before resizing), augmented as the model view is.
-    A crop dataset's batch brings them from the loader (its rough map arrives at the model size),
-    where only the gain is still to apply; otherwise the stored-size map is here."""
+def _model_rough(batch, rough, params, *, norm: Normalization, kind: str, size) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model view's rough map as inference makes it, and for relative/disparity maps the range
+    its units are taken from. Inference (``refine_full``) normalises the whole map at its stored
+    size, which clips it to ``[0, max_depth]`` (metric) or its 2nd..98th percentiles, then resizes
+    it; so here the stored map is augmented, clipped to that range, then resized (training resized
+    first: a metric map's far sky, beyond max_depth, bled into its neighbours, and a relative map's
+    percentiles were the shrunk map's). A crop dataset's batch brings the model view made so in
+    the loader (nothing image-sized reaches the step), with its range; only flips and gain are
+    left to apply, to both."""
     from ..augment import apply_params
 
-    if "rough_quantiles" in batch:
-        q = batch["rough_quantiles"].to(full_rough.device).float()
-        if params is not None and params.gain is not None:
-            g = params.gain.to(q).view(-1, 1)
-            q = q / g if kind == "disparity" else q * g
-        return q
-    if params is not None:
-        full_rough = apply_params({"rough": full_rough}, params, kind=kind)["rough"]
-    return norm.rough_quantiles(full_rough)
+    if "rough_limits" in batch:
+        limits = batch["rough_limits"].to(rough.device).float()
+        if params is not None:
+            rough = apply_params({"rough": rough}, params, kind=kind)["rough"]
+            if params.gain is not None:
+                g = params.gain.to(limits).view(-1, 1)
+                limits = limits / g if kind == "disparity" else limits * g
+    else:
+        if params is not None:
+            rough = apply_params({"rough": rough}, params, kind=kind)["rough"]
+        limits = norm.rough_limits(rough)
+        rough = resize(clip_to_limits(rough, limits), size)
+    return rough, (limits if kind != "metric" else None)
 
 
 def _head_loss(batch, out, quantiles, head, params, *, norm: Normalization, kind: str, device):
