@@ -18,20 +18,37 @@ from ._common import progress_bar, quiet_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @quiet_option
 def inspect_cmd(path: str, verify: bool, as_json: bool, quiet: bool) -> None:
-    """Describe a cache file (attributes, counts, value ranges) or a refiner checkpoint directory.
+    """Describe a cache file (attributes, counts, value ranges), a refiner checkpoint directory or a
+    train-backbone run directory.
 
     With --verify, every chunk of a cache is read and checked against its checksum (a checkpoint's
-    files against their sha256); any problem makes the command exit 1.
+    or a run's files against their sha256); any problem makes the command exit 1.
 
     \b
     Example:
       refinedepth inspect train.h5
       refinedepth inspect train.h5 --verify
       refinedepth inspect runs/refiner --json
+      refinedepth inspect runs/fcrn --verify
     """
     from refinedepth.errors import CacheError, CheckpointError
 
     target = Path(path)
+    from refinedepth.train_backbone import (
+        describe_backbone_run,
+        is_backbone_run,
+        verify_backbone_run,
+    )
+
+    if target.is_dir() and is_backbone_run(target):
+        report = describe_backbone_run(target)
+        if verify:
+            report["verify"] = verify_backbone_run(target)
+        _emit(report, as_json)
+        if verify and not report["verify"]["ok"]:
+            problems = report["verify"]["problems"]
+            raise CheckpointError(f"{target} failed verification: {len(problems)} problem(s), first: {problems[0]}")
+        return
     if target.is_dir():
         try:
             from refinedepth.refiner.checkpoint import describe_checkpoint

@@ -176,6 +176,85 @@ def _save_backbone_weights(model, path: Path, backbone: str, config: Mapping[str
     save_backbone_weights(model, path, backbone=backbone, config=config, metadata=metadata)
 
 
+def is_backbone_run(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory written by :func:`train_backbone` (its ``config.json`` says so)."""
+    cfg = Path(path) / CONFIG_NAME
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def describe_backbone_run(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able summary of a :func:`train_backbone` run directory (``refinedepth inspect``):
+    the backbone and its options, the data, epochs done, the last validation, the weights file
+    (its size against the one recorded) and the ``last/`` checkpoint's state."""
+    root = Path(path)
+    cfg_path = root / CONFIG_NAME
+    try:
+        payload = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{cfg_path}: not readable as JSON ({exc}); re-run training with --resume") from None
+    history = payload.get("history") or []
+    last_val = next((row["val"] for row in reversed(history) if isinstance(row, dict) and "val" in row), None)
+    weights = root / WEIGHTS_NAME
+    recorded = payload.get("weights") or {}
+    size = weights.stat().st_size if weights.is_file() else None
+    out: dict[str, Any] = {
+        "kind": "train-backbone-run",
+        "path": str(root),
+        "backbone": (payload.get("backbone") or {}).get("name"),
+        "backbone_config": (payload.get("backbone") or {}).get("config"),
+        "dataset": payload.get("dataset"),
+        "epochs_done": payload.get("epochs_done"),
+        "epochs": (payload.get("train") or {}).get("epochs"),
+        "last_validation": last_val,
+        "weights": {
+            "file": WEIGHTS_NAME,
+            "bytes": size,
+            "ok": size is not None and (not recorded or recorded.get("bytes") == size),
+            "sha256": recorded.get("sha256", "not recorded (written before refinedepth recorded it)"),
+        },
+    }
+    last = root / "last" / CONFIG_NAME
+    if last.is_file():
+        try:
+            out["checkpoint"] = {"path": str(root / "last"), "state": {"epoch": json.loads(last.read_text())["state"]["epoch"]}}
+        except (OSError, ValueError, KeyError, TypeError):
+            out["checkpoint"] = {"path": str(root / "last"), "state": "unreadable config.json"}
+    return out
+
+
+def verify_backbone_run(path: str | os.PathLike) -> dict[str, Any]:
+    """Size and sha256 of the run's weights (against ``config.json``) and of every file of its
+    ``last/`` checkpoint; ``{"ok": bool, "problems": [...]}``."""
+    from .training import checkpoint as ckpt
+
+    root = Path(path)
+    problems: list[str] = []
+    recorded = json.loads((root / CONFIG_NAME).read_text()).get("weights") or {}
+    weights = root / WEIGHTS_NAME
+    if not weights.is_file():
+        problems.append(f"{weights} is missing; resume the run (--resume) to write it again")
+    elif recorded.get("sha256") and ckpt.sha256_file(weights) != recorded["sha256"]:
+        problems.append(f"{weights} does not match the sha256 in {CONFIG_NAME} (damaged); resume the run (--resume) "
+                        "to write it again from last/")
+    last = root / "last"
+    if (last / CONFIG_NAME).is_file():
+        try:
+            meta = ckpt.read_config(last, format=CHECKPOINT_FORMAT, what="train-backbone checkpoint")
+            for name in meta.get("files", {}):
+                try:
+                    ckpt.verify_file(last, name, meta)
+                except CheckpointError as exc:
+                    problems.append(" ".join(str(exc).split()))
+        except CheckpointError as exc:
+            problems.append(" ".join(str(exc).split()))
+    return {"ok": not problems, "problems": problems}
+
+
 def load_trained_backbone(path: str | os.PathLike, device: str = "cpu"):
     """The backbone a :func:`train_backbone` run wrote to ``path`` (its directory), in eval mode."""
     from .registry import create_backbone
@@ -377,7 +456,12 @@ def _train_backbone(config: TrainBackboneConfig, progress, resume: bool, overwri
         extra = {"dataset": config.dataset, "epoch": str(epoch), "trainer": FORMAT}
         plain = getattr(model, "module", model)  # unwrapped from DDP
         _save_backbone_weights(plain, out / WEIGHTS_NAME, config.backbone, info.config, extra)
-        ckpt.write_json_atomic(out / CONFIG_NAME, {"format": FORMAT, **description, "epochs_done": epoch, "history": history})
+        weights = {"file": WEIGHTS_NAME, "bytes": (out / WEIGHTS_NAME).stat().st_size,
+                   "sha256": ckpt.sha256_file(out / WEIGHTS_NAME)}  # `inspect --verify` checks it
+        ckpt.write_json_atomic(
+            out / CONFIG_NAME,
+            {"format": FORMAT, **description, "epochs_done": epoch, "weights": weights, "history": history},
+        )
 
     if has_checkpoint:
         meta = ckpt.read_config(run.last, format=CHECKPOINT_FORMAT, what="train-backbone checkpoint")
@@ -497,6 +581,9 @@ __all__ = [
     "TrainBackboneResult",
     "train_backbone",
     "load_trained_backbone",
+    "is_backbone_run",
+    "describe_backbone_run",
+    "verify_backbone_run",
     "stored_config",
     "validate",
 ]

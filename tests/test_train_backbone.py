@@ -176,3 +176,37 @@ def test_cli_help_is_complete():
     assert result.exit_code == 0
     for option in ("--backbone-arg", "--val-split", "--resume", "--optimizer", "--workers", "Example:"):
         assert option in result.output
+
+
+def test_inspect_describes_and_verifies_a_run(run, tmp_path):
+    """``inspect`` knows a train-backbone run: its backbone, data, epochs and last validation;
+    ``--verify`` checks the weights against the sha256 its config.json records (computed here
+    with hashlib) and the last/ checkpoint, and names a damaged file."""
+    import hashlib
+    import shutil
+
+    from click.testing import CliRunner
+
+    from refinedepth.cli.main import cli
+
+    out = tmp_path / "copy"
+    shutil.copytree(run["out"], out)
+    payload = json.loads((out / "config.json").read_text())
+    assert payload["weights"]["sha256"] == hashlib.sha256((out / "backbone.safetensors").read_bytes()).hexdigest()
+    res = CliRunner().invoke(cli, ["inspect", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["kind"] == "train-backbone-run" and report["backbone"] == "fcrn"
+    assert report["epochs_done"] == 4 and report["last_validation"]["count"] == 16
+    assert report["weights"]["ok"] and report["checkpoint"]["state"] == {"epoch": 4}
+    assert CliRunner().invoke(cli, ["inspect", str(out), "--verify"]).exit_code == 0
+
+    data = bytearray((out / "backbone.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte in a weight: same size, another hash
+    (out / "backbone.safetensors").write_bytes(bytes(data))
+    res = CliRunner().invoke(cli, ["inspect", str(out), "--verify"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == (
+        f"Error: {out} failed verification: 1 problem(s), first: {out / 'backbone.safetensors'} does not match "
+        "the sha256 in config.json (damaged); resume the run (--resume) to write it again from last/"
+    )
