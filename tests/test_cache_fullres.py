@@ -178,7 +178,7 @@ def test_cache_refiner_gives_an_rgb_conditioned_refiner_the_image_at_the_cache_r
     evaluate gives it the stored RGB; shrinking it to the rough size first changed the maps."""
     import torch
 
-    from refinedepth.geometry import resize_rgb, resize_smooth
+    from refinedepth.geometry import resize_rgb
     from refinedepth.refiner import Refiner
     from refinedepth.refiner.chain import RefinerChain
 
@@ -200,20 +200,21 @@ def test_cache_refiner_gives_an_rgb_conditioned_refiner_the_image_at_the_cache_r
             image = np.asarray(Image.open(root / "data" / "rgb" / f"f{i}.png").convert("RGB"))
             image = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
             rough = torch.from_numpy(plain.read(i)["rough"])[None].float()
-            # evaluate's path: the chain on the stored (uint8) RGB, output at the ground truth's size;
-            # the cache stores that resized once to its own size
+            # evaluate's path: the chain on the stored (uint8) RGB; a refiner without a head gives a
+            # further stage its map at the rough map's size
             stored = torch.from_numpy(plain.read(i)["rgb"]).permute(2, 0, 1)[None].float() / 255
             chain = RefinerChain.load([tmp_path / "ref-loud"], torch.device("cpu"))
-            expected = resize_smooth(chain(rough, stored, kind="metric", out_size=(120, 160))[-1], (30, 40))[0].numpy()
+            expected = chain(rough, stored, kind="metric")[-1][0].numpy()
             np.testing.assert_allclose(refined.read(i)["rough"], expected, rtol=1e-5, atol=1e-5)
             shrunk = r.refine_tensor(rough, resize_rgb(image, (30, 40))[None], output_kind="metric")[0].numpy()
             assert np.abs(shrunk - expected).max() > 1e-3  # the resolution of the RGB shows
 
 
 def test_cache_refiner_runs_a_head_at_the_ground_truths_size_then_stores_at_the_cache_size(kinect_like, tmp_path):
-    """With ``--size`` below the ground truth's, ``cache --refiner`` runs the chain as evaluate and
-    predict do (the head at the ground truth's size) and resizes the result once to the cache size;
-    it ran the head at the cache size, so a later stage trained on the cache saw other maps."""
+    """With ``--size`` below the ground truth's, ``cache --refiner`` runs a head as evaluate and
+    predict run it before a further stage (at the ground truth's size) and resizes the result once
+    to the cache size; it ran the head at the cache size, so a later stage trained on the cache saw
+    other maps."""
     import torch
 
     from refinedepth.geometry import resize_smooth

@@ -353,9 +353,12 @@ def build_cache(
                     rgb_refine = batch.get("rgb_refine")
                     if rgb_refine is not None:
                         rgb_refine = rgb_refine.to(torch_device, non_blocking=True)
-                    # at the ground truth's size, as evaluate and predict run it (a head gives its
-                    # detail at the size it runs at), then stored at the cache's size
-                    rough = resize_smooth(chain(rough, rgb_refine, kind=info.output_kind, out_size=gt_size)[-1], size)
+                    # as a further stage takes them in evaluate and predict: a head's output at the
+                    # ground truth's size (it adds its detail at the size it runs at), stored resized
+                    # once to the cache's size; other refiners' at the rough map's size
+                    rough = chain(rough, rgb_refine, kind=info.output_kind, out_size=gt_size, then_more=True)[-1]
+                    if tuple(rough.shape[-2:]) != tuple(size):
+                        rough = resize_smooth(rough, size)
                 rough = rough.float().cpu()
             finite = torch.isfinite(rough).flatten(1).all(1)
             if not bool(finite.all()):

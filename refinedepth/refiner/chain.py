@@ -206,7 +206,7 @@ class RefinerChain:
 
     def __call__(
         self, rough: torch.Tensor, rgb: torch.Tensor | None = None, kind: str = "metric",
-        out_size: tuple[int, int] | None = None,
+        out_size: tuple[int, int] | None = None, *, then_more: bool = False,
     ) -> list[torch.Tensor]:
         """``[rough, refined_1, refined_2, ...]`` for a batch ``rough`` ``[B,1,h,w]`` of ``kind``
         (``rgb`` ``[B,3,h',w']`` in [0,1] for refiners conditioned or guided by it); each refined
@@ -215,10 +215,12 @@ class RefinerChain:
         ``out_size`` (e.g. the ground truth's resolution) when it is given, as
         ``Refiner.refine(out_size=)`` does: their correction is resized from the model size to it
         directly (through the rough map's grid, a 128x128 correction lost its detail to a 32x48
-        map); the others at their input's size, which the next refiner takes."""
+        map); the others at their input's size, which the next refiner takes. ``then_more``: the
+        maps as a further stage would take them (the last refiner too at its input's size unless it
+        has a head), which ``cache --refiner`` stores for training that stage."""
         stages = [rough]
         current = rough
-        last = len(self.refiners) - 1
+        last = -1 if then_more else len(self.refiners) - 1
         for k, refiner in enumerate(self.refiners):
             size = out_size if (getattr(refiner, "head", None) is not None or k == last) else None
             current = refiner.refine_tensor(current, rgb=rgb, output_kind=kind, out_size=size)  # no_grad inside
