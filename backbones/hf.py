@@ -12,16 +12,22 @@ What the adapter does for you:
   Depth Anything with ``depth_estimation_type="metric"`` (and the other metric heads) predict
   metres -> ``metric``; Depth Pro is ``metric`` when its field-of-view head is present (depth =
   1 / (canonical inverse depth · 2·tan(fov/2)), the rule of its image processor), else
-  ``disparity``.
+  ``disparity``. Prompt Depth Anything is ``relative``: only a prompt depth map (which the
+  adapter does not pass) maps its output to metres.
 * **Preprocessing as the model's image processor does it**, read from ``preprocessor_config.json``
   in the model directory when present (family defaults otherwise): target ``size``,
   ``keep_aspect_ratio``, ``ensure_multiple_of``, GLPN's ``size_divisor``, resampling, rescale and
-  mean/std normalisation, ZoeDepth's reflection padding. It runs on tensors, on the model's
-  device, inside ``forward``.
-* **Declared sizes**: ``info.input_size`` is what callers resize RGB to (default: the processor's
-  size; GLPN, which takes any size, defaults to 480x640); the prediction is resized to
-  ``info.output_size`` (default: ``input_size``) with :func:`refinedepth.geometry.resize_smooth`
-  (bilinear, antialiased when shrinking, as the scorer resizes predictions).
+  mean/std normalisation, ZoeDepth's reflection padding, and each processor's resize call
+  (ZoeDepth: ``align_corners=True`` without antialiasing; Depth Pro: without antialiasing). It
+  runs on tensors, on the model's device, inside ``forward``.
+* **Declared sizes**: ``info.input_size`` is what callers resize RGB to, default 480x640 (NYU and
+  Kinect frames) for every family: at the images' own size the callers' resize does nothing and
+  the adapter alone applies the processor's resize (its aspect-ratio rule, multiple and
+  resampling), as transformers does. Images of another shape (KITTI's 375x1242) want
+  ``input_size`` set to their size, or a ``keep_aspect_ratio`` model sees them squashed. The
+  prediction is resized to ``info.output_size`` (default: ``input_size``, the image's size, where
+  transformers post-processes to) with :func:`refinedepth.geometry.resize_smooth` (bilinear,
+  antialiased when shrinking, as the scorer resizes predictions).
 
 Weights are only ever read from safetensors (``use_safetensors=True``): a repository that has only
 ``pytorch_model.bin`` is refused rather than unpickled. A hub id is resolved through the Hugging
@@ -68,6 +74,7 @@ _FAMILY_PREPROCESS: dict[str, dict[str, Any]] = {
         "stats": _IMAGENET_DEFAULT,
     },
     "glpn": {"size": None, "size_divisor": 32, "resample": "bilinear", "stats": None},
+    # ZoeDepthImageProcessor.resize calls F.interpolate(align_corners=True), no antialiasing
     "zoedepth": {
         "size": (384, 512),
         "keep_aspect_ratio": True,
@@ -75,8 +82,16 @@ _FAMILY_PREPROCESS: dict[str, dict[str, Any]] = {
         "resample": "bilinear",
         "stats": _IMAGENET_STANDARD,
         "reflect_pad": True,
+        "align_corners": True,
+        "antialias": False,
     },
-    "depth_pro": {"size": (1536, 1536), "resample": "bilinear", "stats": _IMAGENET_STANDARD},
+    # DepthProImageProcessor resizes with antialias=False
+    "depth_pro": {
+        "size": (1536, 1536),
+        "resample": "bilinear",
+        "stats": _IMAGENET_STANDARD,
+        "antialias": False,
+    },
 }
 _FAMILY_PREPROCESS["prompt_depth_anything"] = _FAMILY_PREPROCESS["depth_anything"]
 _GENERIC_PREPROCESS: dict[str, Any] = {
@@ -90,10 +105,12 @@ _METRIC_FAMILIES = {"glpn", "zoedepth", "chmv2", "tipsv2_dpt"}
 # Families that predict relative inverse depth (MiDaS-style).
 _DISPARITY_FAMILIES = {"dpt"}
 # Families whose kind is in config.depth_estimation_type ("relative" means relative disparity).
-_TYPED_FAMILIES = {"depth_anything", "prompt_depth_anything"}
+_TYPED_FAMILIES = {"depth_anything"}
 
-# Size used for families whose processor accepts any size (GLPN): NYU's 480x640.
-_ANY_SIZE_DEFAULT = (480, 640)
+# Default input_size for every family: NYU/Kinect frames. Callers resize RGB to it before the
+# adapter, so it must be the images' own size for the processor's resize (aspect ratio kept,
+# bicubic) to be the only one; a processor's square target size would squash them.
+_DEFAULT_INPUT_SIZE = (480, 640)
 
 # PIL resampling codes, as stored in preprocessor_config.json.
 _RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
@@ -109,9 +126,13 @@ class HFPreprocess:
     Attributes:
         size: target ``(height, width)``, or ``None`` to keep the input's size.
         keep_aspect_ratio: scale both sides by the factor closest to 1 (DPT/Depth Anything rule).
-        multiple: round each side to a multiple of this (``ensure_multiple_of``).
+        multiple: round each side to a multiple of this, then truncate (``ensure_multiple_of``;
+            it may be fractional: ZoeDepth's processor class default is 1/32).
         size_divisor: floor each side to a multiple of this (GLPN), or ``None``.
         resample: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``.
+        antialias: antialias when shrinking (torchvision's resize of the 8-bit image, whose
+            bicubic overshoot is clipped); ZoeDepth and Depth Pro resize the float image without.
+        align_corners: ``F.interpolate``'s corner alignment (ZoeDepth's resize uses ``True``).
         input_scale: factor from refinedepth's [0,1] RGB to the model's range before
             normalisation (``255 * rescale_factor``; 255 when the processor does not rescale).
         mean, std: per-channel normalisation, or ``None``.
@@ -120,9 +141,11 @@ class HFPreprocess:
 
     size: tuple[int, int] | None = (384, 384)
     keep_aspect_ratio: bool = False
-    multiple: int = 1
+    multiple: int | float = 1
     size_divisor: int | None = None
     resample: str = "bilinear"
+    antialias: bool = True
+    align_corners: bool = False
     input_scale: float = 1.0
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
@@ -151,12 +174,12 @@ class HFPreprocess:
             input_scale = 255.0
         elif p.get("rescale_factor") is not None:
             input_scale = 255.0 * float(p["rescale_factor"])
-        multiple = p.get("ensure_multiple_of") or base.get("multiple", 1)
+        multiple = float(p.get("ensure_multiple_of") or base.get("multiple", 1))
         divisor = p.get("size_divisor", base.get("size_divisor"))
         if family != "glpn" and size is not None and divisor and p.get("do_pad"):
             # DPT's optional padding to a multiple of size_divisor: resizing to that multiple
             # instead keeps the output aligned with the input (no border to crop).
-            multiple, divisor = int(divisor), None
+            multiple, divisor = float(divisor), None
         elif family != "glpn" and size is not None:
             divisor = None
         return cls(
@@ -164,10 +187,11 @@ class HFPreprocess:
             keep_aspect_ratio=bool(
                 p.get("keep_aspect_ratio", base.get("keep_aspect_ratio", False))
             ),
-            # ZoeDepth's processor class default is 1/32 (its checkpoints say 32): < 1 means none
-            multiple=max(1, int(round(float(multiple)))),
+            multiple=int(multiple) if multiple.is_integer() else multiple,
             size_divisor=int(divisor) if divisor else None,
             resample=_RESAMPLE.get(p.get("resample"), base.get("resample", "bilinear")),
+            antialias=base.get("antialias", True),
+            align_corners=base.get("align_corners", False),
             input_scale=input_scale,
             mean=mean,
             std=std,
@@ -194,15 +218,14 @@ class HFPreprocess:
             h, w = max(d, h // d * d), max(d, w // d * d)
         return h, w
 
-    def default_input_size(self) -> tuple[int, int]:
-        return tuple(self.size) if self.size is not None else _ANY_SIZE_DEFAULT
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _round_to_multiple(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+def _round_to_multiple(value: float, multiple: float) -> int:
+    # transformers' constrain_to_multiple_of: round to the multiple, then truncate (ZoeDepth's
+    # fractional multiples give e.g. 392.69 -> 392); never below one multiple or one pixel
+    return max(math.ceil(multiple), int(round(value / multiple) * multiple))
 
 
 def _parse_size(size: Any) -> tuple[int, int] | None:
@@ -253,8 +276,13 @@ def _read_processor_config(model_dir: Path) -> dict[str, Any] | None:
 
 
 def output_kind_for(config: Any) -> str | None:
-    """``metric``/``disparity`` from a transformers config's family, or ``None`` if unknown."""
+    """``metric``/``relative``/``disparity`` from a transformers config's family, or ``None``."""
     family = getattr(config, "model_type", "")
+    if family == "prompt_depth_anything":
+        # the head's output becomes metres only through the prompt depth map's min/max
+        # (predicted * (max - min) + min); without a prompt, which the adapter never passes, it is
+        # depth up to scale and shift, whatever depth_estimation_type says
+        return "relative"
     if family in _TYPED_FAMILIES:
         kind = getattr(config, "depth_estimation_type", "relative")
         return "metric" if kind == "metric" else "disparity"
@@ -267,9 +295,15 @@ def output_kind_for(config: Any) -> str | None:
     return None
 
 
-def _max_depth(config: Any) -> float:
-    """The largest depth a metric head can output, from its config (``inf`` when unbounded)."""
+def _max_value(config: Any, kind: str) -> float:
+    """The largest value the head can output, from its config (``inf`` when unbounded)."""
     family = getattr(config, "model_type", "")
+    if family == "prompt_depth_anything":
+        # the "metric" head ends in a sigmoid that is not scaled by max_depth; "relative" in a ReLU
+        metric_head = getattr(config, "depth_estimation_type", "relative") == "metric"
+        return 1.0 if metric_head else math.inf
+    if kind != "metric":
+        return math.inf
     if family == "zoedepth":
         bins = getattr(config, "bin_configurations", None) or []
         values = [float(b["max_depth"]) for b in bins if "max_depth" in b]
@@ -318,10 +352,14 @@ class HFDepthBackbone(nn.Module):
                 x = resize_nearest(x, size)
             else:
                 x = F.interpolate(
-                    x, size=size, mode=pre.resample, align_corners=False, antialias=True
+                    x,
+                    size=size,
+                    mode=pre.resample,
+                    align_corners=pre.align_corners,
+                    antialias=pre.antialias,
                 )
-                if pre.resample == "bicubic":
-                    x = x.clamp(0.0, 1.0)  # as 8-bit PIL resizing does
+                if pre.resample == "bicubic" and pre.antialias:
+                    x = x.clamp(0.0, 1.0)  # as resizing the 8-bit image does
         if pre.input_scale != 1.0:
             x = x * pre.input_scale
         if self.mean is not None:
@@ -489,7 +527,8 @@ def create_hf(
             ``.safetensors`` state dict to load into it (e.g. fine-tuned weights).
         model: a directory written by ``save_pretrained`` or a hub id.
         output_kind: override the family's kind (``metric``, ``relative``, ``disparity``).
-        input_size: ``(height, width)`` callers resize RGB to (default: the processor's size).
+        input_size: ``(height, width)`` callers resize RGB to (default 480x640; set it to the
+            images' size so the processor's own resize, e.g. keeping the aspect ratio, applies).
         output_size: ``(height, width)`` of the returned depth (default: ``input_size``).
     """
     if model is None and weights is None:
@@ -541,9 +580,9 @@ def create_hf(
         else _hub_processor_config(hub_id, cached_only=cached)
     )
     preprocess = HFPreprocess.for_family(family, processor)
-    in_size = size_option(input_size, "hf: input_size") or preprocess.default_input_size()
+    in_size = size_option(input_size, "hf: input_size") or _DEFAULT_INPUT_SIZE
     out_size = size_option(output_size, "hf: output_size") or in_size
-    max_depth = _max_depth(config) if kind == "metric" else math.inf
+    max_value = _max_value(config, kind)
     fov_to_metric = (
         family == "depth_pro" and kind == "metric" and getattr(net, "fov_model", None) is not None
     )
@@ -562,7 +601,7 @@ def create_hf(
         output_kind=kind,
         input_size=in_size,
         output_size=out_size,
-        value_range=(0.0, max_depth),
+        value_range=(0.0, max_value),
         config=options,
         description=f"Hugging Face {type(net).__name__} ({family}, {kind}) from {recorded}",
     )

@@ -77,11 +77,90 @@ def test_output_kind_from_config_without_building():
     assert output_kind_for(BertConfig()) is None
 
 
-def test_default_input_size_is_the_processors(model_dirs):
-    assert create_backbone("hf", model=str(model_dirs["dpt"])).info.input_size == (32, 32)
-    assert create_backbone("hf", model=str(model_dirs["da-relative"])).info.input_size == (28, 42)
-    # GLPN takes any size: NYU's 480x640 unless input_size= says otherwise
-    assert create_backbone("hf", model=str(model_dirs["glpn"])).info.input_size == (480, 640)
+@pytest.mark.parametrize("key", ["dpt", "da-relative", "glpn"])
+def test_default_input_size_is_480x640_for_every_family(model_dirs, key):
+    # NYU/Kinect frames; the processor's own target size stays inside the adapter
+    model = create_backbone("hf", model=str(model_dirs[key]))
+    assert model.info.input_size == (480, 640) and model.info.output_size == (480, 640)
+    assert model.info.config["input_size"] == [480, 640]
+    expected = {"dpt": (32, 32), "da-relative": (28, 42), "glpn": None}[key]
+    assert model.preprocess.size == expected
+
+
+def _lifted(path):
+    """Re-save a tiny model with perturbed weights and a lifted last conv, so its prediction has
+    structure (the freshly initialised heads output near-constant maps)."""
+    from transformers import AutoModelForDepthEstimation
+
+    net = AutoModelForDepthEstimation.from_pretrained(path)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.15)
+        last = [m for m in net.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        last.bias.add_(1.0)
+    net.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lifted_dirs(tmp_path_factory):
+    from transformers import DPTImageProcessor
+
+    root = tmp_path_factory.mktemp("hf-lifted")
+    square = _lifted(save_tiny_depth_anything(root / "da-square", "relative"))
+    # as Depth Anything checkpoints ship it (518x518 there): a square target, keep aspect ratio
+    DPTImageProcessor(
+        size={"height": 28, "width": 28},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(square)
+    return {"da-square": square, "dpt": _lifted(save_tiny_dpt(root / "dpt"))}
+
+
+def _uint8_image(shape, seed=0):
+    image = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    return image, torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+
+
+def _range_relative(ours, reference):
+    span = float(reference.max() - reference.min())
+    diff = (ours - reference).abs()
+    return float(diff.mean()) / span, float(diff.max()) / span
+
+
+@pytest.mark.parametrize("key, model_sees", [("da-square", (28, 42)), ("dpt", (32, 32))])
+def test_default_size_gives_the_model_the_processors_input(lifted_dirs, key, model_sees):
+    """A 480x640 image at the default input_size, resized first as the cache builder and predict
+    do: the model gets what transformers' processor makes of the image (aspect ratio kept, its
+    bicubic resampling), and the prediction matches the depth-estimation pipeline's."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation, pipeline
+
+    from refinedepth.geometry import resize_rgb
+
+    model = create_backbone("hf", model=str(lifted_dirs[key]))
+    image, rgb = _uint8_image((480, 640))
+    rgb = resize_rgb(rgb, model.info.input_size)
+    processor = AutoImageProcessor.from_pretrained(lifted_dirs[key])
+    expected = processor(images=image, return_tensors="pt").pixel_values
+    ours = model.pixel_values(rgb)
+    assert tuple(ours.shape[-2:]) == tuple(expected.shape[-2:]) == model_sees
+    # within one 8-bit level (the processor resizes the uint8 image)
+    levels = (ours - expected).abs() * model.std * 255
+    assert float(levels.max()) <= 1.0
+
+    net = AutoModelForDepthEstimation.from_pretrained(lifted_dirs[key]).eval()
+    pipe = pipeline("depth-estimation", model=net, image_processor=processor, device="cpu")
+    with torch.no_grad():
+        reference = pipe(Image.fromarray(image))["predicted_depth"].float()
+        depth = model(rgb)[0, 0]
+    assert depth.shape == reference.shape == (480, 640)
+    mean, _ = _range_relative(depth, reference)
+    assert mean < 0.02  # bilinear against the pipeline's bicubic upsampling
 
 
 def test_model_size_rules_hand_checked():
@@ -94,6 +173,11 @@ def test_model_size_rules_hand_checked():
     glpn = HFPreprocess(size=None, size_divisor=32)
     assert glpn.model_size(70, 100) == (64, 96)
     assert glpn.model_size(480, 640) == (480, 640)
+    # ZoeDepth's class default ensure_multiple_of is 1/32: a 480x640 image padded to 572x746 fits
+    # the width (512 / 746 = 0.686 is closer to 1 than 384 / 572), 572 * 0.686 = 392.59 is rounded
+    # to 1/32 (392.59375) and truncated to 392
+    zoe = HFPreprocess(size=(384, 512), keep_aspect_ratio=True, multiple=1 / 32)
+    assert zoe.model_size(572, 746) == (392, 512)
 
 
 def test_preprocessor_config_is_read_from_the_directory(model_dirs):
@@ -318,7 +402,200 @@ def test_cached_hub_id_loads_offline(model_dirs, tmp_path, monkeypatch):
 
     model = create_backbone("hf", model="refinedepth-tests/tiny-da")
     assert model.info.config["model"] == "refinedepth-tests/tiny-da"
-    assert model.info.input_size == (28, 42)  # from the cached preprocessor_config.json
+    assert model.preprocess.size == (28, 42)  # from the cached preprocessor_config.json
     assert model.info.output_kind == "disparity"
     with torch.no_grad():
-        assert model(torch.rand(1, 3, 28, 42)).shape == (1, 1, 28, 42)
+        assert model(torch.rand(1, 3, 28, 42)).shape == (1, 1, 480, 640)
+
+
+# --------------------------------------------------------------------------- ZoeDepth, Depth Pro,
+# Prompt Depth Anything: tiny models built here, compared with their own processors
+
+_VIT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+}
+
+
+def _save_tiny_zoedepth(path):
+    from transformers import (
+        BeitConfig,
+        ZoeDepthConfig,
+        ZoeDepthForDepthEstimation,
+        ZoeDepthImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = BeitConfig(
+        **_VIT,
+        image_size=64,
+        patch_size=16,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+        use_relative_position_bias=True,
+    )
+    config = ZoeDepthConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[8, 8, 16, 16],
+        fusion_hidden_size=16,
+        bottleneck_features=16,
+        num_attractors=[4, 4, 4, 4],
+        bin_embedding_dim=16,
+        num_relative_features=8,
+    )
+    net = ZoeDepthForDepthEstimation(config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a prediction with structure
+        for param in net.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
+    net.save_pretrained(path)
+    # as Intel/zoedepth-nyu-kitti ships it, smaller: keep aspect ratio, multiple of 32, padding
+    ZoeDepthImageProcessor(
+        size={"height": 64, "width": 96}, keep_aspect_ratio=True, ensure_multiple_of=32
+    ).save_pretrained(path)
+    return path
+
+
+def test_zoedepth_matches_its_processor_and_post_processing(tmp_path):
+    """ZoeDepth's processor pads, then resizes the float image with align_corners=True and no
+    antialiasing; its post-processing removes the padding again."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    path = _save_tiny_zoedepth(tmp_path / "zoedepth")
+    model = create_backbone("hf", model=str(path), input_size=[60, 80])
+    assert model.info.output_kind == "metric"
+    image, rgb = _uint8_image((60, 80))
+    processor = AutoImageProcessor.from_pretrained(path)
+    expected = processor(images=image, return_tensors="pt").pixel_values
+    ours = model.pixel_values(rgb)
+    assert ours.shape == expected.shape == (1, 3, 64, 96)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+    net = AutoModelForDepthEstimation.from_pretrained(path).eval()
+    with torch.no_grad():
+        outputs = net(pixel_values=expected)
+        reference = processor.post_process_depth_estimation(outputs, source_sizes=[(60, 80)])
+        depth = model(rgb)[0, 0]
+    mean, largest = _range_relative(depth, reference[0]["predicted_depth"])
+    assert mean < 0.01 and largest < 0.05  # bilinear against bicubic upsampling
+
+
+def test_zoedepth_class_default_processor_sizes_as_transformers():
+    """A ZoeDepth processor saved with the class defaults says ensure_multiple_of=1/32."""
+    from transformers import ZoeDepthImageProcessor
+
+    from refinedepth.backbones.hf import HFDepthBackbone
+
+    processor = ZoeDepthImageProcessor()
+    settings = json.loads(processor.to_json_string())
+    assert settings["ensure_multiple_of"] == 1 / 32
+    pre = HFPreprocess.for_family("zoedepth", settings)
+    model = HFDepthBackbone(_EchoRed(), pre, _info((480, 640)))
+    image, rgb = _uint8_image((480, 640))
+    expected = processor(images=image, return_tensors="pt").pixel_values
+    ours = model.pixel_values(rgb)
+    assert ours.shape == expected.shape == (1, 3, 392, 512)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_depth_pro_pixel_values_match_its_processor(tmp_path):
+    """Depth Pro's processor normalises, then resizes without antialiasing (here 120x160 ->
+    128x128: the width shrinks, where antialiasing would blur)."""
+    from transformers import (
+        AutoImageProcessor,
+        DepthProConfig,
+        DepthProForDepthEstimation,
+        DepthProImageProcessor,
+        Dinov2Config,
+    )
+
+    def encoder():
+        return Dinov2Config(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=32,
+            patch_size=8,
+        )
+
+    torch.manual_seed(0)
+    config = DepthProConfig(
+        patch_size=32,
+        fusion_hidden_size=16,
+        intermediate_hook_ids=[1, 0],
+        intermediate_feature_dims=[8, 8],
+        scaled_images_feature_dims=[16, 16, 8],
+        use_fov_model=True,
+        image_model_config=encoder(),
+        patch_model_config=encoder(),
+        fov_model_config=encoder(),
+    )
+    DepthProForDepthEstimation(config).save_pretrained(tmp_path)
+    DepthProImageProcessor(size={"height": 128, "width": 128}).save_pretrained(tmp_path)
+
+    model = create_backbone("hf", model=str(tmp_path), input_size=[120, 160])
+    assert model.info.output_kind == "metric"
+    image, rgb = _uint8_image((120, 160))
+    expected = AutoImageProcessor.from_pretrained(tmp_path)(images=image, return_tensors="pt")
+    ours = model.pixel_values(rgb)
+    torch.testing.assert_close(ours, expected.pixel_values, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        assert model(rgb).shape == (1, 1, 120, 160)
+
+
+@pytest.mark.parametrize("head, value_max", [("relative", math.inf), ("metric", 1.0)])
+def test_prompt_depth_anything_without_prompt_is_relative(tmp_path, head, value_max):
+    """Prompt Depth Anything maps its head's output to metres only with a prompt depth map
+    (output * (max - min) + min of the prompt); unprompted, as the adapter runs it, the output is
+    depth up to scale and shift, and the "metric" head's sigmoid stays in (0, 1) whatever
+    max_depth says."""
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForDepthEstimation,
+        Dinov2Config,
+        PromptDepthAnythingConfig,
+        PromptDepthAnythingForDepthEstimation,
+        PromptDepthAnythingImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(
+        **_VIT, image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False
+    )
+    config = PromptDepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=32,
+        patch_size=14,
+        neck_hidden_sizes=[8, 8, 16, 16],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        depth_estimation_type=head,
+        max_depth=20,
+    )
+    PromptDepthAnythingForDepthEstimation(config).save_pretrained(tmp_path)
+    PromptDepthAnythingImageProcessor(
+        size={"height": 28, "width": 42}, keep_aspect_ratio=True, ensure_multiple_of=14
+    ).save_pretrained(tmp_path)
+    _lifted(tmp_path)
+
+    model = create_backbone("hf", model=str(tmp_path), input_size=[56, 84])
+    assert model.info.output_kind == "relative"
+    assert model.info.value_range == (0.0, value_max)
+    image, rgb = _uint8_image((56, 84))
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    net = AutoModelForDepthEstimation.from_pretrained(tmp_path).eval()
+    pixel_values = processor(images=image, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        raw = net(pixel_values=pixel_values)
+        reference = processor.post_process_depth_estimation(raw, target_sizes=[(56, 84)])
+        depth = model(rgb)[0, 0]
+        # what a prompt does: the head's output is mapped to the prompt's 2-7 m
+        prompt = torch.linspace(2.0, 7.0, 4 * 6).view(1, 1, 4, 6)
+        prompted = net(pixel_values=pixel_values, prompt_depth=prompt).predicted_depth
+    mean, _ = _range_relative(depth, reference[0]["predicted_depth"])
+    assert mean < 0.02
+    assert float(raw.predicted_depth.min()) >= 0.0 and float(raw.predicted_depth.max()) <= value_max
+    assert float(prompted.min()) >= 2.0 and float(prompted.max()) <= 2.0 + 5.0 * value_max
