@@ -98,8 +98,12 @@ class TrainBackboneResult:
 
 
 class _Prepared:
-    """A dataset split as tensors at the backbone's sizes: ``rgb`` uint8 [3,H,W] at the input
-    size, ``gt`` float32 [1,h,w] at the output size, and (for validation) the native gt."""
+    """A dataset split as tensors at the backbone's sizes: ``rgb`` [3,H,W] at the input size,
+    ``gt`` float32 [1,h,w] at the output size, and (for validation) the native gt.
+
+    Training keeps the resized RGB in 8 bits (a quarter of the memory; augmentation follows);
+    validation (``keep_native``) keeps it as the cache and ``predict`` give it to the backbone,
+    float32 resized from the image, so the validation score is the one ``evaluate`` gives a cache."""
 
     def __init__(self, dataset, input_size, output_size, keep_native: bool, cache: bool) -> None:
         self.dataset = dataset
@@ -107,7 +111,8 @@ class _Prepared:
         self.output_size = tuple(output_size)
         self.keep_native = keep_native
         native = getattr(dataset, "native_size", None) or (480, 640)
-        per_sample = self.input_size[0] * self.input_size[1] * 3 + 4 * self.output_size[0] * self.output_size[1]
+        rgb_bytes = 4 if keep_native else 1
+        per_sample = self.input_size[0] * self.input_size[1] * 3 * rgb_bytes + 4 * self.output_size[0] * self.output_size[1]
         if keep_native:
             per_sample += 4 * native[0] * native[1]
         self.cache: dict[int, dict[str, Any]] | None = (
@@ -130,8 +135,12 @@ class _Prepared:
         import torch
 
         sample = self.dataset[index]
-        rgb = geometry.resize_rgb(np.ascontiguousarray(sample.rgb), self.input_size)  # uint8 [H,W,3]
-        rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+        if self.keep_native:  # float [3,H,W] in [0,1], resized as cache/build.py and predict.py do
+            image = torch.from_numpy(np.ascontiguousarray(sample.rgb)).permute(2, 0, 1).float().div_(255.0)
+            rgb = geometry.resize_rgb(image, self.input_size).contiguous()
+        else:
+            rgb = geometry.resize_rgb(np.ascontiguousarray(sample.rgb), self.input_size)  # uint8 [H,W,3]
+            rgb = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
         depth = np.asarray(sample.depth, dtype=np.float32)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
         gt_native = torch.from_numpy(depth)[None]
@@ -365,7 +374,8 @@ def validate(model, prepared: _Prepared, protocol: str, batch_size: int, device,
     model.eval()
     with torch.no_grad():
         for done, batch in enumerate(_loader(prepared, batches, 0), start=1):
-            pred = model(batch["rgb"].to(device).float() / 255.0).float().cpu()
+            rgb = batch["rgb"].to(device)
+            pred = model(rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()).float().cpu()
             for p, gt in zip(pred, batch["gt_native"]):  # native sizes may differ per sample
                 scorer.update("backbone", p[None], gt)
             if progress is not None:

@@ -210,3 +210,23 @@ def test_inspect_describes_and_verifies_a_run(run, tmp_path):
         f"Error: {out} failed verification: 1 problem(s), first: {out / 'backbone.safetensors'} does not match "
         "the sha256 in config.json (damaged); resume the run (--resume) to write it again from last/"
     )
+
+
+def test_validation_scores_what_evaluate_gives_a_cache_of_the_trained_backbone(tmp_path):
+    """The validation abs_rel is the rough row of ``evaluate`` on a cache that the trained backbone
+    makes of the same split: the same RGB resize (float, from the image: 80x120 to 64x96 here), the
+    same prediction, the same scoring (validation used to feed 8-bit-rounded images)."""
+    from refinedepth.cache import build_cache
+    from refinedepth.evaluate import evaluate_cache
+
+    out = tmp_path / "run"
+    config = _config(out, dataset_args={"size": [80, 120]}, limit=8, val_limit=4, epochs=1)
+    result = train_backbone(config)
+    payload = json.loads((out / "config.json").read_text())
+    build_cache(tmp_path / "val.h5", backbone="fcrn", backbone_args=payload["backbone"]["config"],
+                weights=out / "backbone.safetensors", dataset=config.dataset, dataset_args=config.dataset_args,
+                split=config.val_split, limit=config.val_limit, size="native", device="cpu", workers=0)
+    rough = evaluate_cache(tmp_path / "val.h5", device="cpu", boundary=False).metrics("rough")
+    val = result.history[-1]["val"]
+    assert rough["abs_rel"] == pytest.approx(val["abs_rel"], rel=1e-10)  # 8-bit input: 8e-9 off
+    assert rough["rmse"] == pytest.approx(val["rmse"], rel=1e-10)
