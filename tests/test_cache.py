@@ -450,3 +450,41 @@ def test_export_ab_gives_a_relative_or_disparity_map_as_depth_like_values(tmp_pa
     assert np.all(np.diff(a.ravel()[order]) > -1e-3)  # farther in B is never nearer in A
     summary = json.loads((tmp_path / "ab" / "pairs_all.json").read_text())
     assert summary["rough_flipped"] is (kind == "disparity")
+
+
+def test_a_torchrun_overwrite_sets_the_merged_cache_aside_until_the_new_one_is_merged(tmp_path):
+    """``cache --overwrite`` under torchrun moves the merged file and its shard folder aside (the new
+    shards take the folder's name); renamed back, the old cache reads as it was. A second start of an
+    interrupted overwrite keeps what the first set aside, and the merge deletes it."""
+    from refinedepth.cache.shards import drop_replaced, replaced_paths, set_aside
+
+    r, g, _ = _arrays(n=4)
+    cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
+    out = tmp_path / "m.h5"
+    for k in range(2):
+        with CacheWriter.create(shard_path(out, k, 2), cfg, shard=(k, 2)) as w:
+            idx = list(range(w.start, w.stop))
+            w.write_batch(idx, rough=r[idx], gt=g[idx])
+    merge_shards(out)
+    file_aside, folder_aside = replaced_paths(out)
+    assert (file_aside.name, folder_aside.name) == ("m.h5.replaced", "m.shards.replaced")
+
+    set_aside(out)
+    assert not out.exists() and not (tmp_path / "m.shards").exists()
+    assert file_aside.is_file() and sorted(p.name for p in folder_aside.iterdir()) == [
+        "m-00001-of-00002.h5", "m-00002-of-00002.h5"]
+    # the interrupted replacement left a partial shard; starting again keeps the set-aside cache
+    (tmp_path / "m.shards").mkdir()
+    (tmp_path / "m.shards" / "m-00001-of-00002.h5").write_bytes(b"partial")
+    set_aside(out)
+    assert not (tmp_path / "m.shards").exists() and file_aside.is_file() and folder_aside.is_dir()
+    # renamed back, the old cache is whole
+    os.replace(file_aside, out)
+    os.replace(folder_aside, tmp_path / "m.shards")
+    with open_cache(out) as c:
+        assert c.complete
+        for i in range(4):
+            np.testing.assert_array_equal(c.read(i)["rough"], r[i])
+    set_aside(out)
+    drop_replaced(out)  # after the new merge
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

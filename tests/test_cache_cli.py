@@ -126,6 +126,15 @@ def test_torchrun_two_ranks_merge_equals_single_process(tmp_path):
     with open_cache(out) as c:
         assert c.is_virtual
     _assert_same_cache(out, tmp_path / "single.h5")
+    # --overwrite sets the old cache aside and deletes it once the new shards are merged
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "refinedepth", *args, "--workers", "0", "--out", str(out), "--overwrite"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["multi.h5", "multi.shards"]
+    _assert_same_cache(out, tmp_path / "single.h5")
     # the merged file keeps working when its folder moves; cache-merge by hand gives the same
     moved = tmp_path / "moved"
     (tmp_path / "run").rename(moved)

@@ -31,7 +31,7 @@ from ..errors import CacheError, ConfigError, DataError, ShapeError
 from ..geometry import parse_hw, resize_depth, resize_rgb, resize_smooth
 from .config import CacheConfig, mismatch_message, sha256_path
 from .reader import open_cache
-from .shards import merge_shards, shard_path
+from .shards import drop_replaced, merge_shards, set_aside, shard_path
 from .writer import CacheWriter, no_writer
 
 
@@ -285,8 +285,10 @@ def build_cache(
             result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
             return result
     if dist.enabled:
-        if overwrite and dist.is_main and out.exists():
-            out.unlink()
+        if overwrite and dist.is_main:
+            # kept as OUT.replaced (and its shards folder) until the new cache is merged: an
+            # interrupted overwrite under torchrun leaves it to be renamed back (docs/cache.md)
+            set_aside(out)
         target, shard = shard_path(out, dist.rank, dist.world_size), (dist.rank, dist.world_size)
         result.shard = target
     else:
@@ -399,6 +401,7 @@ def build_cache(
         if dist.is_main:
             merge_shards(out, [shard_path(out, r, dist.world_size) for r in range(dist.world_size)], overwrite=True)
             result.merged = True
+            drop_replaced(out)
         barrier()
     result.seconds = {
         "total": time.perf_counter() - t_start,

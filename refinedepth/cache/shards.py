@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from collections.abc import Iterable
@@ -34,6 +35,45 @@ def shard_path(out: str | os.PathLike, index: int, count: int) -> Path:
     both keeps the virtual datasets working."""
     out = Path(out)
     return out.with_name(f"{out.stem}.shards") / f"{out.stem}-{index + 1:05d}-of-{count:05d}.h5"
+
+
+def replaced_paths(out: str | os.PathLike) -> tuple[Path, Path]:
+    """Where ``cache --overwrite`` under torchrun keeps the cache it replaces until the new one is
+    merged: ``OUT.replaced`` and ``<stem>.shards.replaced/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".replaced"), out.with_name(f"{out.stem}.shards.replaced")
+
+
+def set_aside(out: str | os.PathLike) -> None:
+    """``cache --overwrite`` under torchrun (rank 0, before any shard is written): move ``out`` and
+    its shard folder to :func:`replaced_paths` (the folder too, since the new shards take its name).
+    Where an interrupted overwrite already set a cache aside, that one is kept and what stands in
+    its place (the interrupted replacement) is removed instead."""
+    import shutil
+
+    from .writer import no_writer
+
+    out = Path(out)
+    folder = out.with_name(f"{out.stem}.shards")
+    file_aside, folder_aside = replaced_paths(out)
+    with no_writer(out) if out.exists() else contextlib.nullcontext():  # never while another writes it
+        if file_aside.exists() or folder_aside.exists():
+            out.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        if out.exists():
+            os.replace(out, file_aside)
+        if folder.exists():
+            os.replace(folder, folder_aside)
+
+
+def drop_replaced(out: str | os.PathLike) -> None:
+    """The new cache is merged: delete the one :func:`set_aside` kept."""
+    import shutil
+
+    file_aside, folder_aside = replaced_paths(out)
+    file_aside.unlink(missing_ok=True)
+    shutil.rmtree(folder_aside, ignore_errors=True)
 
 
 def merge_shards(
@@ -125,4 +165,4 @@ def merge_shards(
     return out
 
 
-__all__ = ["shard_range", "shard_path", "merge_shards"]
+__all__ = ["drop_replaced", "merge_shards", "replaced_paths", "set_aside", "shard_path", "shard_range"]
