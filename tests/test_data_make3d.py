@@ -135,3 +135,17 @@ def test_size_is_parsed_by_the_one_parser(make3d_root, size):
     with pytest.raises(ConfigError, match=r"^make3d:.*: size must be"):  # was (4, 8), (2, 3), (1, 5)
         Make3DDataset(make3d_root, split="train", size=size)
     assert Make3DDataset(make3d_root, split="train", size="100x75").native_size == (100, 75)
+
+
+def test_a_bare_gridlaserdata_folder_beside_the_test_images_pairs_by_name(make3d_root, tmp_path):
+    """``Test134Depth.tar.gz`` unpacks to ``Gridlaserdata/`` with no Test* folder above it: its depth
+    files pair with the test images of their names (they were skipped, and the test split refused)."""
+    import shutil
+
+    root = tmp_path / "m"
+    shutil.copytree(make3d_root, root)
+    shutil.move(str(root / "Test134Depth" / "Gridlaserdata"), str(root / "Gridlaserdata"))
+    shutil.rmtree(root / "Test134Depth")
+    moved = open_dataset(f"make3d:{root}", split="test")
+    assert [moved[i].id for i in range(len(moved))] == ["c-p-3"]
+    np.testing.assert_array_equal(moved[0].depth, open_dataset(f"make3d:{make3d_root}", split="test")[0].depth)

@@ -3,7 +3,9 @@
 Layout as distributed (folder names may vary; the split is taken from them):
 ``Train400Img/img-<name>.jpg`` + ``Train400Depth/depth_sph_corr-<name>.mat`` and
 ``Test134/img-<name>.jpg`` (or ``Test134Img/``) + ``Test134Depth/depth_sph_corr-<name>.mat``
-(sometimes inside ``Gridlaserdata/``). Images are 2272x1704 (height x width, portrait).
+(sometimes inside ``Gridlaserdata/``, or a bare ``Gridlaserdata/`` beside ``Test134/``, as
+``Test134Depth.tar.gz`` unpacks: depth files outside a Train*/Test* folder pair with the image of
+their name). Images are 2272x1704 (height x width, portrait).
 
 Ground truth is ``Position3DGrid[:, :, 3]`` (the 4th channel, distance in metres) of a laser grid
 that the dataset's readme gives as 55x305x4, with channel 1 the vertical and channel 2 the
@@ -96,18 +98,22 @@ class Make3DDataset(DepthDataset):
         if not root.is_dir():
             raise DataError(f"Make3D folder not found: {root}; download Train400/Test134 from {URL} and extract them there")
         images: dict[tuple[str, str], Path] = {}
-        depths: dict[tuple[str, str], Path] = {}
+        depths: dict[tuple[str | None, str], Path] = {}
         for file in sorted(root.rglob("*")):
             m_img, m_dep = _IMAGE_RE.match(file.name), _DEPTH_RE.match(file.name)
             if not (m_img or m_dep) or not file.is_file():
                 continue
             part = _split_of(file, root)
-            if part is None:
-                continue
-            if m_img:
+            if m_img and part is not None:
                 images[(part, m_img.group(1))] = file
-            else:
+            elif m_dep:
+                # Test134Depth.tar.gz unpacks to a bare Gridlaserdata/: a depth file outside any
+                # Train*/Test* folder pairs with the image of its name
                 depths[(part, m_dep.group(1))] = file
+        for (part, name), file in list(depths.items()):
+            if part is None:
+                for split_name in ("train", "test"):
+                    depths.setdefault((split_name, name), file)
         parts = ["train", "test"] if split == "all" else [split]
         items = []
         for part in parts:
