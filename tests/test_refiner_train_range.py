@@ -112,11 +112,11 @@ def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch,
         train_refiner(cfg)
     trained = seen["x"][:, :1]
 
-    # where the range is placed, in metres, as training measured it (on the model view's ground truth)
+    # where the range is placed, in metres, as training measured it (on the stored ground truth)
     if kind == "metric":
         norm = Normalization(output_kind=kind, max_depth=max_depth)
     else:
-        low, high = ground_truth_range(CacheDataset(path, target_size=MODEL), max_depth)
+        low, high = ground_truth_range(CacheDataset(path), max_depth)
         norm = Normalization(output_kind=kind, max_depth=max_depth, target_low=low, target_high=high)
 
     def record(x):
@@ -128,3 +128,21 @@ def test_training_feeds_the_generator_what_inference_does(tmp_path, monkeypatch,
     refine_full(record, rough_t, rgb_t, norm=norm, inputs="rough+rgb" if preset == "guided" else "rough",
                 residual=True, size=MODEL, kind=kind)
     torch.testing.assert_close(trained, seen["inference"][:, :1], atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("preset, augment", [("small", ()), ("guided", ()), ("guided", ("scale",))])
+def test_the_target_range_is_the_stored_ground_truths_on_every_path(tmp_path, preset, augment):
+    """Where a relative map's range is placed (``target_low``/``target_high``, stored in the
+    checkpoint): the mean 2nd/98th percentiles of the stored ground truth (NumPy here), the same on
+    the plain and the crop path, zoomed or not (zoomed crops divide depth by s: 13-16% low)."""
+    from refinedepth.refiner import checkpoint as ckpt
+
+    gts, roughs, rgbs = zip(*(_relative_map(seed, "relative") for seed in range(3)))
+    path = write_cache(tmp_path / "c.h5", rough=np.stack(roughs), gt=np.stack(gts), rgb=np.stack(rgbs),
+                       max_depth=10.0, output_kind="relative")
+    cfg = TrainConfig(train=str(path), out=str(tmp_path / "run"), preset=preset, size=MODEL, crop=(32, 48),
+                      batch_size=1, gan_mode="none", device="cpu", seed=0, augment=augment, max_steps=1)
+    train_refiner(cfg)
+    norm = ckpt.read_config(tmp_path / "run" / "last")["refiner"]["normalization"]
+    want = np.mean([np.percentile(g[g > 0], [2, 98]) for g in gts], axis=0)
+    assert (norm["target_low"], norm["target_high"]) == pytest.approx(tuple(want), rel=1e-5)

@@ -249,3 +249,37 @@ def test_train_refiner_overwrite_killed_before_its_first_checkpoint_loses_nothin
     train_refiner(TrainConfig(**kw, overwrite=True, seed=1))  # and a completed overwrite replaces it
     assert not (tmp_path / "r" / ".replaced").exists()
     assert _tree(tmp_path / "r")["last/config.json"] != before["last/config.json"]
+
+
+def test_a_linear_schedule_resumes_over_the_length_it_started_with(tmp_path, monkeypatch):
+    """``--lr-schedule linear`` decays over the run's length, fixed when it starts: a run killed after
+    its first epoch and resumed with the same options gives the uninterrupted run's weights; a resume
+    with another --epochs/--max-steps is refused (its decay jumped back up to the full rate)."""
+    from safetensors.torch import load_file
+
+    import refinedepth.refiner.train as train_module
+
+    make_degraded_cache(tmp_path / "c.h5", 8, "train")
+    kw = dict(train=str(tmp_path / "c.h5"), val=None, preset="small", size=(64, 64), device="cpu", batch_size=2,
+              augment=(), lr_schedule="linear", gan_mode="none", epochs=2)
+    train_refiner(TrainConfig(out=str(tmp_path / "straight"), **kw))
+
+    real, saves = train_module.ckpt.save_checkpoint, []
+
+    def killed_after_the_first(*args, **kwargs):
+        if saves:
+            raise KeyboardInterrupt
+        saves.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module.ckpt, "save_checkpoint", killed_after_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_refiner(TrainConfig(out=str(tmp_path / "r"), **kw))
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"decays over the 8 steps the run started with, and this "
+                                          r"--epochs/--max-steps gives 12; resume with the run's"):
+        train_refiner(TrainConfig(out=str(tmp_path / "r"), resume=True, **{**kw, "epochs": 3}))
+    train_refiner(TrainConfig(out=str(tmp_path / "r"), resume=True, **kw))
+    a = load_file(str(tmp_path / "straight" / "last" / "generator.safetensors"))
+    b = load_file(str(tmp_path / "r" / "last" / "generator.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

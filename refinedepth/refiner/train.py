@@ -323,7 +323,9 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     if kind == "metric":
         norm = Normalization(output_kind=kind, max_depth=max_depth)
     else:
-        low, high = ground_truth_range(train_ds, max_depth)
+        # of the stored ground truth, whatever the path: a crop dataset's items are zoomed (depth / s)
+        # when the scale augmentation is on, which put the range 13-16% low
+        low, high = ground_truth_range(_open_training_caches(config.train), max_depth)
         norm = Normalization(output_kind=kind, max_depth=max_depth, target_low=low, target_high=high)
     protocol = str(train_ds.attrs.get("protocol", "none"))
     val_ds = None
@@ -363,7 +365,8 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
         opt_h = fast.adam(head.parameters(), lr=config.head_lr, betas=HEAD_BETAS)
     aug_gen = torch.Generator().manual_seed(config.seed * 7919 + 17 + dist.rank)
 
-    state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None, "best_step": None}
+    state = {"epoch": 0, "epoch_step": 0, "step": 0, "best_value": None, "best_epoch": None, "best_step": None,
+             "schedule_steps": None}
     resuming = run.start(resume=config.resume, overwrite=config.overwrite, is_main=dist.is_main)
     barrier()  # rank 0 has finished an interrupted swap before anyone reads last/
     if resuming:
@@ -406,6 +409,16 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
+    started = state.get("schedule_steps")
+    if config.lr_schedule != "constant" and started is not None and int(started) != total_steps:
+        raise ConfigError(
+            f"cannot resume {str(last_dir)!r} with another length: --lr-schedule {config.lr_schedule} decays "
+            f"over the {int(started)} steps the run started with, and this --epochs/--max-steps gives "
+            f"{total_steps}; resume with the run's --epochs and --max-steps, or start again with --overwrite"
+        )
+    # the length the learning-rate schedule spans, checked on resume (a linear decay resumed over
+    # another length jumped back up; checkpoints from before it was stored are not checked)
+    state["schedule_steps"] = int(started) if started is not None else total_steps
     loader_gen = torch.Generator().manual_seed(config.seed)
     history: list[dict[str, Any]] = []
     last_val: dict[str, Any] | None = None
@@ -786,4 +799,5 @@ def _resume(
         "best_value": s.get("best_value"),
         "best_epoch": s.get("best_epoch"),
         "best_step": s.get("best_step"),
+        "schedule_steps": s.get("schedule_steps"),
     }
