@@ -59,11 +59,19 @@ def check_writable(path: str | None) -> None:
     import tempfile
     from pathlib import Path
 
+    from refinedepth.errors import ConfigError
+
     folder = Path(path).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=folder)
-    os.close(fd)
-    os.unlink(scratch)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, scratch = tempfile.mkstemp(prefix=f".{Path(path).name}.", dir=folder)
+        os.close(fd)
+        os.unlink(scratch)
+    except OSError as exc:  # name the user's path, not the scratch file
+        blocker = next((f for f in (folder, *folder.parents) if f.exists() and not f.is_dir()), None)
+        reason = (f"{str(blocker)!r} is a file, not a folder" if blocker is not None
+                  else f"{(exc.strerror or type(exc).__name__).lower()} in {str(folder)!r}")
+        raise ConfigError(f"cannot write {str(path)!r}: {reason}; choose another path") from None
 
 
 def quiet_option(f):

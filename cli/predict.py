@@ -18,8 +18,10 @@ def predict(quiet: bool, **params) -> None:
 
     For each image NAME it writes NAME_depth.png (depth x --png-scale, scale in the PNG's
     metadata), NAME_depth.npy (float32 metres) and NAME_depth_color.png under --out; NAME is the
-    file name without its last extension (scan.001.jpg -> scan.001_depth.png). Existing files
-    are never replaced without --overwrite.
+    file name without its last extension (scan.001.jpg -> scan.001_depth.png). A relative or
+    disparity backbone without --refiner writes its own values, not metres (the PNG records its
+    output_kind). Photos are turned upright by their EXIF orientation; hidden files in folders are
+    skipped. Existing files are never replaced without --overwrite.
 
     \b
     Example:

@@ -82,7 +82,9 @@ class EvaluationResult:
         title = (
             f"{Path(self.cache).name}: {self.count} samples, protocol {self.protocol}, "
             + (f"ground truth {gt}, " if gt else "")
-            + f"align {align}, {'pooled over all pixels' if self.averaging == 'pooled' else 'mean of per-image metrics'}"
+            + f"align {align}, "
+            + ("pooled over all pixels (boundary columns: mean over images)" if self.averaging == "pooled"
+               else "mean of per-image metrics")
         )
         lines = [format_table(self.rows, title=title), *self.summary_lines()]
         return "\n".join(lines)
@@ -119,7 +121,7 @@ class EvaluationResult:
             "protocol": self.protocol,
             "align": self.align,
             "alignments": dict(self.alignments),
-            "averaging": self.averaging,
+            "averaging": "pixel" if self.averaging == "pooled" else self.averaging,  # as --averaging takes it
             "count": self.count,
             "stages": [{"name": name, "metrics": m} for name, m in self.rows],
             "cache_attrs": {k: v for k, v in self.attrs.items() if _jsonable(v)},

@@ -6,11 +6,21 @@ name without its last extension: ``scan.001.jpg`` gives ``scan.001_depth.*``):
 * ``NAME_depth.png``: 16-bit PNG, depth times ``png_scale`` (1000 = millimetres), the scale
   recorded in the PNG's text metadata (``refinedepth.data.io.write_depth_png``); 0 = invalid;
 * ``NAME_depth.npy``: float32 depth in metres (plain ``np.save``, readable without pickle);
-* ``NAME_depth_color.png``: the depth colourised for viewing.
+* ``NAME_depth_color.png``: the depth colourised for viewing (near dark, far bright; each image
+  on its own range).
 
-Nothing is replaced by accident: every output path is checked before anything is written, and an
-existing file is refused unless ``overwrite=True`` (``--overwrite``); two inputs that would write
-the same output, or an output that is one of the inputs, are refused always.
+Without refiners a ``relative`` or ``disparity`` backbone's map is written as it is, not in
+metres: the PNG then records ``output_kind`` beside its scale, and the colour picture still shows
+near dark (a disparity map is inverted for it).
+
+Photos are turned upright by their EXIF orientation, as viewers show them, and the outputs have
+that orientation. Hidden files (names starting with ``.``, e.g. macOS ``._IMG.jpg``) in input
+folders are skipped.
+
+Nothing is replaced by accident: every output path is checked, and every image read, before
+anything is written, and an existing file is refused unless ``overwrite=True`` (``--overwrite``);
+two inputs that would write the same output, or an output that is one of the inputs, are refused
+always.
 
 Images are resized to the backbone's ``info.input_size`` and run in batches through the backbone,
 then through the :class:`~refinedepth.refiner.chain.RefinerChain` (refiners in order) with the
@@ -67,7 +77,11 @@ def find_images(inputs: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(
+                f for f in p.rglob("*")
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)  # ._IMG.jpg, .cache/
+            )
             if not files:
                 raise DataError(
                     f"folder {str(p)!r} holds no images: expected files ending in {', '.join(IMAGE_EXTENSIONS)}"
@@ -134,9 +148,10 @@ def plan_outputs(
 
 
 def read_image(path: str | os.PathLike):
-    """uint8 HxWx3 RGB from any image file PIL reads; a :class:`FileFormatError` naming it if not."""
+    """uint8 HxWx3 RGB from any image file PIL reads, upright by its EXIF orientation (as viewers
+    show a photo); a :class:`FileFormatError` naming it if not."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
@@ -146,7 +161,7 @@ def read_image(path: str | os.PathLike):
                     f"cannot use {str(path)!r} as an RGB image: it is a single-channel {img.mode} image "
                     "(a depth map?); expected an 8-bit colour photo"
                 )
-            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+            rgb = np.array(ImageOps.exif_transpose(img).convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         if isinstance(exc, FileFormatError):
             raise
@@ -215,6 +230,8 @@ def predict_images(
     images = find_images(inputs)
     out_dir = Path(out_dir)
     plans = plan_outputs(images, out_dir, overwrite=overwrite)
+    for path, _name in images:  # an unreadable image stops the run before any output is written
+        read_image(path)
     dev = resolve_device(device)
     chain = RefinerChain.load(refiners, dev, precision=precision, detail_sigma=detail_sigma,
                               detail_scale=detail_scale)
@@ -277,8 +294,10 @@ def predict_images(
             # each file written beside its name and renamed: an interrupted run leaves no half file
             # under an output's name, and --overwrite replaces a file only with a complete one
             write_atomically(plan["npy"], np.save, d)
-            write_atomically(plan["png"], write_depth_png, np.clip(d, 0.0, limit), scale=png_scale)
-            write_atomically(plan["color"], _save_rgb, colorize_depth(d))
+            write_atomically(plan["png"], write_depth_png, np.clip(d, 0.0, limit), scale=png_scale, kind=kind)
+            # near dark, far bright: a disparity map (high = near) is shown by its inverse
+            shown = np.where(d > 0, 1.0 / np.maximum(d, 1e-12), 0.0) if kind == "disparity" else d
+            write_atomically(plan["color"], _save_rgb, colorize_depth(shown))
             result.outputs.append(
                 {
                     "image": str(path),

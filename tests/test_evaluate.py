@@ -139,6 +139,23 @@ def test_cli_json_and_errors(metric_cache, tmp_path):
     assert "refiner checkpoint" in no_refiner.output and "does not exist" in no_refiner.output
 
 
+def test_the_json_averaging_is_what_the_option_takes_and_unwritable_outputs_name_the_users_path(metric_cache, tmp_path):
+    path, _, _ = metric_cache
+    runner = CliRunner()
+    out = tmp_path / "p.json"
+    res = runner.invoke(cli, ["evaluate", "--cache", str(path), "--averaging", "pixel", "--json", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["averaging"] == "pixel"  # feeds back into --averaging
+    assert "pooled over all pixels (boundary columns: mean over images)" in res.output
+    (tmp_path / "k.h5").write_bytes(b"")
+    res = runner.invoke(cli, ["evaluate", "--cache", str(path), "--csv", str(tmp_path / "k.h5" / "x.csv"), "-q"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == (
+        f"Error: cannot write {str(tmp_path / 'k.h5' / 'x.csv')!r}: {str(tmp_path / 'k.h5')!r} is a file, not a "
+        "folder; choose another path"
+    )
+
+
 def test_visuals_are_written(metric_cache, tmp_path):
     from PIL import Image
 

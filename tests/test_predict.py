@@ -336,3 +336,74 @@ def test_an_interrupted_overwrite_leaves_every_output_whole(toy, images, tmp_pat
     assert sorted(after) == sorted(before)  # no temporary left behind
     assert after["a_depth_color.png"] == before["a_depth_color.png"]
     Image.open(out / "a_depth_color.png").load()  # still a whole PNG
+
+
+# -- photos as users have them -----------------------------------------------------------------------
+def test_a_photo_is_turned_upright_by_its_exif_orientation(toy, tmp_path):
+    """A phone photo stored 60 wide x 40 high with EXIF Orientation 6 is shown 40 wide x 60 high;
+    its depth has the shape viewers show, and equals the depth of the photo turned by PIL's
+    ``exif_transpose`` (the reference) and saved without the tag."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(5)
+    stored = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    stored.save(tmp_path / "phone.png", exif=exif.tobytes())
+    upright = ImageOps.exif_transpose(Image.open(tmp_path / "phone.png"))
+    assert upright.size == (40, 60)  # width x height as shown
+    upright.save(tmp_path / "plain.png")
+    predict_images([tmp_path / "phone.png", tmp_path / "plain.png"], toy, tmp_path / "o", device="cpu")
+    phone, plain = np.load(tmp_path / "o" / "phone_depth.npy"), np.load(tmp_path / "o" / "plain_depth.npy")
+    assert phone.shape == (60, 40)
+    np.testing.assert_array_equal(phone, plain)
+
+
+def test_hidden_files_are_skipped_and_a_broken_image_stops_the_run_before_any_output(toy, tmp_path):
+    folder = tmp_path / "photos"
+    for k in range(5):
+        _photo(folder / f"img{k}.png", k)
+    (folder / "._img0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS metadata, not an image
+    (folder / ".thumbs").mkdir()
+    _photo(folder / ".thumbs" / "t.png", 9)
+    assert [name for _, name in find_images([folder])] == [f"img{k}" for k in range(5)]
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    res = _run(folder, "--backbone", toy, "--out", tmp_path / "o", "--batch-size", "2")
+    assert res.exit_code == 1 and f"cannot read image {str(folder / 'zz_broken.png')!r}" in res.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*"))  # nothing half done
+
+
+def test_a_disparity_map_is_written_as_such_and_shown_near_dark(tmp_path):
+    """Without a refiner a disparity backbone's values are written as they are: the PNG records
+    ``output_kind``, and the colour picture shows near (high disparity) dark, as for depth."""
+    import torch
+
+    from refinedepth.data.io import PNG_KIND_KEY
+    from refinedepth.registry import BackboneInfo, register_backbone
+
+    info = BackboneInfo(name="toy-disp", output_kind="disparity", input_size=(30, 40), output_size=(30, 40))
+
+    class Disp(torch.nn.Module):
+        def forward(self, rgb):  # near on the left: high disparity
+            x = torch.linspace(2.0, 0.5, rgb.shape[-1]).view(1, 1, 1, -1)
+            return x.expand(rgb.shape[0], 1, rgb.shape[-2], rgb.shape[-1]).clone()
+
+    def factory(weights=None, **options):
+        model = Disp()
+        model.info = info
+        return model
+
+    register_backbone("toy-disp", factory, info=info, overwrite=True)
+    _photo(tmp_path / "p.png", 1)
+    result = predict_images([tmp_path / "p.png"], "toy-disp", tmp_path / "o", device="cpu")
+    assert result.output_kind == "disparity"
+    assert Image.open(tmp_path / "o" / "p_depth.png").text[PNG_KIND_KEY] == "disparity"
+    color = np.asarray(Image.open(tmp_path / "o" / "p_depth_color.png")).astype(int).sum(-1)
+    assert color[:, 0].mean() < color[:, -1].mean()  # near (left) dark, far (right) bright
+
+
+def test_the_png_scale_is_recorded_exactly(tmp_path):
+    from refinedepth.data.io import write_depth_png
+
+    write_depth_png(tmp_path / "d.png", np.full((2, 2), 2.0, np.float32), scale=1234.5678)
+    assert png_depth_scale(tmp_path / "d.png") == 1234.5678

@@ -23,6 +23,7 @@ from ..errors import DataError, FileFormatError
 from .base import as_depth
 
 PNG_SCALE_KEY = "depth_scale"
+PNG_KIND_KEY = "output_kind"  # written for relative/disparity maps, whose values are not metres
 DEPTH_EXTENSIONS = (".png", ".npy", ".pfm")
 RGB_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
@@ -116,11 +117,12 @@ def read_depth_png(
     return depth
 
 
-def write_depth_png(path: str | os.PathLike, depth_m, scale: float = 1000.0) -> Path:
+def write_depth_png(path: str | os.PathLike, depth_m, scale: float = 1000.0, kind: str = "metric") -> Path:
     """Write metres as a 16-bit PNG of ``round(depth * scale)``; invalid (<= 0, non-finite) -> 0.
 
-    The scale is recorded in the file. Depths that do not fit in 16 bits raise
-    :class:`DataError` (choose a smaller scale).
+    The scale is recorded in the file (exactly: ``repr``), and a ``kind`` other than ``metric``
+    (a relative or disparity map's values, not metres) in its ``output_kind`` text. Depths that do
+    not fit in 16 bits raise :class:`DataError` (choose a smaller scale).
     """
     from PIL import Image, PngImagePlugin
 
@@ -134,7 +136,9 @@ def write_depth_png(path: str | os.PathLike, depth_m, scale: float = 1000.0) -> 
             f"(max {65535 / scale:.3f} m); use a smaller scale or .npy"
         )
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_SCALE_KEY, f"{scale:g}")
+    info.add_text(PNG_SCALE_KEY, repr(float(scale)))
+    if kind != "metric":
+        info.add_text(PNG_KIND_KEY, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(values.astype(np.uint16)).save(path, pnginfo=info)
     return path
