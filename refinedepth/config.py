@@ -57,6 +57,7 @@ EXPORT_FORMATS = ("onnx",)
 #: against the backbone a refiner was trained on
 UNKNOWN_BACKBONE = "unknown"
 GUIDES = ("rgb", "gray", "none")
+UPSAMPLES = ("transposed", "resize")  # refinedepth.refiner.models.UPSAMPLES
 CACHE_SIZES = ("native", "gt")  # --size words: the backbone's output size, the gt size
 RGB_SIZES = ("gt", "rough")  # --rgb-size words
 OUTPUT_KINDS = ("metric", "relative", "disparity")
@@ -495,6 +496,12 @@ class TrainConfig(ConfigBase):
     guide: str | None = choice_option(
         None, choices=GUIDES, help="What guides the head: rgb, gray or none [default: preset's, rgb]."
     )
+    upsample: str | None = choice_option(
+        None, choices=UPSAMPLES,
+        help="The decoder's upsampling: transposed convolution (the papers') or resize (bilinear x2 + 3x3 "
+        "convolution, no checkerboard; fewer weights) [default: preset's: resize for guided, transposed for "
+        "the others].",
+    )
     crop: tuple[int, int] = size_option(
         (256, 256), help="Full-resolution training crop of a head refiner (clipped to the gt size)."
     )
@@ -524,6 +531,12 @@ class TrainConfig(ConfigBase):
         return get_preset(self.preset).guide if self.guide is None else self.guide
 
     @property
+    def effective_upsample(self) -> str:
+        from .refiner.presets import get_preset
+
+        return get_preset(self.preset).upsample if self.upsample is None else self.upsample
+
+    @property
     def effective_residual(self) -> bool:
         from .refiner.presets import get_preset
 
@@ -550,7 +563,7 @@ class TrainConfig(ConfigBase):
         import json
 
         d = self.to_dict()
-        for name in ("head", "guide", "residual", "augment", "size"):
+        for name in ("head", "guide", "upsample", "residual", "augment", "size"):
             d[name] = getattr(self, f"effective_{name}")
         return json.loads(json.dumps(d))
 

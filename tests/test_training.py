@@ -283,3 +283,26 @@ def test_a_linear_schedule_resumes_over_the_length_it_started_with(tmp_path, mon
     a = load_file(str(tmp_path / "straight" / "last" / "generator.safetensors"))
     b = load_file(str(tmp_path / "r" / "last" / "generator.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_upsample_option_swaps_the_decoder_and_old_runs_still_resume(tmp_path):
+    """``--upsample resize`` gives another preset the resize-convolution decoder (the `small` layer
+    lists then hold 1,665,793 generator parameters, docs/refiner.md); a checkpoint written before
+    the option existed (no ``upsample`` in its resolved options) resumes."""
+    from refinedepth.refiner.models import count_parameters
+
+    make_degraded_cache(tmp_path / "c.h5", 4, "train")
+    kw = dict(train=str(tmp_path / "c.h5"), val=None, preset="small", size=(64, 64), device="cpu", augment=(),
+              gan_mode="none", epochs=2)
+    train_refiner(TrainConfig(out=str(tmp_path / "r"), upsample="resize", max_steps=1, **kw))
+    r = Refiner.from_pretrained(tmp_path / "r")
+    assert r.generator.config.upsample == "resize" and count_parameters(r.generator) == 1_665_793
+    train_refiner(TrainConfig(out=str(tmp_path / "t"), max_steps=1, **kw))
+    assert Refiner.from_pretrained(tmp_path / "t").generator.config.upsample == "transposed"  # the preset's
+    cfg_path = tmp_path / "t" / "last" / "config.json"
+    meta = json.loads(cfg_path.read_text())
+    del meta["training_resolved"]["upsample"]  # as written before the option existed
+    cfg_path.write_text(json.dumps(meta))
+    assert train_refiner(TrainConfig(out=str(tmp_path / "t"), resume=True, max_steps=2, **kw)).steps == 2
+    with pytest.raises(CheckpointError, match="upsample"):
+        train_refiner(TrainConfig(out=str(tmp_path / "t"), resume=True, upsample="resize", max_steps=3, **kw))

@@ -69,7 +69,9 @@ class Preset:
         object.__setattr__(self, "disc_layers", parse_layers(self.disc_layers))
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
-    def generator_config(self, inputs: str = "rough", residual: bool | None = None) -> GeneratorConfig:
+    def generator_config(
+        self, inputs: str = "rough", residual: bool | None = None, upsample: str | None = None
+    ) -> GeneratorConfig:
         residual = self.residual if residual is None else residual
         return GeneratorConfig(
             encoder=self.encoder,
@@ -80,7 +82,7 @@ class Preset:
             norm=self.norm,
             dropout=self.dropout,
             zero_init_output=bool(residual),
-            upsample=self.upsample,
+            upsample=self.upsample if upsample is None else upsample,
             skip_relu=self.skip_relu,
         )
 

@@ -243,7 +243,7 @@ def validate(
 def refiner_description(config: TrainConfig, norm: Normalization) -> dict[str, Any]:
     """The ``refiner`` section of ``config.json``: everything needed to rebuild the generator."""
     preset = get_preset(config.preset)
-    gcfg = preset.generator_config(config.inputs, config.effective_residual)
+    gcfg = preset.generator_config(config.inputs, config.effective_residual, config.effective_upsample)
     dcfg = preset.discriminator_config(config.inputs)
     head = None
     if config.effective_head == "guided":
@@ -294,7 +294,7 @@ def _train_refiner(config: TrainConfig, progress, optimize, device: torch.device
 
     preset = get_preset(config.preset)
     size = config.effective_size
-    gen_probe = preset.generator_config(config.inputs, config.effective_residual)
+    gen_probe = preset.generator_config(config.inputs, config.effective_residual, config.effective_upsample)
     # config.check_refiner_size checks the known presets from their table; this is the generator's own figure
     if size[0] % gen_probe.downsampling or size[1] % gen_probe.downsampling:
         raise ConfigError(
@@ -774,6 +774,8 @@ def _resume(
     # the options as they resolved when the run started (a preset's defaults may change since);
     # checkpoints written before this was stored resolve them against today's presets
     stored_train = meta.get("training_resolved") or TrainConfig.from_dict(meta.get("training", {})).resolved_dict()
+    if "upsample" not in stored_train:  # checkpoints from before --upsample: the generator they stored used
+        stored_train["upsample"] = stored.get("generator", {}).get("upsample", "transposed")
     check_resume(
         stored_train, config.resolved_dict(), where=where, ignore=RESUMABLE_CHANGES, paths=("train", "val"),
         advice="only epochs, max_steps, workers, device, log_every and val_limit may change (and the run "
