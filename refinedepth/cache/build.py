@@ -285,10 +285,12 @@ def build_cache(
             result.seconds = {"total": time.perf_counter() - t_start, "load": 0.0, "backbone": 0.0, "write": 0.0}
             return result
     if dist.enabled:
-        if overwrite and dist.is_main:
-            # kept as OUT.replaced (and its shards folder) until the new cache is merged: an
-            # interrupted overwrite under torchrun leaves it to be renamed back (docs/cache.md)
-            set_aside(out)
+        if overwrite:
+            if dist.is_main:
+                # kept as OUT.replaced (and its shards folder) until the new cache is merged: an
+                # interrupted overwrite under torchrun leaves it to be renamed back (docs/cache.md)
+                set_aside(out)
+            barrier()  # no rank starts its shard in the folder before the old one has moved away
         target, shard = shard_path(out, dist.rank, dist.world_size), (dist.rank, dist.world_size)
         result.shard = target
     else:
