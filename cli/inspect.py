@@ -34,38 +34,13 @@ def inspect_cmd(path: str, verify: bool, as_json: bool, quiet: bool) -> None:
     from refinedepth.errors import CacheError, CheckpointError
 
     target = Path(path)
-    from refinedepth.train_backbone import (
-        describe_backbone_run,
-        is_backbone_run,
-        verify_backbone_run,
-    )
-
-    if target.is_dir() and is_backbone_run(target):
-        report = describe_backbone_run(target)
+    if target.is_dir():  # a train-backbone run or a refiner checkpoint: described, verified alike
+        report, check, failure = _directory(target)
         if verify:
-            report["verify"] = verify_backbone_run(target)
+            report["verify"] = check()
         _emit(report, as_json)
         if verify and not report["verify"]["ok"]:
-            problems = report["verify"]["problems"]
-            raise CheckpointError(f"{target} failed verification: {len(problems)} problem(s), first: {problems[0]}")
-        return
-    if target.is_dir():
-        try:
-            from refinedepth.refiner.checkpoint import describe_checkpoint
-        except ImportError:
-            raise CheckpointError(
-                f"{target} is a directory; describing refiner checkpoints needs refinedepth.refiner.checkpoint"
-            ) from None
-        report = describe_checkpoint(target)
-        if verify:
-            report["verify"] = _verify_checkpoint(report)
-        _emit(report, as_json)
-        if verify and not report["verify"]["ok"]:
-            problems = report["verify"]["problems"]
-            raise CheckpointError(
-                f"{report['path']} failed verification: {len(problems)} damaged file(s), first: "
-                f"{problems[0]}; copy the checkpoint again or re-train it"
-            )
+            raise CheckpointError(failure(report["verify"]["problems"]))
         return
     if not target.exists():
         raise CacheError(f"{target} does not exist; expected a cache file (.h5) or a refiner checkpoint directory")
@@ -105,6 +80,33 @@ def _problem_summary(v: dict) -> str:
     if files:
         parts.append(f"{files} file-level problem(s)")
     return " and ".join(parts) or f"{len(v['problems'])} problem(s)"
+
+
+def _directory(target: Path):
+    """``(report, verify, failure)`` for a directory: its description, the function that verifies
+    it and the one-line failure message for its problems."""
+    from refinedepth.refiner.checkpoint import describe_checkpoint
+    from refinedepth.train_backbone import (
+        describe_backbone_run,
+        is_backbone_run,
+        verify_backbone_run,
+    )
+
+    if is_backbone_run(target):
+        return (
+            describe_backbone_run(target),
+            lambda: verify_backbone_run(target),
+            lambda problems: f"{target} failed verification: {len(problems)} problem(s), first: {problems[0]}",
+        )
+    report = describe_checkpoint(target)
+    return (
+        report,
+        lambda: _verify_checkpoint(report),
+        lambda problems: (
+            f"{report['path']} failed verification: {len(problems)} damaged file(s), first: "
+            f"{problems[0]}; copy the checkpoint again or re-train it"
+        ),
+    )
 
 
 def _verify_checkpoint(report: dict) -> dict:

@@ -195,11 +195,19 @@ def apply_params(batch: Mapping[str, Any], params: AugmentParams, *, kind: str =
                 x = x * _per_sample(params.scale, x)
         if key in IMAGE_KEYS and bool((params.brightness != 1.0).any()):
             x = (x * _per_sample(params.brightness, x)).clamp(0.0, 1.0)
-        if key in GAIN_KEYS and params.gain is not None and bool((params.gain != 1.0).any()):
-            g = _per_sample(params.gain, x)
-            x = x / g if kind == "disparity" else x * g
+        if key in GAIN_KEYS:
+            x = apply_gain(x, params, kind)
         out[key] = x
     return out
+
+
+def apply_gain(x, params: AugmentParams, kind: str = "metric"):
+    """``x`` (a rough map ``[B,...]``, or values of it such as its percentiles) times each sample's
+    gain; a disparity map divided by it. Unchanged when no gain is drawn."""
+    if params.gain is None or not bool((params.gain != 1.0).any()):
+        return x
+    g = _per_sample(params.gain, x)
+    return x / g if kind == "disparity" else x * g
 
 
 def augment_batch(batch: Mapping[str, Any], ops: Iterable[str], generator=None, *, kind: str = "metric") -> dict:
@@ -265,6 +273,7 @@ __all__ = [
     "PAPER_AUGMENTATIONS",
     "AugmentParams",
     "PairedAugment",
+    "apply_gain",
     "apply_params",
     "augment_batch",
     "check_ops",

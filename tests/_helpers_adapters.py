@@ -38,21 +38,20 @@ def save_tiny_dpt(path: Path) -> Path:
     return path
 
 
-def save_tiny_depth_anything(path: Path, kind: str = "relative", max_depth: int = 20) -> Path:
-    """Depth Anything (DINOv2 patch 14) with its processor: keep aspect ratio, multiple of 14."""
+def save_tiny_depth_anything(path: Path, kind: str = "relative", max_depth: int = 20, prompt: bool = False) -> Path:
+    """Depth Anything (DINOv2 patch 14) with its processor: keep aspect ratio, multiple of 14.
+    ``prompt``: the same network as Prompt Depth Anything, with that family's processor (its own
+    default mean/std)."""
     import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-        DPTImageProcessor,
-    )
+    import transformers
+    from transformers import Dinov2Config
 
+    family = "PromptDepthAnything" if prompt else "DepthAnything"
     torch.manual_seed(0)
     backbone = Dinov2Config(
         **_VIT, image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False
     )
-    config = DepthAnythingConfig(
+    config = getattr(transformers, f"{family}Config")(
         backbone_config=backbone,
         reassemble_hidden_size=32,
         patch_size=14,
@@ -62,14 +61,14 @@ def save_tiny_depth_anything(path: Path, kind: str = "relative", max_depth: int 
         depth_estimation_type=kind,
         max_depth=max_depth,
     )
-    DepthAnythingForDepthEstimation(config).save_pretrained(path)
-    DPTImageProcessor(
-        size={"height": 28, "width": 42},
-        keep_aspect_ratio=True,
-        ensure_multiple_of=14,
-        image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(path)
+    getattr(transformers, f"{family}ForDepthEstimation")(config).save_pretrained(path)
+    size = {"size": {"height": 28, "width": 42}, "keep_aspect_ratio": True, "ensure_multiple_of": 14}
+    if prompt:
+        transformers.PromptDepthAnythingImageProcessor(**size).save_pretrained(path)
+    else:
+        transformers.DPTImageProcessor(
+            **size, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+        ).save_pretrained(path)
     return path
 
 

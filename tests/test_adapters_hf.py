@@ -17,6 +17,7 @@ from refinedepth.backbones.hf import HFPreprocess, output_kind_for  # noqa: E402
 from refinedepth.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
 
 from ._helpers_adapters import (  # noqa: E402
+    _VIT,
     one_thread,  # noqa: F401  (fixture)
     save_tiny_depth_anything,
     save_tiny_dpt,
@@ -411,14 +412,6 @@ def test_cached_hub_id_loads_offline(model_dirs, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- ZoeDepth, Depth Pro,
 # Prompt Depth Anything: tiny models built here, compared with their own processors
 
-_VIT = {
-    "hidden_size": 32,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 2,
-    "intermediate_size": 37,
-}
-
-
 def _save_tiny_zoedepth(path):
     from transformers import (
         BeitConfig,
@@ -552,33 +545,9 @@ def test_prompt_depth_anything_without_prompt_is_relative(tmp_path, head, value_
     (output * (max - min) + min of the prompt); unprompted, as the adapter runs it, the output is
     depth up to scale and shift, and the "metric" head's sigmoid stays in (0, 1) whatever
     max_depth says."""
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForDepthEstimation,
-        Dinov2Config,
-        PromptDepthAnythingConfig,
-        PromptDepthAnythingForDepthEstimation,
-        PromptDepthAnythingImageProcessor,
-    )
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    torch.manual_seed(0)
-    backbone = Dinov2Config(
-        **_VIT, image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False
-    )
-    config = PromptDepthAnythingConfig(
-        backbone_config=backbone,
-        reassemble_hidden_size=32,
-        patch_size=14,
-        neck_hidden_sizes=[8, 8, 16, 16],
-        fusion_hidden_size=16,
-        head_hidden_size=8,
-        depth_estimation_type=head,
-        max_depth=20,
-    )
-    PromptDepthAnythingForDepthEstimation(config).save_pretrained(tmp_path)
-    PromptDepthAnythingImageProcessor(
-        size={"height": 28, "width": 42}, keep_aspect_ratio=True, ensure_multiple_of=14
-    ).save_pretrained(tmp_path)
+    save_tiny_depth_anything(tmp_path, head, max_depth=20, prompt=True)
     _lifted(tmp_path)
 
     model = create_backbone("hf", model=str(tmp_path), input_size=[56, 84])

@@ -327,8 +327,8 @@ def test_merge_shards_virtual_dataset_survives_moving(tmp_path):
         os.chdir(cwd)
 
 
-def _merged_without_a_shard(tmp_path, missing: int):
-    """``m.h5`` merged from two shards of four samples, shard ``missing`` (0 or 1) then deleted."""
+def _merged(tmp_path):
+    """``m.h5`` merged from two shards of four samples; returns it and the rough maps written."""
     r, g, _ = _arrays(n=4)
     cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
     out = tmp_path / "m.h5"
@@ -337,6 +337,12 @@ def _merged_without_a_shard(tmp_path, missing: int):
             idx = list(range(w.start, w.stop))
             w.write_batch(idx, rough=r[idx], gt=g[idx])
     merge_shards(out)
+    return out, r
+
+
+def _merged_without_a_shard(tmp_path, missing: int):
+    """``m.h5`` merged from two shards of four samples, shard ``missing`` (0 or 1) then deleted."""
+    out, _ = _merged(tmp_path)
     shard_path(out, missing, 2).unlink()
     return out
 
@@ -458,14 +464,7 @@ def test_a_torchrun_overwrite_sets_the_merged_cache_aside_until_the_new_one_is_m
     interrupted overwrite keeps what the first set aside, and the merge deletes it."""
     from refinedepth.cache.shards import drop_replaced, replaced_paths, set_aside
 
-    r, g, _ = _arrays(n=4)
-    cfg = CacheConfig(num_samples=4, rough_size=(16, 20), gt_size=(12, 16))
-    out = tmp_path / "m.h5"
-    for k in range(2):
-        with CacheWriter.create(shard_path(out, k, 2), cfg, shard=(k, 2)) as w:
-            idx = list(range(w.start, w.stop))
-            w.write_batch(idx, rough=r[idx], gt=g[idx])
-    merge_shards(out)
+    out, r = _merged(tmp_path)
     file_aside, folder_aside = replaced_paths(out)
     assert (file_aside.name, folder_aside.name) == ("m.h5.replaced", "m.shards.replaced")
 

@@ -39,7 +39,8 @@ class CropDataset:
         max_depth: float | None = None,
     ) -> None:
         self.dataset = dataset
-        self.refiner_max_depth = max_depth  # the refiner's (default: the cache's), for the metric clip
+        # the rough map's range, clipped to before resizing (the refiner's max_depth, default the cache's)
+        self.norm = Normalization(output_kind=dataset.output_kind, max_depth=max_depth or dataset.max_depth)
         self.model_size = (int(model_size[0]), int(model_size[1]))
         self.crop = (int(crop[0]), int(crop[1]))
         self.seed = int(seed)
@@ -70,8 +71,7 @@ class CropDataset:
         out = dict(item)
         # clipped to the range the normalisation maps onto [-1, 1] before resizing, as inference
         # normalises the stored map before resizing it (train.py's _model_rough)
-        norm = Normalization(output_kind=self.dataset.output_kind, max_depth=self.refiner_max_depth or self.dataset.max_depth)
-        limits = norm.rough_limits(item["rough"][None])
+        limits = self.norm.rough_limits(item["rough"][None])
         out["rough_limits"] = limits[0]
         stored = clip_to_limits(item["rough"][None], limits)
         rough_full = resize_smooth(stored, full)[0]

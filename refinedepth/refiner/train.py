@@ -709,15 +709,13 @@ def _model_rough(batch, rough, params, *, norm: Normalization, kind: str, size) 
     percentiles were the shrunk map's). A crop dataset's batch brings the model view made so in
     the loader (nothing image-sized reaches the step), with its range; only flips and gain are
     left to apply, to both."""
-    from ..augment import apply_params
+    from ..augment import apply_gain, apply_params
 
     if "rough_limits" in batch:
         limits = batch["rough_limits"].to(rough.device).float()
         if params is not None:
             rough = apply_params({"rough": rough}, params, kind=kind)["rough"]
-            if params.gain is not None:
-                g = params.gain.to(limits).view(-1, 1)
-                limits = limits / g if kind == "disparity" else limits * g
+            limits = apply_gain(limits, params, kind)
     else:
         if params is not None:
             rough = apply_params({"rough": rough}, params, kind=kind)["rough"]
